@@ -1,0 +1,17 @@
+# Developer entry points. Everything a command needs, it installs (pinned) itself.
+.PHONY: test tools build run bench clean
+
+## make test: everything CI runs (fmt, clippy, all tests against real moto + HTTP servers, template checks)
+test:
+	scripts/test.sh
+
+## make tools: the pinned Python tools (moto, SAM CLI, cfn-lint) into .venv
+tools:
+	scripts/tools.sh
+
+build:
+	cargo build --workspace --locked
+
+clean:
+	cargo clean
+	rm -rf .venv .aws-sam

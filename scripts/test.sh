@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's one test command (`make test`; `.ci/run` runs exactly this).
+# Installs the pinned Python tools, then: formatting, clippy, every Rust test (the
+# integration tests start their own moto SQS servers on free loopback ports), and the
+# three template checks. Any failure fails the run; nothing is skipped.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Tests kill their moto servers when they finish; this catches any left by a crashed test.
+cleanup() { pkill -f "$ROOT/.venv/bin/moto_server" 2>/dev/null || true; }
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "tools (pinned Python packages into .venv)"
+scripts/tools.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "template checks"
+scripts/check-template.sh

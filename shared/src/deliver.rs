@@ -1,0 +1,173 @@
+//! One delivery attempt (SPEC §5): POST the stored body, signed, to `WEBHOOK_URL`, and
+//! classify the outcome. 2xx is delivered; anything else — 3xx included, since redirects are
+//! not followed — is a failure to retry, with the receiver's `Retry-After` when it gave one.
+//!
+//! The HTTP client is built once and reused across attempts and Lambda invocations, so warm
+//! invocations reuse TLS connections to the receiver.
+
+use crate::backoff::{FailureSignal, parse_retry_after};
+use crate::signature::{SecretSet, unix_now};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// SPEC §5: 5 s per attempt unless `DELIVERY_TIMEOUT_MS` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered { status: u16 },
+    Failed(Failure),
+}
+
+/// A failed attempt: what happened, and what the receiver asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// `Retry-After` from a 429 or 503, already parsed and capped.
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The receiver answered, but not 2xx.
+    Status(u16),
+    /// No answer within the timeout.
+    Timeout,
+    /// No connection (refused, DNS, TLS).
+    Connect,
+    /// Anything else on the way (reset mid-response, protocol error).
+    Transport,
+}
+
+impl Failure {
+    /// For the backoff: a 429 or a timeout means "slow down".
+    pub fn signal(&self) -> FailureSignal {
+        match self.kind {
+            FailureKind::Status(429) | FailureKind::Timeout => FailureSignal::Overloaded,
+            _ => FailureSignal::Plain,
+        }
+    }
+
+    /// A short label for logs and the `StatusClass` metric dimension.
+    pub fn class(&self) -> &'static str {
+        match self.kind {
+            FailureKind::Status(s) if (300..400).contains(&s) => "3xx",
+            FailureKind::Status(s) if (400..500).contains(&s) => "4xx",
+            FailureKind::Status(_) => "5xx",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::Transport => "transport",
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.kind {
+            FailureKind::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            FailureKind::Status(s) => write!(f, "receiver answered {s}")?,
+            FailureKind::Timeout => f.write_str("receiver did not answer in time")?,
+            FailureKind::Connect => f.write_str("could not connect to the receiver")?,
+            FailureKind::Transport => f.write_str("connection failed mid-request")?,
+        }
+        if let Some(after) = self.retry_after {
+            write!(f, " (Retry-After {} s)", after.as_secs())?;
+        }
+        Ok(())
+    }
+}
+
+/// Signs and POSTs bodies to one webhook URL.
+#[derive(Clone)]
+pub struct Deliverer {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    secrets: Arc<SecretSet>,
+}
+
+impl Deliverer {
+    pub fn new(
+        url: reqwest::Url,
+        secrets: Arc<SecretSet>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("chat-relay/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Deliverer {
+            client,
+            url,
+            secrets,
+        })
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    /// Opens (and keeps in the pool) a connection to the receiver, TLS handshake included,
+    /// so the first real delivery does not pay for it. Any answer will do; errors are ignored.
+    pub async fn warm_up(&self) {
+        let _ = self.client.head(self.url.clone()).send().await;
+    }
+
+    /// One signed POST. `event_id` is the `webhook-id`: the same on every retry, so the
+    /// receiver can drop duplicates.
+    pub async fn attempt(&self, event_id: &str, body: String) -> (Outcome, Duration) {
+        let started = Instant::now();
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json");
+        for (name, value) in self.secrets.headers(event_id, unix_now(), &body) {
+            request = request.header(name, value);
+        }
+        let outcome = match request.body(body).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = match status {
+                    429 | 503 => response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now())),
+                    _ => None,
+                };
+                // Reading the (small) answer to its end hands the connection back to the pool.
+                let _ = response.bytes().await;
+                if (200..300).contains(&status) {
+                    Outcome::Delivered { status }
+                } else {
+                    Outcome::Failed(Failure {
+                        kind: FailureKind::Status(status),
+                        retry_after,
+                    })
+                }
+            }
+            Err(e) => Outcome::Failed(Failure {
+                kind: if e.is_timeout() {
+                    FailureKind::Timeout
+                } else if e.is_connect() {
+                    FailureKind::Connect
+                } else {
+                    FailureKind::Transport
+                },
+                retry_after: None,
+            }),
+        };
+        (outcome, started.elapsed())
+    }
+}

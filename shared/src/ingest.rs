@@ -1,0 +1,441 @@
+//! Ingest (SPEC §4): a signed HTTP request in, a stored event (or a clear refusal) out.
+//!
+//! Checks run cheapest and least trusting first: content type (415), size (413), signature on
+//! the raw bytes (401), JSON syntax (400), schema (422), then the queue (202, or 503 with
+//! `Retry-After` when it did not take the event). `202` is only ever sent after the queue
+//! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
+//! `lambda_http`) and in the local stack (through `axum::serve`).
+
+use crate::envelope::{self, EventType, Routing, SchemaViolation};
+use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
+use crate::signature::{SecretSet, VerifyError};
+use crate::telemetry::{Metrics, dimension, metric};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The queue's message limit (SQS, set explicitly on the queue): 1 MiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Seconds a sender should wait before retrying after a 503.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// The ingest service: secrets to verify with, and the queue to store in.
+pub struct Ingest {
+    secrets: SecretSet,
+    queue: Arc<dyn Queue>,
+    metrics: Metrics,
+}
+
+/// An event the queue has stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub event_id: String,
+    pub event_type: EventType,
+    pub group_id: String,
+}
+
+/// Why a request was refused. `Display` is the message the sender sees; [`Rejection::status`]
+/// is the one place that maps it to a status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("Content-Type must be application/json, found {0}")]
+    UnsupportedMediaType(String),
+    #[error(
+        "body is over the limit of {MAX_BODY_BYTES} bytes (1 MiB, the queue's message size limit)"
+    )]
+    TooLarge,
+    #[error("{0}")]
+    Unauthorized(VerifyError),
+    #[error("malformed JSON at line {line}, column {column}: {detail}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        detail: String,
+    },
+    #[error("body is not valid UTF-8; send JSON encoded as UTF-8")]
+    NotUtf8,
+    #[error("{0}")]
+    Schema(SchemaViolation),
+    #[error(
+        "the queue is unavailable and nothing was stored: keep the event and retry in {RETRY_AFTER_SECS} s"
+    )]
+    QueueUnavailable,
+    #[error("no such route: use POST /events, POST /events/batch or GET /health")]
+    NotFound,
+    #[error("method not allowed: use POST /events, POST /events/batch or GET /health")]
+    MethodNotAllowed,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Unauthorized(VerifyError::NotUtf8) | Rejection::NotUtf8 => {
+                StatusCode::BAD_REQUEST
+            }
+            Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Rejection::MalformedJson { .. } => StatusCode::BAD_REQUEST,
+            Rejection::Schema(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// A stable machine-readable code: the `error` field and the `Reason` metric dimension.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::UnsupportedMediaType(_) => "unsupported_media_type",
+            Rejection::TooLarge => "payload_too_large",
+            Rejection::Unauthorized(VerifyError::NotUtf8) | Rejection::NotUtf8 => "malformed_json",
+            Rejection::Unauthorized(_) => "unauthorized",
+            Rejection::MalformedJson { .. } => "malformed_json",
+            Rejection::Schema(_) => "schema_violation",
+            Rejection::QueueUnavailable => "queue_unavailable",
+            Rejection::NotFound => "not_found",
+            Rejection::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    /// The JSON error body: `error`, `message`, and the details a program can use.
+    pub fn body(&self) -> Value {
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        match self {
+            Rejection::TooLarge => body["limit"] = json!(MAX_BODY_BYTES),
+            Rejection::MalformedJson { line, column, .. } => {
+                body["line"] = json!(line);
+                body["column"] = json!(column);
+            }
+            Rejection::Schema(v) => {
+                body["path"] = json!(v.path);
+                body["expected"] = json!(v.expected);
+            }
+            _ => {}
+        }
+        body
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if self == Rejection::QueueUnavailable {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+impl Ingest {
+    pub fn new(secrets: SecretSet, queue: Arc<dyn Queue>, metrics: Metrics) -> Self {
+        Ingest {
+            secrets,
+            queue,
+            metrics,
+        }
+    }
+
+    /// `POST /events`: one envelope.
+    pub async fn accept_event(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Accepted, Rejection> {
+        let text = self.authenticate(headers, body)?;
+        let value: Value = serde_json::from_str(text).map_err(malformed)?;
+        let routing = envelope::validate(&value, body).map_err(Rejection::Schema)?;
+        check_storable(text)?;
+        self.queue
+            .send(new_message(text, &routing))
+            .await
+            .map_err(|e| queue_failure(&routing, &e))?;
+        Ok(accepted(routing))
+    }
+
+    /// `POST /events/batch`: up to 10 envelopes in a JSON array, one signature for the whole
+    /// body. Each item is validated and stored on its own (its own bytes, its own id).
+    pub async fn accept_batch(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<ItemResult>, Rejection> {
+        let text = self.authenticate(headers, body)?;
+        let items: Vec<&RawValue> = match serde_json::from_str::<Value>(text).map_err(malformed)? {
+            Value::Array(array) if (1..=MAX_BATCH).contains(&array.len()) => {
+                serde_json::from_str(text).expect("a JSON array parses as raw items")
+            }
+            other => {
+                let found = match &other {
+                    Value::Array(a) => format!("{} envelopes", a.len()),
+                    _ => "no array".to_owned(),
+                };
+                return Err(Rejection::Schema(SchemaViolation {
+                    path: "body".into(),
+                    expected: format!(
+                        "expected a JSON array of 1 to {MAX_BATCH} envelopes, found {found}"
+                    ),
+                }));
+            }
+        };
+        let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+        let mut to_store = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let raw = item.get();
+            let value: Value = serde_json::from_str(raw).expect("items of a parsed array parse");
+            let checked = envelope::validate(&value, raw.as_bytes())
+                .map_err(|v| Rejection::Schema(v.at_batch_index(index)))
+                .and_then(|routing| check_storable(raw).map(|()| routing));
+            match checked {
+                Ok(routing) => to_store.push((index, new_message(raw, &routing), routing)),
+                Err(rejection) => results[index] = Some(ItemResult::Rejected(rejection)),
+            }
+        }
+        let messages = to_store.iter().map(|(_, m, _)| m.clone()).collect();
+        let stored = match self.queue.send_batch(messages).await {
+            Ok(per_item) => per_item,
+            Err(e) => vec![Err(e); to_store.len()],
+        };
+        for ((index, _, routing), outcome) in to_store.into_iter().zip(stored) {
+            results[index] = Some(match outcome {
+                Ok(()) => ItemResult::Queued(accepted(routing)),
+                Err(e) => ItemResult::Rejected(queue_failure(&routing, &e)),
+            });
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every item has a result"))
+            .collect())
+    }
+
+    /// Content type, size and signature: the checks before the body is parsed.
+    fn authenticate<'b>(&self, headers: &HeaderMap, body: &'b [u8]) -> Result<&'b str, Rejection> {
+        check_content_type(headers)?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Rejection::TooLarge);
+        }
+        self.secrets
+            .verify(body, headers)
+            .map_err(Rejection::Unauthorized)?;
+        std::str::from_utf8(body).map_err(|_| Rejection::NotUtf8)
+    }
+
+    fn record_rejection(&self, rejection: &Rejection, started: Instant) {
+        self.metrics.count(
+            metric::REJECTED,
+            Some((dimension::REASON, rejection.code())),
+        );
+        // Only the code and status: the message may quote part of the payload.
+        tracing::warn!(
+            status = rejection.status().as_u16(),
+            reason = rejection.code(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            outcome = "rejected",
+            "request rejected"
+        );
+    }
+
+    fn record_accepted(&self, accepted: &Accepted, started: Instant) {
+        self.metrics.count(metric::INGESTED, None);
+        tracing::info!(
+            event_id = %accepted.event_id,
+            event_type = accepted.event_type.as_str(),
+            group = %accepted.group_id,
+            status = 202,
+            duration_ms = started.elapsed().as_millis() as u64,
+            outcome = "queued",
+            "event queued"
+        );
+    }
+}
+
+/// One item of a batch answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    Queued(Accepted),
+    Rejected(Rejection),
+}
+
+fn new_message(text: &str, routing: &Routing) -> NewMessage {
+    NewMessage {
+        body: text.to_owned(),
+        group_id: routing.group_id.clone(),
+        dedup_id: routing.event_id.clone(),
+    }
+}
+
+fn accepted(routing: Routing) -> Accepted {
+    Accepted {
+        event_id: routing.event_id,
+        event_type: routing.event_type,
+        group_id: routing.group_id,
+    }
+}
+
+fn queue_failure(routing: &Routing, error: &QueueError) -> Rejection {
+    // The operator needs the cause; the sender only needs to retry.
+    tracing::error!(event_id = %routing.event_id, group = %routing.group_id, error = %error, "queue did not store the event");
+    Rejection::QueueUnavailable
+}
+
+fn malformed(e: serde_json::Error) -> Rejection {
+    // serde_json's message ends with " at line L column C"; the fields carry those.
+    let text = e.to_string();
+    let detail = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(head, _)| head)
+        .to_owned();
+    Rejection::MalformedJson {
+        line: e.line(),
+        column: e.column(),
+        detail,
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let essence = value.map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(_) => Err(Rejection::UnsupportedMediaType(format!(
+            "{:?}",
+            value.unwrap_or_default()
+        ))),
+        None => Err(Rejection::UnsupportedMediaType("none".into())),
+    }
+}
+
+/// SQS stores only XML-safe characters; valid JSON text can still carry U+FFFE and U+FFFF raw.
+fn check_storable(text: &str) -> Result<(), Rejection> {
+    match text.chars().find(|c| matches!(c, '\u{FFFE}' | '\u{FFFF}')) {
+        None => Ok(()),
+        Some(c) => Err(Rejection::Schema(SchemaViolation {
+            path: "body".into(),
+            expected: format!(
+                "the character U+{:04X} cannot be stored by SQS; send it escaped as \\u{:04X}",
+                c as u32, c as u32
+            ),
+        })),
+    }
+}
+
+/// The routes, for Lambda (`lambda_http::run(router(..))`) and for the local stack.
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/events", post(post_event))
+        .route("/events/batch", post(post_batch))
+        .route("/health", get(health))
+        .fallback(|| async { Rejection::NotFound })
+        .method_not_allowed_fallback(|| async { Rejection::MethodNotAllowed })
+        // Our own limit answers 413 with the JSON error body; axum's default would not.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(ingest)
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, Rejection> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| Rejection::TooLarge)
+}
+
+async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let result = match check_content_type(&headers) {
+        Ok(()) => match read_body(body).await {
+            Ok(bytes) => ingest.accept_event(&headers, &bytes).await,
+            Err(rejection) => Err(rejection),
+        },
+        Err(rejection) => Err(rejection),
+    };
+    match result {
+        Ok(accepted) => {
+            ingest.record_accepted(&accepted, started);
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"id": accepted.event_id, "status": "queued"})),
+            )
+                .into_response()
+        }
+        Err(rejection) => {
+            ingest.record_rejection(&rejection, started);
+            rejection.into_response()
+        }
+    }
+}
+
+async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let result = match check_content_type(&headers) {
+        Ok(()) => match read_body(body).await {
+            Ok(bytes) => ingest.accept_batch(&headers, &bytes).await,
+            Err(rejection) => Err(rejection),
+        },
+        Err(rejection) => Err(rejection),
+    };
+    let items = match result {
+        Ok(items) => items,
+        Err(rejection) => {
+            ingest.record_rejection(&rejection, started);
+            return rejection.into_response();
+        }
+    };
+    let mut body = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        body.push(match item {
+            ItemResult::Queued(accepted) => {
+                ingest.record_accepted(accepted, started);
+                json!({"index": index, "id": accepted.event_id, "status": "queued"})
+            }
+            ItemResult::Rejected(rejection) => {
+                ingest.record_rejection(rejection, started);
+                let mut result = rejection.body();
+                result["index"] = json!(index);
+                result["status"] = json!("rejected");
+                result["statusCode"] = json!(rejection.status().as_u16());
+                result
+            }
+        });
+    }
+    let queued = items
+        .iter()
+        .filter(|i| matches!(i, ItemResult::Queued(_)))
+        .count();
+    let all_unavailable = items
+        .iter()
+        .all(|i| matches!(i, ItemResult::Rejected(Rejection::QueueUnavailable)));
+    let status = if queued == items.len() {
+        StatusCode::ACCEPTED
+    } else if all_unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let mut response = (status, axum::Json(json!({"results": body}))).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}

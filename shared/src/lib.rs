@@ -1,0 +1,26 @@
+//! The relay's domain: everything the ingest and dispatcher Lambdas, the local stack and the
+//! tests share. The Lambda binaries only read configuration, build adapters and call in here.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`envelope`] | the wire contract, validation with JSON paths, event and group ids |
+//! | [`signature`] | Standard Webhooks signing and verification, several secrets at once |
+//! | [`queue`] | the queue port and its adapters: SQS and in-process |
+//! | [`deliver`] | one signed delivery attempt and its outcome |
+//! | [`backoff`] | the retry schedule, jitter and `Retry-After` |
+//! | [`dispatch`] | a batch of queue messages in, the failed ones out; FIFO group rules |
+//! | [`poller`] | receive → dispatch → delete: the event source mapping, outside Lambda |
+//! | [`ingest`] | HTTP request in, stored event or clear refusal out |
+//! | [`config`] | environment → typed configuration, one error line per bad variable |
+//! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
+
+pub mod backoff;
+pub mod config;
+pub mod deliver;
+pub mod dispatch;
+pub mod envelope;
+pub mod ingest;
+pub mod poller;
+pub mod queue;
+pub mod signature;
+pub mod telemetry;

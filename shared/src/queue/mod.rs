@@ -1,0 +1,117 @@
+//! The queue port: what ingest, the dispatcher and the local poller need from a FIFO queue,
+//! and nothing AWS-specific. Two adapters implement it: [`sqs::SqsQueue`] (AWS SQS, or any
+//! SQS-protocol server such as moto) and [`memory::MemoryQueue`] (in-process, SQS FIFO
+//! semantics, for the local stack and tests).
+
+pub mod memory;
+pub mod sqs;
+
+use async_trait::async_trait;
+use aws_lambda_events::sqs::SqsMessage;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// SQS returns at most 10 messages per receive, and takes at most 10 per batch send.
+pub const MAX_BATCH: usize = 10;
+/// SQS's largest visibility timeout: 12 hours.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// A message to enqueue: the raw body plus the FIFO routing ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub body: String,
+    /// FIFO `MessageGroupId`: messages of one group are delivered in order.
+    pub group_id: String,
+    /// FIFO `MessageDeduplicationId`: the event id; a repeat within 5 minutes is dropped.
+    pub dedup_id: String,
+}
+
+/// A message handed out by `receive`, invisible to other consumers until its visibility
+/// timeout passes or it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub group_id: String,
+    pub dedup_id: Option<String>,
+    /// How many times the message has been received, this time included (1 on the first).
+    pub receive_count: u32,
+    /// When the queue accepted the message, unix milliseconds.
+    pub sent_timestamp_ms: u64,
+}
+
+/// Names of the SQS system attributes the dispatcher reads (as Lambda passes them).
+pub mod attr {
+    pub const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
+    pub const GROUP_ID: &str = "MessageGroupId";
+    pub const DEDUP_ID: &str = "MessageDeduplicationId";
+    pub const SENT_TIMESTAMP: &str = "SentTimestamp";
+}
+
+impl ReceivedMessage {
+    /// The record Lambda's event source mapping would build for this message, so the local
+    /// poller and the tests hand the dispatcher exactly what it gets on AWS.
+    pub fn into_lambda_record(self, event_source_arn: &str) -> SqsMessage {
+        let mut attributes = HashMap::from([
+            (
+                attr::RECEIVE_COUNT.to_owned(),
+                self.receive_count.to_string(),
+            ),
+            (attr::GROUP_ID.to_owned(), self.group_id),
+            (
+                attr::SENT_TIMESTAMP.to_owned(),
+                self.sent_timestamp_ms.to_string(),
+            ),
+        ]);
+        if let Some(dedup) = self.dedup_id {
+            attributes.insert(attr::DEDUP_ID.to_owned(), dedup);
+        }
+        let mut record = SqsMessage::default();
+        record.message_id = Some(self.message_id);
+        record.receipt_handle = Some(self.receipt_handle);
+        record.body = Some(self.body);
+        record.attributes = attributes;
+        record.event_source = Some("aws:sqs".to_owned());
+        record.event_source_arn = Some(event_source_arn.to_owned());
+        record
+    }
+}
+
+/// Why the queue did not do what was asked. `Display` says what to check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The queue could not be reached or answered with a server error: try again later.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The queue refused the request itself (bad receipt handle, bad parameter).
+    #[error("queue refused the request: {0}")]
+    Refused(String),
+}
+
+/// A FIFO queue with SQS semantics.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Stores one message. `Ok` means the queue has it durably (or already had it: dedup).
+    async fn send(&self, message: NewMessage) -> Result<(), QueueError>;
+
+    /// Stores up to [`MAX_BATCH`] messages; one result per message, in order.
+    async fn send_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError>;
+
+    /// Receives up to `max` messages, waiting up to `wait` for the first one (long polling).
+    async fn receive(&self, max: usize, wait: Duration)
+    -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Removes a received message for good (it was delivered).
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+
+    /// Makes a received message visible again after `timeout` (0 = now): the retry backoff.
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+}

@@ -1,0 +1,214 @@
+//! The SQS adapter of the queue port: AWS SQS, or any SQS-protocol server (moto, fauxqs)
+//! through the SDK's own `AWS_ENDPOINT_URL_SQS` override.
+
+use super::{MAX_BATCH, NewMessage, Queue, QueueError, ReceivedMessage};
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use std::time::Duration;
+
+/// A FIFO queue on SQS, addressed by its URL.
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// Builds the client from the SDK's standard environment (region, credentials,
+    /// `AWS_ENDPOINT_URL_SQS`). Done once, at init.
+    pub async fn from_env(queue_url: impl Into<String>) -> Self {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build();
+        let config = aws_config::from_env().timeout_config(timeouts).load().await;
+        SqsQueue::new(Client::new(&config), queue_url)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+}
+
+/// Client-side refusals (4xx) are the caller's mistake; everything else may pass.
+fn classify<E>(err: SdkError<E, HttpResponse>) -> QueueError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let client_fault =
+        matches!(&err, SdkError::ServiceError(service) if service.raw().status().is_client_error());
+    let message = DisplayErrorContext(&err).to_string();
+    if client_fault {
+        QueueError::Refused(message)
+    } else {
+        QueueError::Unavailable(message)
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(message.body)
+            .message_group_id(message.group_id)
+            .message_deduplication_id(message.dedup_id)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn send_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        assert!(
+            messages.len() <= MAX_BATCH,
+            "SQS takes at most {MAX_BATCH} messages per batch"
+        );
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = messages.len();
+        let entries = messages
+            .into_iter()
+            .enumerate()
+            .map(|(index, m)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .message_body(m.body)
+                    .message_group_id(m.group_id)
+                    .message_deduplication_id(m.dedup_id)
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(classify)?;
+        // Anything SQS neither confirmed nor refused counts as not stored.
+        let mut results: Vec<Result<(), QueueError>> = vec![
+            Err(QueueError::Unavailable(
+                "SQS did not report this entry".into()
+            ));
+            count
+        ];
+        for ok in output.successful() {
+            if let Some(slot) = ok
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                *slot = Ok(());
+            }
+        }
+        for failed in output.failed() {
+            if let Some(slot) = failed
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                let message = format!(
+                    "{}: {}",
+                    failed.code(),
+                    failed.message().unwrap_or("no detail")
+                );
+                *slot = Err(if failed.sender_fault() {
+                    QueueError::Refused(message)
+                } else {
+                    QueueError::Unavailable(message)
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output
+            .messages()
+            .iter()
+            .map(|m| {
+                let attribute = |name: MessageSystemAttributeName| {
+                    m.attributes().and_then(|a| a.get(&name)).cloned()
+                };
+                ReceivedMessage {
+                    message_id: m.message_id().unwrap_or_default().to_owned(),
+                    receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
+                    body: m.body().unwrap_or_default().to_owned(),
+                    group_id: attribute(MessageSystemAttributeName::MessageGroupId)
+                        .unwrap_or_default(),
+                    dedup_id: attribute(MessageSystemAttributeName::MessageDeduplicationId),
+                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1),
+                    sent_timestamp_ms: attribute(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(timeout.min(super::MAX_VISIBILITY).as_secs() as i32)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! Logs and metrics (SPEC §8). Logs: one JSON line per request or attempt through `tracing`,
+//! keyed by event id; the payload is never logged (QR codes are login credentials, message
+//! text is personal data), and neither are secrets or signature headers — callers log ids,
+//! types, groups, status codes and durations only. Metrics: CloudWatch Embedded Metric Format
+//! lines on stdout, which Lambda's log pipeline turns into metrics with no SDK call.
+
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use tracing_subscriber::EnvFilter;
+
+/// Metric names: the template's alarms and dashboard use exactly these.
+pub mod metric {
+    pub const INGESTED: &str = "Ingested";
+    pub const REJECTED: &str = "Rejected";
+    pub const DELIVERED: &str = "Delivered";
+    pub const DELIVERY_FAILED: &str = "DeliveryFailed";
+    pub const DELIVERY_LATENCY: &str = "DeliveryLatency";
+    pub const END_TO_END_LATENCY: &str = "EndToEndLatency";
+    pub const ALL: [&str; 6] = [
+        INGESTED,
+        REJECTED,
+        DELIVERED,
+        DELIVERY_FAILED,
+        DELIVERY_LATENCY,
+        END_TO_END_LATENCY,
+    ];
+}
+
+/// Dimension names used on some metrics, besides the dimensionless series.
+pub mod dimension {
+    pub const REASON: &str = "Reason";
+    pub const STATUS_CLASS: &str = "StatusClass";
+}
+
+/// Default namespace when `METRICS_NAMESPACE` is not set.
+pub const DEFAULT_NAMESPACE: &str = "ChatRelay";
+
+/// JSON logs for Lambda (CloudWatch filters on the `level` field). The level comes from
+/// `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), else `RUST_LOG`, else `info`.
+pub fn init_json_logs() {
+    let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .map(|level| EnvFilter::new(level.to_lowercase()))
+        .unwrap_or_else(|| {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+        });
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_env_filter(filter)
+        .without_time() // Lambda stamps every line itself.
+        .try_init();
+}
+
+/// Where EMF lines go: stdout on Lambda; a buffer in tests; nowhere in the local stack.
+#[derive(Clone)]
+pub enum MetricsSink {
+    Stdout,
+    Buffer(Arc<Mutex<Vec<String>>>),
+    Off,
+}
+
+/// Emits metrics in CloudWatch Embedded Metric Format, one JSON line per data point.
+#[derive(Clone)]
+pub struct Metrics {
+    namespace: String,
+    sink: MetricsSink,
+}
+
+/// Units used here (a subset of CloudWatch's).
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new(namespace: impl Into<String>, sink: MetricsSink) -> Self {
+        Metrics {
+            namespace: namespace.into(),
+            sink,
+        }
+    }
+
+    pub fn off() -> Self {
+        Metrics::new(DEFAULT_NAMESPACE, MetricsSink::Off)
+    }
+
+    /// A count of 1.
+    pub fn count(&self, name: &str, dimension: Option<(&str, &str)>) {
+        self.put(name, 1.0, Unit::Count, dimension);
+    }
+
+    pub fn millis(&self, name: &str, value: f64) {
+        self.put(name, value, Unit::Milliseconds, None);
+    }
+
+    /// One EMF document. The metric is always published without dimensions (what alarms
+    /// use) and, when a dimension is given, also split by it (what dashboards drill into).
+    pub fn put(&self, name: &str, value: f64, unit: Unit, dimension: Option<(&str, &str)>) {
+        if matches!(self.sink, MetricsSink::Off) {
+            return;
+        }
+        let mut dimension_sets = vec![json!([])];
+        let mut document = Map::new();
+        if let Some((key, dim_value)) = dimension {
+            dimension_sets.push(json!([key]));
+            document.insert(key.to_owned(), Value::from(dim_value));
+        }
+        document.insert(name.to_owned(), json!(value));
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        document.insert(
+            "_aws".to_owned(),
+            json!({
+                "Timestamp": timestamp,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": dimension_sets,
+                    "Metrics": [{"Name": name, "Unit": unit.as_str()}],
+                }],
+            }),
+        );
+        let line = Value::Object(document).to_string();
+        match &self.sink {
+            MetricsSink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+            MetricsSink::Buffer(buffer) => buffer.lock().unwrap().push(line),
+            MetricsSink::Off => {}
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Test support shared by the integration and end-to-end suites: a real SQS-protocol server
+//! (moto, started per test on a free loopback port), a real HTTP receiver that verifies
+//! deliveries with the public `standardwebhooks` crate, and request-signing helpers.
+//!
+//! Nothing here skips: a missing moto is a test failure that says how to install it.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::QueueAttributeName;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use relay_shared::signature::SecretSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// Secrets used across the tests (24+ random-looking bytes, as the relay requires).
+pub const INGEST_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const WEBHOOK_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHM=";
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A moto SQS server for one test; killed when dropped.
+pub struct MotoServer {
+    pub endpoint: String,
+    child: Child,
+}
+
+impl MotoServer {
+    /// Starts `moto_server` (from `MOTO_SERVER`, else the project's `.venv`) on a free port
+    /// and waits until it answers.
+    pub async fn start() -> MotoServer {
+        let binary = std::env::var_os("MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv/bin/moto_server"));
+        assert!(
+            binary.exists(),
+            "moto_server not found at {}: run `make tools` (or scripts/tools.sh), which installs the pinned moto[server] into .venv",
+            binary.display()
+        );
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", binary.display()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = MotoServer { endpoint, child };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let http = reqwest::Client::new();
+        loop {
+            let probe = http
+                .get(format!("{}/moto-api/", self.endpoint))
+                .send()
+                .await;
+            if probe.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on {} within 60 s",
+                self.endpoint
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Forgets every queue and message (moto's own reset endpoint).
+    pub async fn reset(&self) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/moto-api/reset", self.endpoint))
+            .send()
+            .await
+            .expect("moto reset request");
+        assert!(
+            response.status().is_success(),
+            "moto reset answered {}",
+            response.status()
+        );
+    }
+
+    /// An SQS client pointed at this server, with fake credentials.
+    pub async fn client(&self) -> Client {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "moto",
+            ))
+            .load()
+            .await;
+        Client::new(&config)
+    }
+
+    /// Creates `{name}.fifo` and `{name}-dlq.fifo` wired as the template wires them.
+    pub async fn create_fifo_with_dlq(
+        &self,
+        name: &str,
+        max_receive_count: u32,
+        visibility_secs: u32,
+    ) -> FifoQueues {
+        let client = self.client().await;
+        let dlq_url = create_fifo(&client, &format!("{name}-dlq.fifo"), &[]).await;
+        let dlq_arn = client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("get DLQ arn")
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("DLQ has an ARN");
+        let redrive = format!(
+            r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}"#
+        );
+        let queue_url = create_fifo(
+            &client,
+            &format!("{name}.fifo"),
+            &[
+                (QueueAttributeName::RedrivePolicy, redrive),
+                (
+                    QueueAttributeName::VisibilityTimeout,
+                    visibility_secs.to_string(),
+                ),
+            ],
+        )
+        .await;
+        FifoQueues {
+            client,
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+async fn create_fifo(
+    client: &Client,
+    name: &str,
+    extra: &[(QueueAttributeName, String)],
+) -> String {
+    let mut request = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+        .attributes(QueueAttributeName::MaximumMessageSize, "1048576");
+    for (key, value) in extra {
+        request = request.attributes(key.clone(), value);
+    }
+    request
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "create queue {name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })
+        .queue_url()
+        .expect("queue url")
+        .to_owned()
+}
+
+/// A FIFO queue and its DLQ on a test server.
+pub struct FifoQueues {
+    pub client: Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+impl FifoQueues {
+    /// Messages currently stored (visible + in flight), as SQS reports them.
+    pub async fn depth(&self, url: &str) -> usize {
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("get queue attributes");
+        let read = |name: QueueAttributeName| {
+            attributes
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        read(QueueAttributeName::ApproximateNumberOfMessages)
+            + read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+/// The three Standard Webhooks headers plus `Content-Type: application/json`, signed now.
+pub fn signed_headers(secret: &str, msg_id: &str, body: &str) -> HeaderMap {
+    signed_headers_at(secret, msg_id, body, relay_shared::signature::unix_now())
+}
+
+pub fn signed_headers_at(secret: &str, msg_id: &str, body: &str, timestamp: i64) -> HeaderMap {
+    let secrets = SecretSet::parse(secret).expect("test secret");
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    for (name, value) in secrets.headers(msg_id, timestamp, body) {
+        headers.insert(name, HeaderValue::from_str(&value).unwrap());
+    }
+    headers
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub webhook_id: String,
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    /// Whether `standardwebhooks::Webhook::verify` accepted it with the webhook secret.
+    pub verified: bool,
+    /// The status the receiver answered.
+    pub answered: u16,
+}
+
+/// Decides the receiver's answer to each request: (status, extra headers).
+pub type Script =
+    Arc<dyn Fn(&Delivery, usize) -> (StatusCode, Vec<(&'static str, String)>) + Send + Sync>;
+
+/// A real HTTP receiver on 127.0.0.1:0 that verifies every delivery as a user's app would.
+pub struct Receiver {
+    pub url: String,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    webhook: Arc<standardwebhooks::Webhook>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    script: Script,
+}
+
+impl Receiver {
+    /// Answers 204 to everything.
+    pub async fn start_ok() -> Receiver {
+        Receiver::start(Arc::new(|_, _| (StatusCode::NO_CONTENT, Vec::new()))).await
+    }
+
+    /// Answers as `script` says; the second argument counts earlier requests.
+    pub async fn start(script: Script) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let url = format!(
+            "http://{}/api/webhook/chat-whatsapp",
+            listener.local_addr().unwrap()
+        );
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let state = ReceiverState {
+            webhook: Arc::new(
+                standardwebhooks::Webhook::new(WEBHOOK_SECRET).expect("webhook secret"),
+            ),
+            deliveries: Arc::clone(&deliveries),
+            script,
+        };
+        let app = Router::new()
+            .route("/api/webhook/chat-whatsapp", axum::routing::post(receive))
+            .with_state(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("receiver serve");
+        });
+        Receiver {
+            url,
+            deliveries,
+            task,
+        }
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> Response {
+    let webhook_id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let verified = state.webhook.verify(&body, &headers).is_ok();
+    let mut delivery = Delivery {
+        webhook_id,
+        body,
+        content_type: headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        verified,
+        answered: 0,
+    };
+    let earlier = state.deliveries.lock().unwrap().len();
+    let (status, extra) = (state.script)(&delivery, earlier);
+    delivery.answered = status.as_u16();
+    state.deliveries.lock().unwrap().push(delivery);
+    let mut response = status.into_response();
+    for (name, value) in extra {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(&value).unwrap());
+    }
+    response
+}

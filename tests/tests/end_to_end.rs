@@ -1,0 +1,241 @@
+//! End to end over real servers: a request signed the way chat-whatsapp signs it → the ingest
+//! handler → moto's SQS FIFO queue → receive → the dispatcher handler with the `SqsEvent` built
+//! from the received messages → a real HTTP receiver that verifies with the public
+//! `standardwebhooks` crate and gets the body byte for byte.
+
+use aws_lambda_events::sqs::SqsEvent;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use relay_shared::backoff::RetrySchedule;
+use relay_shared::deliver::Deliverer;
+use relay_shared::dispatch::Dispatcher;
+use relay_shared::ingest::{Ingest, router};
+use relay_shared::queue::sqs::SqsQueue;
+use relay_shared::queue::{MAX_BATCH, Queue};
+use relay_shared::signature::SecretSet;
+use relay_shared::telemetry::Metrics;
+use relay_tests::{INGEST_SECRET, MotoServer, Receiver, WEBHOOK_SECRET, signed_headers};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+fn message_event(id: &str, peer: &str, text: &str) -> String {
+    format!(
+        r#"{{"event":"message","data":{{"message":{{"id":"{id}","from":"{peer}","to":"bot","content":"{text}","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}},"forwardedBy":"seed"}},"timestamp":"2025-12-21T18:02:52.900Z", "id":"{id}"}}"#
+    )
+}
+
+async fn ingest(app: &axum::Router, body: &str) -> String {
+    let mut request = Request::post("/events")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    *request.headers_mut() = signed_headers(INGEST_SECRET, "chat-whatsapp-1", body);
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    reply["id"].as_str().unwrap().to_owned()
+}
+
+fn dispatcher(queue: Arc<dyn Queue>, receiver: &Receiver) -> Dispatcher {
+    let secrets = Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap());
+    let deliverer = Deliverer::new(
+        receiver.url.parse().unwrap(),
+        secrets,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    Dispatcher::new(
+        deliverer,
+        queue,
+        RetrySchedule::parse("1,1").unwrap(),
+        Metrics::off(),
+    )
+    .with_jitter(Arc::new(|| 0.5))
+}
+
+/// What Lambda's event source mapping does before calling the dispatcher.
+async fn receive_as_lambda_event(queue: &SqsQueue) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = queue
+        .receive(MAX_BATCH, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.into_lambda_record("arn:aws:sqs:us-east-1:000000000000:e2e.fifo"))
+        .collect();
+    event
+}
+
+#[tokio::test]
+async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("e2e", 3, 30).await;
+    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+    let receiver = Receiver::start_ok().await;
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        queue.clone(),
+        Metrics::off(),
+    )));
+
+    let body = message_event(
+        "3EB0C767D097B7C7C030",
+        "5511999990000@c.us",
+        "Oi, tudo bem?",
+    );
+    let event_id = ingest(&app, &body).await;
+
+    let event = receive_as_lambda_event(&queue).await;
+    assert_eq!(event.records.len(), 1);
+    let record_id = event.records[0].message_id.clone().unwrap();
+    let receipt = event.records[0].receipt_handle.clone().unwrap();
+    let response = dispatcher(queue.clone(), &receiver)
+        .handle_batch(event)
+        .await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+    assert!(!record_id.is_empty());
+    queue.delete(&receipt).await.unwrap();
+
+    let deliveries = receiver.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    let delivery = &deliveries[0];
+    assert!(
+        delivery.verified,
+        "standardwebhooks::Webhook::verify accepted the delivery"
+    );
+    assert_eq!(
+        delivery.body,
+        body.as_bytes(),
+        "byte for byte, unknown fields included"
+    );
+    assert_eq!(delivery.webhook_id, event_id);
+    assert_eq!(delivery.content_type.as_deref(), Some("application/json"));
+    assert_eq!(queues.depth(&queues.queue_url).await, 0);
+}
+
+#[tokio::test]
+async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("e2e-fail", 5, 30).await;
+    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+    // The receiver fails the first delivery of message A1 only.
+    let receiver = Receiver::start(Arc::new(|delivery, _| {
+        let first_a1 = delivery.webhook_id == "A1";
+        static FAILED_ONCE: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        if first_a1 && !FAILED_ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
+        } else {
+            (StatusCode::OK, Vec::new())
+        }
+    }))
+    .await;
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        queue.clone(),
+        Metrics::off(),
+    )));
+    for (id, peer) in [
+        ("A1", "alice@c.us"),
+        ("A2", "alice@c.us"),
+        ("B1", "bob@c.us"),
+        ("A3", "alice@c.us"),
+    ] {
+        ingest(&app, &message_event(id, peer, "msg")).await;
+    }
+    let dispatcher = dispatcher(queue.clone(), &receiver);
+
+    let event = receive_as_lambda_event(&queue).await;
+    let ids: Vec<String> = event
+        .records
+        .iter()
+        .map(|r| r.message_id.clone().unwrap())
+        .collect();
+    let webhook_ids = |records: &SqsEvent| -> Vec<String> {
+        records
+            .records
+            .iter()
+            .map(|r| relay_shared::envelope::event_id_of(r.body.as_deref().unwrap().as_bytes()))
+            .collect()
+    };
+    assert_eq!(
+        webhook_ids(&event),
+        ["A1", "A2", "B1", "A3"],
+        "moto hands out the batch in FIFO order"
+    );
+    let receipts: Vec<String> = event
+        .records
+        .iter()
+        .map(|r| r.receipt_handle.clone().unwrap())
+        .collect();
+    let response = dispatcher.handle_batch(event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [ids[0].as_str(), ids[1].as_str(), ids[3].as_str()],
+        "A1 failed, A2 and A3 held; B1 delivered"
+    );
+    let sent: Vec<(String, u16)> = receiver
+        .deliveries()
+        .iter()
+        .map(|d| (d.webhook_id.clone(), d.answered))
+        .collect();
+    assert!(
+        sent.contains(&("A1".into(), 500)) && sent.contains(&("B1".into(), 200)),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(id, _)| id == "A2" || id == "A3"),
+        "held messages are never sent: {sent:?}"
+    );
+    // The event source mapping deletes what succeeded.
+    queue.delete(&receipts[2]).await.unwrap();
+
+    // After A1's backoff (1 s) the group comes back, in order, and is delivered.
+    let mut delivered_after = Vec::new();
+    for _ in 0..20 {
+        let event = receive_as_lambda_event(&queue).await;
+        if event.records.is_empty() {
+            if delivered_after.len() == 3 {
+                break;
+            }
+            continue;
+        }
+        let receipts: Vec<String> = event
+            .records
+            .iter()
+            .map(|r| r.receipt_handle.clone().unwrap())
+            .collect();
+        delivered_after.extend(webhook_ids(&event));
+        let response = dispatcher.handle_batch(event).await;
+        assert!(response.batch_item_failures.is_empty());
+        for receipt in receipts {
+            queue.delete(&receipt).await.unwrap();
+        }
+    }
+    assert_eq!(delivered_after, ["A1", "A2", "A3"]);
+    let order: Vec<String> = receiver
+        .deliveries()
+        .iter()
+        .filter(|d| d.answered == 200 && d.webhook_id.starts_with('A'))
+        .map(|d| d.webhook_id.clone())
+        .collect();
+    assert_eq!(
+        order,
+        ["A1", "A2", "A3"],
+        "the chat's order survived the failure"
+    );
+    assert!(receiver.deliveries().iter().all(|d| d.verified));
+    assert_eq!(queues.depth(&queues.queue_url).await, 0);
+}

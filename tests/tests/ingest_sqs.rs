@@ -1,0 +1,366 @@
+//! Ingest against a real SQS-protocol server (moto): what is stored, with which FIFO ids, and
+//! that every refusal in the SPEC §4 table leaves the queue empty.
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use relay_shared::ingest::{Ingest, MAX_BODY_BYTES, router};
+use relay_shared::queue::sqs::SqsQueue;
+use relay_shared::signature::{SecretSet, unix_now};
+use relay_shared::telemetry::Metrics;
+use relay_tests::{
+    FifoQueues, INGEST_SECRET, MotoServer, WEBHOOK_SECRET, free_port, signed_headers,
+    signed_headers_at,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const MESSAGE: &str = r#"{"event":"message","data":{"message":{"id":"3EB0C767D097B7C7C030","from":"5511999990000@c.us","to":"bot","content":"Oi","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}},"timestamp":"2025-12-21T18:02:52.900Z"}"#;
+const STATUS: &str = r#"{"event":"status","data":{"connected":true},"timestamp":"2025-12-21T18:22:44.850Z","session":"sales","id":"status-1"}"#;
+
+fn ingest_app(queue: SqsQueue) -> axum::Router {
+    let secrets = SecretSet::parse(INGEST_SECRET).unwrap();
+    router(Arc::new(Ingest::new(
+        secrets,
+        Arc::new(queue),
+        Metrics::off(),
+    )))
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    headers: HeaderMap,
+    body: impl Into<Body>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(body.into())
+        .unwrap();
+    *request.headers_mut() = headers;
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+async fn post_signed(app: &axum::Router, body: &str) -> (StatusCode, HeaderMap, Value) {
+    call(
+        app,
+        "POST",
+        "/events",
+        signed_headers(INGEST_SECRET, "req-1", body),
+        body.to_owned(),
+    )
+    .await
+}
+
+async fn receive_all(queues: &FifoQueues) -> Vec<aws_sdk_sqs::types::Message> {
+    queues
+        .client
+        .receive_message()
+        .queue_url(&queues.queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default()
+}
+
+fn attribute(message: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> String {
+    message
+        .attributes()
+        .and_then(|a| a.get(&name))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn stores_the_exact_body_with_fifo_ids_and_deduplicates_a_resent_body() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("ingest-ids", 3, 30).await;
+    let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+
+    let (status, _, first) = post_signed(&app, MESSAGE).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["status"], "queued");
+    let message_id = first["id"].as_str().unwrap().to_owned();
+    assert!(message_id.starts_with("evt_"), "{message_id}");
+
+    // The sender retries the same body (signed again, a new timestamp): same id, one message.
+    let (status, _, again) = post_signed(&app, MESSAGE).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["id"], first["id"]);
+
+    let (status, _, status_reply) = post_signed(&app, STATUS).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        status_reply["id"], "status-1",
+        "the sender's id is the event id"
+    );
+
+    let stored = receive_all(&queues).await;
+    assert_eq!(stored.len(), 2, "the resent body was deduplicated");
+    let by_group = |group: &str| {
+        stored
+            .iter()
+            .find(|m| attribute(m, MessageSystemAttributeName::MessageGroupId) == group)
+            .unwrap_or_else(|| panic!("no message in group {group}"))
+    };
+    let chat = by_group("default:chat:5511999990000@c.us");
+    assert_eq!(chat.body(), Some(MESSAGE), "stored byte for byte");
+    assert_eq!(
+        attribute(chat, MessageSystemAttributeName::MessageDeduplicationId),
+        message_id
+    );
+    let status_message = by_group("sales:status");
+    assert_eq!(status_message.body(), Some(STATUS));
+    assert_eq!(
+        attribute(
+            status_message,
+            MessageSystemAttributeName::MessageDeduplicationId
+        ),
+        "status-1"
+    );
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("ingest-refusals", 3, 30).await;
+    let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+
+    let mut text_plain = signed_headers(INGEST_SECRET, "r", MESSAGE);
+    text_plain.insert("content-type", "text/plain".parse().unwrap());
+    let mut unsigned = HeaderMap::new();
+    unsigned.insert("content-type", "application/json".parse().unwrap());
+    let huge = format!(
+        r#"{{"event":"qr","data":{{"qr":"{}","available":true}},"timestamp":"2025-12-21T18:20:00Z"}}"#,
+        "A".repeat(MAX_BODY_BYTES)
+    );
+    let malformed = "{\"event\":\"qr\",\n \"data\": {]}";
+    let bad_direction = MESSAGE.replace("\"incoming\"", "\"sideways\"");
+
+    let cases: Vec<(&str, HeaderMap, String, StatusCode, &str)> = vec![
+        (
+            "wrong content type",
+            text_plain,
+            MESSAGE.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ),
+        (
+            "no content type",
+            HeaderMap::new(),
+            MESSAGE.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "found none",
+        ),
+        (
+            "over 1 MiB",
+            signed_headers(INGEST_SECRET, "r", &huge),
+            huge.clone(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "1048576 bytes",
+        ),
+        (
+            "unsigned",
+            unsigned,
+            MESSAGE.into(),
+            StatusCode::UNAUTHORIZED,
+            "missing webhook-id header",
+        ),
+        (
+            "wrong secret",
+            signed_headers(WEBHOOK_SECRET, "r", MESSAGE),
+            MESSAGE.into(),
+            StatusCode::UNAUTHORIZED,
+            "signature does not match",
+        ),
+        (
+            "stale",
+            signed_headers_at(INGEST_SECRET, "r", MESSAGE, unix_now() - 600),
+            MESSAGE.into(),
+            StatusCode::UNAUTHORIZED,
+            "more than 5 minutes old",
+        ),
+        (
+            "tampered",
+            signed_headers(INGEST_SECRET, "r", MESSAGE),
+            MESSAGE.replace("Oi", "Tchau"),
+            StatusCode::UNAUTHORIZED,
+            "signature does not match",
+        ),
+        (
+            "malformed JSON",
+            signed_headers(INGEST_SECRET, "r", malformed),
+            malformed.into(),
+            StatusCode::BAD_REQUEST,
+            "malformed JSON at line 2, column 11",
+        ),
+        (
+            "schema",
+            signed_headers(INGEST_SECRET, "r", &bad_direction),
+            bad_direction.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            r#"data.message.direction: expected "incoming" or "outgoing", found "sideways""#,
+        ),
+    ];
+    for (name, headers, body, expected_status, expected_message) in cases {
+        let (status, _, reply) = call(&app, "POST", "/events", headers, body).await;
+        assert_eq!(status, expected_status, "{name}: {reply}");
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected_message),
+            "{name}: {message:?} lacks {expected_message:?}"
+        );
+        assert!(reply["error"].is_string(), "{name}: machine-readable code");
+    }
+
+    // Details a program can use.
+    let (_, _, reply) = call(
+        &app,
+        "POST",
+        "/events",
+        signed_headers(INGEST_SECRET, "r", malformed),
+        malformed,
+    )
+    .await;
+    assert_eq!(
+        (reply["line"].as_u64(), reply["column"].as_u64()),
+        (Some(2), Some(11))
+    );
+    let (_, _, reply) = call(
+        &app,
+        "POST",
+        "/events",
+        signed_headers(INGEST_SECRET, "r", &bad_direction),
+        bad_direction.clone(),
+    )
+    .await;
+    assert_eq!(reply["path"], "data.message.direction");
+    let (_, _, reply) = call(
+        &app,
+        "POST",
+        "/events",
+        signed_headers(INGEST_SECRET, "r", &huge),
+        huge,
+    )
+    .await;
+    assert_eq!(reply["limit"], 1_048_576);
+
+    // Routes and methods.
+    let (status, _, reply) = call(&app, "POST", "/nope", HeaderMap::new(), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
+    let (status, _, _) = call(&app, "GET", "/events", HeaderMap::new(), "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, reply) = call(&app, "GET", "/health", HeaderMap::new(), "").await;
+    assert_eq!((status, reply), (StatusCode::OK, json!({"status": "ok"})));
+
+    assert_eq!(
+        queues.depth(&queues.queue_url).await,
+        0,
+        "nothing refused reached the queue"
+    );
+    assert!(receive_all(&queues).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_queue_gives_503_with_retry_after() {
+    // An SQS endpoint where nothing listens: the SDK cannot store the event.
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://127.0.0.1:{}", free_port()))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&config),
+        "http://127.0.0.1:1/000000000000/gone.fifo",
+    );
+    let app = ingest_app(queue);
+    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+    assert_eq!(headers["retry-after"], "5");
+    assert_eq!(reply["error"], "queue_unavailable");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored")
+    );
+}
+
+#[tokio::test]
+async fn a_batch_stores_each_valid_item_and_reports_each_refusal() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("ingest-batch", 3, 30).await;
+    let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+
+    let bad = r#"{"event":"qr","data":{"available":true},"timestamp":"2025-12-21T18:20:00Z"}"#;
+    let batch = format!("[{MESSAGE}, {bad},\n{STATUS}]");
+    let (status, _, reply) = call(
+        &app,
+        "POST",
+        "/events/batch",
+        signed_headers(INGEST_SECRET, "b", &batch),
+        batch.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{reply}");
+    let results = reply["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "queued");
+    assert_eq!(results[1]["status"], "rejected");
+    assert_eq!(results[1]["statusCode"], 422);
+    assert_eq!(results[1]["path"], "[1].data.qr");
+    assert_eq!(results[2]["id"], "status-1");
+
+    let stored = receive_all(&queues).await;
+    let mut bodies: Vec<&str> = stored.iter().filter_map(|m| m.body()).collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [MESSAGE, STATUS],
+        "each item stored as its own bytes"
+    );
+
+    let all_good = format!("[{MESSAGE}]");
+    let (status, _, _) = call(
+        &app,
+        "POST",
+        "/events/batch",
+        signed_headers(INGEST_SECRET, "b", &all_good),
+        all_good.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let eleven = format!("[{}]", [STATUS; 11].join(","));
+    let (status, _, reply) = call(
+        &app,
+        "POST",
+        "/events/batch",
+        signed_headers(INGEST_SECRET, "b", &eleven),
+        eleven.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 to 10 envelopes, found 11"),
+        "{reply}"
+    );
+}
