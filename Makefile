@@ -9,6 +9,10 @@ test:
 tools:
 	scripts/tools.sh
 
+## make run: the whole relay locally (ingest :9000, in-process queue, dispatcher, dev receiver :3002) + a demo
+run:
+	scripts/demo.sh
+
 build:
 	cargo build --workspace --locked
 

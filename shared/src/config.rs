@@ -161,14 +161,40 @@ impl IngestConfig {
     }
 }
 
-/// What the dispatcher needs.
+/// Where and how to deliver: what the dispatcher and the local stack share.
 #[derive(Debug)]
-pub struct DispatcherConfig {
-    pub queue_url: String,
+pub struct DeliveryConfig {
     pub webhook_url: reqwest::Url,
     pub webhook_secrets: SecretSet,
     pub delivery_timeout: Duration,
     pub retry_schedule: RetrySchedule,
+}
+
+impl Reader<'_> {
+    fn delivery(&mut self) -> Option<DeliveryConfig> {
+        let webhook_url = webhook_url(self);
+        let webhook_secrets = self.secrets(WEBHOOK_SECRETS);
+        let delivery_timeout = delivery_timeout(self);
+        let retry_schedule = match self.value(RETRY_SCHEDULE) {
+            None => Some(RetrySchedule::default()),
+            Some(text) => RetrySchedule::parse(&text)
+                .map_err(|e| self.fail(RETRY_SCHEDULE, e))
+                .ok(),
+        };
+        Some(DeliveryConfig {
+            webhook_url: webhook_url?,
+            webhook_secrets: webhook_secrets?,
+            delivery_timeout: delivery_timeout?,
+            retry_schedule: retry_schedule?,
+        })
+    }
+}
+
+/// What the dispatcher needs.
+#[derive(Debug)]
+pub struct DispatcherConfig {
+    pub queue_url: String,
+    pub delivery: DeliveryConfig,
     pub metrics_namespace: String,
 }
 
@@ -183,24 +209,42 @@ impl DispatcherConfig {
             errors: Vec::new(),
         };
         let queue_url = reader.queue_url();
-        let webhook_url = webhook_url(&mut reader);
-        let webhook_secrets = reader.secrets(WEBHOOK_SECRETS);
-        let delivery_timeout = delivery_timeout(&mut reader);
-        let retry_schedule = match reader.value(RETRY_SCHEDULE) {
-            None => Some(RetrySchedule::default()),
-            Some(text) => RetrySchedule::parse(&text)
-                .map_err(|e| reader.fail(RETRY_SCHEDULE, e))
-                .ok(),
-        };
+        let delivery = reader.delivery();
         let metrics_namespace = reader.metrics_namespace();
         reader.finish(|| {
             Some(DispatcherConfig {
                 queue_url: queue_url?,
-                webhook_url: webhook_url?,
-                webhook_secrets: webhook_secrets?,
-                delivery_timeout: delivery_timeout?,
-                retry_schedule: retry_schedule?,
+                delivery: delivery?,
                 metrics_namespace,
+            })
+        })
+    }
+}
+
+/// What the local stack needs: both functions' settings; the queue URL only when it runs
+/// against SQS instead of its in-process queue.
+#[derive(Debug)]
+pub struct LocalStackConfig {
+    pub ingest_secrets: SecretSet,
+    pub queue_url: Option<String>,
+    pub delivery: DeliveryConfig,
+}
+
+impl LocalStackConfig {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut reader = Reader {
+            lookup,
+            errors: Vec::new(),
+        };
+        let ingest_secrets = reader.secrets(INGEST_SECRETS);
+        // Only read (and checked) when set: unset means the in-process queue.
+        let queue_url = reader.value(QUEUE_URL).map(|_| reader.queue_url());
+        let delivery = reader.delivery();
+        reader.finish(|| {
+            Some(LocalStackConfig {
+                ingest_secrets: ingest_secrets?,
+                queue_url: queue_url.map(|url| url.expect("read without error")),
+                delivery: delivery?,
             })
         })
     }
@@ -263,8 +307,8 @@ mod tests {
             (WEBHOOK_SECRETS, SECRET),
         ]);
         let config = DispatcherConfig::from_lookup(&env).unwrap();
-        assert_eq!(config.delivery_timeout, Duration::from_secs(5));
-        assert_eq!(config.retry_schedule, RetrySchedule::default());
+        assert_eq!(config.delivery.delivery_timeout, Duration::from_secs(5));
+        assert_eq!(config.delivery.retry_schedule, RetrySchedule::default());
         assert_eq!(config.metrics_namespace, DEFAULT_NAMESPACE);
     }
 

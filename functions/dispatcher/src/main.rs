@@ -20,14 +20,15 @@ async fn main() -> Result<(), Error> {
     init_json_logs();
     let config = DispatcherConfig::from_env().unwrap_or_else(|errors| errors.exit());
     let queue = Arc::new(SqsQueue::from_env(config.queue_url).await);
-    let secrets = Arc::new(config.webhook_secrets);
-    let deliverer = Deliverer::new(config.webhook_url, secrets, config.delivery_timeout)?;
+    let delivery = config.delivery;
+    let secrets = Arc::new(delivery.webhook_secrets);
+    let deliverer = Deliverer::new(delivery.webhook_url, secrets, delivery.delivery_timeout)?;
     deliverer.warm_up().await;
     let metrics = Metrics::new(config.metrics_namespace, MetricsSink::Stdout);
     let dispatcher = Arc::new(Dispatcher::new(
         deliverer,
         queue,
-        config.retry_schedule,
+        delivery.retry_schedule,
         metrics,
     ));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {

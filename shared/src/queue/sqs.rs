@@ -1,7 +1,7 @@
 //! The SQS adapter of the queue port: AWS SQS, or any SQS-protocol server (moto, fauxqs)
 //! through the SDK's own `AWS_ENDPOINT_URL_SQS` override.
 
-use super::{MAX_BATCH, NewMessage, Queue, QueueError, ReceivedMessage};
+use super::{NewMessage, Queue, QueueError, ReceivedMessage};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
@@ -77,10 +77,7 @@ impl Queue for SqsQueue {
         &self,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        assert!(
-            messages.len() <= MAX_BATCH,
-            "SQS takes at most {MAX_BATCH} messages per batch"
-        );
+        // More than MAX_BATCH entries is left to SQS to refuse, as the in-process queue does.
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -154,7 +151,7 @@ impl Queue for SqsQueue {
             .client
             .receive_message()
             .queue_url(&self.queue_url)
-            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .max_number_of_messages(max as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()

@@ -1,0 +1,629 @@
+// relay-sender.mjs: chat-whatsapp → chat webhook relay (ingest), drop-in for the seed's
+// axios `sendWebhook`.
+//
+// What it does, per event:
+//   - builds the envelope of SPEC §2: {event, data, timestamp, id, session}; `id` is made once
+//     per event (so every retry carries the same id and the relay deduplicates it);
+//   - signs each attempt with Standard Webhooks (`standardwebhooks` on npm) using the relay's
+//     INGEST secret, and POSTs it with the global `fetch`, 5 s timeout per attempt;
+//   - retries network errors, timeouts, 5xx, 408 and 429 with exponential backoff and jitter,
+//     honouring `Retry-After` (seconds or HTTP date); any other 4xx is final: a warning with the
+//     relay's error message is logged and the event dropped (retrying cannot fix it);
+//   - keeps undelivered events in a bounded in-memory FIFO backlog (default 1000; when full the
+//     oldest is dropped with a warning) and delivers them one at a time, in order;
+//   - never throws into the caller: `sendWebhook` returns a promise that always resolves, with
+//     the outcome ({ok, status?, reason?, id}).
+//
+// Without WEBHOOK_URL every call is a no-op, as in the seed.
+// Logs carry event type, event id, attempt, status and delays: never QR data, message content
+// or secrets.
+//
+// Node 18+ (global fetch, AbortSignal.timeout). No axios.
+
+import { createHash, randomUUID } from 'node:crypto';
+import { Webhook } from 'standardwebhooks';
+
+/**
+ * @typedef {'status' | 'qr' | 'message'} EventType
+ *
+ * @typedef {object} Logger
+ * @property {(...args: unknown[]) => void} [debug]
+ * @property {(...args: unknown[]) => void} [info]
+ * @property {(...args: unknown[]) => void} [warn]
+ * @property {(...args: unknown[]) => void} [error]
+ *
+ * @typedef {object} SenderOptions
+ * @property {string} [url] Relay ingest URL (`https://…/events`). Default: env WEBHOOK_URL.
+ * @property {string} [secret] Relay INGEST secret (`whsec_…`). Default: env WEBHOOK_SECRET.
+ * @property {string} [session] WhatsApp session name. Default: env WHATSAPP_SESSION, else "default".
+ * @property {number} [timeoutMs] Per-attempt timeout. Default 5000.
+ * @property {number} [maxBacklog] Undelivered events kept in memory. Default 1000.
+ * @property {number} [retryBaseDelayMs] First retry delay (doubles each attempt). Default 1000.
+ * @property {number} [retryMaxDelayMs] Cap of the backoff delay. Default 60000.
+ * @property {number} [maxRetryAfterMs] Cap applied to a relay's Retry-After. Default 300000.
+ * @property {number} [maxAttempts] Attempts per event before it is dropped. Default Infinity
+ *   (an unreachable relay is waited for; the backlog bound is the safety valve).
+ * @property {Logger} [logger] Default: console.
+ * @property {typeof fetch} [fetch] Default: globalThis.fetch.
+ *
+ * @typedef {object} EventOptions
+ * @property {string} [id] Idempotency key for this event (default: `${event}-${randomUUID()}`).
+ * @property {string} [session] Session name for this event (default: the sender's).
+ * @property {string} [timestamp] RFC 3339 time of the event (default: now).
+ *
+ * @typedef {object} SendResult
+ * @property {boolean} ok true once the relay accepted the event (2xx).
+ * @property {string} [id] The envelope id.
+ * @property {number} [status] The relay's final HTTP status, when there was one.
+ * @property {'not_configured' | 'invalid_event' | 'rejected' | 'backlog_full' | 'max_attempts' | 'closed'} [reason]
+ *   Why the event was not delivered.
+ *
+ * @typedef {object} WhatsAppClient A whatsapp-web.js `Client` (only what is used here).
+ * @property {(event: string, listener: (...args: any[]) => void) => unknown} on
+ * @property {(event: string, listener: (...args: any[]) => void) => unknown} [off]
+ * @property {(event: string, listener: (...args: any[]) => void) => unknown} [removeListener]
+ * @property {any} [info]
+ */
+
+const DEFAULTS = Object.freeze({
+  timeoutMs: 5000,
+  maxBacklog: 1000,
+  retryBaseDelayMs: 1000,
+  retryMaxDelayMs: 60_000,
+  maxRetryAfterMs: 300_000,
+  maxAttempts: Infinity,
+});
+
+/** Status codes worth another attempt; every other non-2xx is final. */
+const RETRYABLE_STATUS = new Set([408, 429]);
+
+/** The relay's ids and sessions: ASCII letters, digits, punctuation (SQS id rules). */
+const SQS_ID = /^[\x21-\x7e]+$/;
+
+/**
+ * One queue to one relay: ordered, bounded, retried. Most apps use the module-level
+ * `sendWebhook` / `wireClient`; create your own sender for a second relay or in tests.
+ *
+ * @param {SenderOptions} [options]
+ */
+export function createSender(options = {}) {
+  const env = typeof process !== 'undefined' && process.env ? process.env : {};
+  const url = options.url ?? env.WEBHOOK_URL ?? '';
+  const secret = options.secret ?? env.WEBHOOK_SECRET ?? '';
+  const session = options.session ?? (env.WHATSAPP_SESSION || 'default');
+  const timeoutMs = positive(options.timeoutMs, DEFAULTS.timeoutMs);
+  const maxBacklog = Math.max(1, Math.floor(positive(options.maxBacklog, DEFAULTS.maxBacklog)));
+  const baseDelay = positive(options.retryBaseDelayMs, DEFAULTS.retryBaseDelayMs);
+  const maxDelay = Math.max(baseDelay, positive(options.retryMaxDelayMs, DEFAULTS.retryMaxDelayMs));
+  const maxRetryAfter = positive(options.maxRetryAfterMs, DEFAULTS.maxRetryAfterMs);
+  const maxAttempts = positive(options.maxAttempts, DEFAULTS.maxAttempts);
+  const doFetch = options.fetch ?? globalThis.fetch;
+  const log = safeLogger(options.logger ?? console);
+
+  /** @type {Webhook | null} */
+  let signer = null;
+  let enabled = Boolean(url);
+  if (enabled && secret) {
+    try {
+      signer = new Webhook(secret);
+    } catch {
+      log.error('[relay-sender] WEBHOOK_SECRET is not a valid whsec_<base64> secret: events are not sent');
+      enabled = false;
+    }
+  } else if (enabled) {
+    log.warn('[relay-sender] WEBHOOK_SECRET is not set: events are sent unsigned and the relay will refuse them (401)');
+  }
+  if (enabled && typeof doFetch !== 'function') {
+    log.error('[relay-sender] no global fetch (Node 18+ required): events are not sent');
+    enabled = false;
+  }
+  if (enabled && !validSqsId(session, 64)) {
+    log.warn('[relay-sender] WHATSAPP_SESSION must be 1 to 64 ASCII letters, digits or punctuation: the relay will refuse these events (422)');
+  }
+
+  /**
+   * @typedef {object} Item
+   * @property {string} id
+   * @property {string} event
+   * @property {string} body
+   * @property {number} attempts
+   * @property {boolean} active true while an HTTP attempt is in flight
+   * @property {(result: SendResult) => void} resolve
+   */
+  /** @type {Item[]} */
+  const backlog = [];
+  let pumping = false;
+  let closed = false;
+  /** @type {{ timer: ReturnType<typeof setTimeout>, wake: () => void } | null} */
+  let sleeping = null;
+  /** @type {Set<() => void>} */
+  const idleWaiters = new Set();
+
+  /**
+   * Queue one event for delivery. Resolves once it is delivered or given up; never rejects.
+   * @param {EventType | string} event
+   * @param {unknown} data
+   * @param {EventOptions} [eventOptions]
+   * @returns {Promise<SendResult>}
+   */
+  function send(event, data, eventOptions = {}) {
+    try {
+      if (!enabled) return Promise.resolve({ ok: false, reason: 'not_configured' });
+      if (closed) return Promise.resolve({ ok: false, reason: 'closed' });
+      const id = eventOptions.id ?? `${event}-${randomUUID()}`;
+      const envelope = {
+        event,
+        data,
+        timestamp: eventOptions.timestamp ?? new Date().toISOString(),
+        id,
+        session: eventOptions.session ?? session,
+      };
+      let body;
+      try {
+        body = JSON.stringify(envelope);
+      } catch (err) {
+        log.warn(`[relay-sender] ${event} ${id}: data is not serialisable as JSON (${errorName(err)}): dropped`);
+        return Promise.resolve({ ok: false, id, reason: 'invalid_event' });
+      }
+      return new Promise((resolve) => {
+        backlog.push({ id, event: String(event), body, attempts: 0, active: false, resolve });
+        enforceBound();
+        pump();
+      });
+    } catch (err) {
+      log.error(`[relay-sender] unexpected error while queueing an event: ${errorName(err)}`);
+      return Promise.resolve({ ok: false, reason: 'invalid_event' });
+    }
+  }
+
+  /** Drop the oldest waiting events until the backlog fits its bound. */
+  function enforceBound() {
+    while (backlog.length > maxBacklog) {
+      // The oldest event not in the middle of an HTTP attempt (that one may already be stored).
+      const index = backlog.findIndex((item) => !item.active);
+      if (index < 0) return;
+      const [dropped] = backlog.splice(index, 1);
+      log.warn(`[relay-sender] backlog full (${maxBacklog} events): dropped the oldest, ${dropped.event} ${dropped.id}`);
+      dropped.resolve({ ok: false, id: dropped.id, reason: 'backlog_full' });
+      if (index === 0 && sleeping) sleeping.wake(); // the head was waiting to retry: move on
+    }
+  }
+
+  async function pump() {
+    if (pumping) return;
+    pumping = true;
+    try {
+      while (backlog.length > 0 && !closed) {
+        const item = backlog[0];
+        const outcome = await attempt(item);
+        if (backlog[0] !== item) continue; // dropped (backlog bound) while waiting
+        if (outcome.done) {
+          backlog.shift();
+          item.resolve(outcome.result);
+          continue;
+        }
+        if (item.attempts >= maxAttempts) {
+          backlog.shift();
+          log.warn(`[relay-sender] ${item.event} ${item.id}: gave up after ${item.attempts} attempts`);
+          item.resolve({ ok: false, id: item.id, status: outcome.status, reason: 'max_attempts' });
+          continue;
+        }
+        const delay = outcome.retryAfterMs ?? backoff(item.attempts);
+        log.warn(`[relay-sender] ${item.event} ${item.id}: attempt ${item.attempts} failed (${outcome.why}); retrying in ${Math.round(delay)} ms, ${backlog.length} event(s) waiting`);
+        await sleep(delay);
+      }
+    } catch (err) {
+      log.error(`[relay-sender] delivery loop error: ${errorName(err)}`);
+    } finally {
+      pumping = false;
+      if (backlog.length > 0 && !closed) {
+        setTimeout(pump, baseDelay);
+      } else {
+        for (const done of idleWaiters) done();
+        idleWaiters.clear();
+      }
+    }
+  }
+
+  /**
+   * One signed POST.
+   * @param {Item} item
+   * @returns {Promise<{done: true, result: SendResult} | {done: false, why: string, status?: number, retryAfterMs?: number}>}
+   */
+  async function attempt(item) {
+    item.attempts += 1;
+    item.active = true;
+    try {
+      /** @type {Record<string, string>} */
+      const headers = { 'content-type': 'application/json', 'webhook-id': item.id };
+      const now = new Date();
+      headers['webhook-timestamp'] = String(Math.floor(now.getTime() / 1000));
+      if (signer) headers['webhook-signature'] = signer.sign(item.id, now, item.body);
+      let response;
+      try {
+        response = await doFetch(url, {
+          method: 'POST',
+          headers,
+          body: item.body,
+          redirect: 'manual',
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+      } catch (err) {
+        return { done: false, why: networkError(err, timeoutMs) };
+      }
+      const status = response.status;
+      const text = await readText(response, timeoutMs);
+      if (status >= 200 && status < 300) {
+        if (item.attempts > 1) log.info(`[relay-sender] ${item.event} ${item.id}: delivered after ${item.attempts} attempts`);
+        return { done: true, result: { ok: true, id: item.id, status } };
+      }
+      if (status >= 500 || RETRYABLE_STATUS.has(status)) {
+        const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
+        return {
+          done: false,
+          status,
+          why: `HTTP ${status}`,
+          retryAfterMs: retryAfterMs === undefined ? undefined : Math.min(retryAfterMs, maxRetryAfter),
+        };
+      }
+      // 3xx and the other 4xx: the request itself is wrong; retrying sends the same thing again.
+      log.warn(`[relay-sender] ${item.event} ${item.id}: refused by the relay with HTTP ${status}${describeRefusal(text)}; dropped (not retried)`);
+      return { done: true, result: { ok: false, id: item.id, status, reason: 'rejected' } };
+    } finally {
+      item.active = false;
+    }
+  }
+
+  /**
+   * Exponential backoff with jitter: a random wait between half and all of base·2^(n-1).
+   * @param {number} attempts
+   */
+  function backoff(attempts) {
+    const ceiling = Math.min(maxDelay, baseDelay * 2 ** Math.min(attempts - 1, 30));
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  /** @param {number} ms */
+  function sleep(ms) {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        sleeping = null;
+        resolve(undefined);
+      };
+      const timer = setTimeout(wake, ms);
+      sleeping = { timer, wake };
+    });
+  }
+
+  /**
+   * Resolves when every queued event is delivered or dropped, or after `timeoutMs`.
+   * @param {number} [waitMs]
+   * @returns {Promise<boolean>} true when the backlog is empty
+   */
+  function flush(waitMs = Infinity) {
+    if (backlog.length === 0 && !pumping) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      /** @type {ReturnType<typeof setTimeout> | undefined} */
+      let timer;
+      const done = () => {
+        if (timer) clearTimeout(timer);
+        idleWaiters.delete(done);
+        resolve(backlog.length === 0);
+      };
+      idleWaiters.add(done);
+      if (Number.isFinite(waitMs)) timer = setTimeout(done, waitMs);
+    });
+  }
+
+  /** Stop retrying: every queued event resolves with reason "closed". Idempotent. */
+  function close() {
+    closed = true;
+    if (sleeping) sleeping.wake();
+    for (const item of backlog.splice(0)) item.resolve({ ok: false, id: item.id, reason: 'closed' });
+    for (const done of idleWaiters) done();
+    idleWaiters.clear();
+  }
+
+  return {
+    send,
+    /** Subscribe a whatsapp-web.js Client; returns a function that unsubscribes. */
+    wire: (/** @type {WhatsAppClient} */ client) => wireClientTo(send, client, log),
+    flush,
+    close,
+    /** Events not yet delivered (including the one being attempted). */
+    get pending() {
+      return backlog.length;
+    },
+    get enabled() {
+      return enabled;
+    },
+  };
+}
+
+/** @typedef {ReturnType<typeof createSender>} RelaySender */
+
+// ---------------------------------------------------------------------------------------------
+// Module-level API: one shared sender per relay URL, configured from the environment.
+
+/** @type {Map<string, RelaySender>} */
+const senders = new Map();
+
+/**
+ * @param {SenderOptions & {sender?: RelaySender}} [opts]
+ * @returns {RelaySender}
+ */
+function senderFor(opts = {}) {
+  if (opts.sender) return opts.sender;
+  const url = opts.url ?? process.env.WEBHOOK_URL ?? '';
+  const secret = opts.secret ?? process.env.WEBHOOK_SECRET ?? '';
+  // One queue (one order) per destination; a hash keeps the secret out of the key.
+  const key = `${url}\n${createHash('sha256').update(secret).digest('hex')}`;
+  let sender = senders.get(key);
+  if (!sender) {
+    sender = createSender(opts);
+    senders.set(key, sender);
+  }
+  return sender;
+}
+
+/**
+ * Send one event to the relay. Drop-in for the seed's `sendWebhook(event, data)`.
+ *
+ * `opts` may carry per-event fields (`id`, `session`, `timestamp`) and sender settings
+ * (`url`, `secret`, `timeoutMs`, `maxBacklog`, `retryBaseDelayMs`, `retryMaxDelayMs`, `logger`,
+ * `fetch`, …). Sender settings are read when the queue for that URL is first created: all
+ * events to one relay share one ordered queue. For differently tuned queues use createSender().
+ *
+ * @param {EventType | string} event
+ * @param {unknown} data
+ * @param {SenderOptions & EventOptions & {sender?: RelaySender}} [opts]
+ * @returns {Promise<SendResult>} always resolves
+ */
+export function sendWebhook(event, data, opts = {}) {
+  try {
+    return senderFor(opts).send(event, data, { id: opts.id, session: opts.session, timestamp: opts.timestamp });
+  } catch {
+    return Promise.resolve({ ok: false, reason: 'invalid_event' });
+  }
+}
+
+/**
+ * Subscribe a whatsapp-web.js Client to the relay: `ready`, `authenticated`, `auth_failure`,
+ * `disconnected` → `status`; `qr` → `qr` (PNG data URL); `message` (incoming) and
+ * `message_create` (outgoing, fromMe) → `message`. Returns a function that unsubscribes.
+ *
+ * @param {WhatsAppClient} client
+ * @param {SenderOptions & {sender?: RelaySender}} [opts]
+ * @returns {() => void}
+ */
+export function wireClient(client, opts = {}) {
+  const sender = senderFor(opts);
+  return sender.wire(client);
+}
+
+/**
+ * @typedef {{event: EventType, data: unknown, options?: EventOptions} | null} Built
+ */
+
+/**
+ * @param {(event: string, data: unknown, eventOptions?: EventOptions) => Promise<SendResult>} send
+ * @param {WhatsAppClient} client
+ * @param {Required<Logger>} log
+ */
+function wireClientTo(send, client, log) {
+  /** @type {Array<[string, (...args: any[]) => Built | Promise<Built>]>} */
+  const builders = [
+    // The seed's QR flow: the raw string becomes a PNG data URL. It is a login credential:
+    // never logged.
+    ['qr', async (qr) => ({ event: 'qr', data: { qr: await toPngDataUrl(String(qr)), available: true } })],
+    ['ready', () => {
+      /** @type {Record<string, unknown>} */
+      const data = { connected: true };
+      const info = client.info;
+      if (info) {
+        data.clientInfo = {
+          wid: String(info.wid?._serialized ?? info.wid ?? ''),
+          pushname: String(info.pushname ?? ''),
+          platform: String(info.platform ?? ''),
+        };
+      }
+      return { event: 'status', data };
+    }],
+    ['authenticated', () => ({ event: 'status', data: { connected: false, authenticated: true } })],
+    ['auth_failure', (message) => ({
+      event: 'status',
+      data: { connected: false, error: String(message ?? 'authentication failed') },
+    })],
+    ['disconnected', (reason) => ({
+      event: 'status',
+      data: { connected: false, reason: String(reason ?? 'unknown') },
+    })],
+    // `message` fires for incoming messages; `message_create` for every message created,
+    // including those received. Incoming ones are taken from `message` only, own ones from
+    // `message_create` only, so each message is sent once.
+    ['message', (msg) => (msg && !msg.fromMe ? messageEvent(msg) : null)],
+    ['message_create', (msg) => (msg && msg.fromMe ? messageEvent(msg) : null)],
+  ];
+
+  // Events reach the queue in the order the client emitted them, even when one needs async
+  // work first (the QR image): a `qr` followed at once by `ready` is not reordered.
+  /** @type {Promise<unknown>} */
+  let chain = Promise.resolve();
+
+  /** @type {Array<[string, (...args: any[]) => void]>} */
+  const attached = builders.map(([name, build]) => [name, (...args) => {
+    /** @type {Promise<Built>} */
+    let built;
+    try {
+      built = Promise.resolve(build(...args));
+    } catch (err) {
+      built = Promise.reject(err);
+    }
+    built.catch(() => {}); // handled below, in order; never an unhandled rejection meanwhile
+    chain = chain
+      .then(() => built)
+      .then((out) => {
+        if (out) send(out.event, out.data, out.options);
+      })
+      .catch((err) => log.error(`[relay-sender] ${name}: could not build the event: ${errorName(err)}`));
+  }]);
+  for (const [name, fn] of attached) client.on(name, fn);
+  return () => {
+    for (const [name, fn] of attached) {
+      if (typeof client.off === 'function') client.off(name, fn);
+      else if (typeof client.removeListener === 'function') client.removeListener(name, fn);
+    }
+  };
+}
+
+/**
+ * @param {any} msg a whatsapp-web.js Message
+ * @returns {Built}
+ */
+function messageEvent(msg) {
+  const message = toChatMessage(msg);
+  return { event: 'message', data: { message }, options: { id: messageEventId(message.id) } };
+}
+
+/**
+ * The message payload of SPEC §2 from a whatsapp-web.js Message.
+ * @param {any} msg
+ */
+export function toChatMessage(msg) {
+  const fromMe = Boolean(msg.fromMe);
+  const seconds = Number(msg.timestamp);
+  const when = Number.isFinite(seconds) && seconds > 0 ? new Date(seconds * 1000) : new Date();
+  return {
+    id: String(msg.id?._serialized ?? msg.id?.id ?? msg.id ?? randomUUID()),
+    from: String(msg.from ?? ''),
+    to: String(msg.to ?? ''),
+    content: String(msg.body ?? ''),
+    // whatsapp-web.js calls a text message "chat"; the web app's contract calls it "text".
+    type: msg.type === 'chat' || !msg.type ? 'text' : String(msg.type),
+    direction: fromMe ? 'outgoing' : 'incoming',
+    timestamp: when.toISOString(),
+    status: fromMe ? 'sent' : 'received',
+  };
+}
+
+/**
+ * A stable event id for a WhatsApp message: the same message always gets the same id (the
+ * relay and the web app drop a repeat), and no phone number appears in ids or logs.
+ * @param {string} whatsappId
+ */
+export function messageEventId(whatsappId) {
+  return `message-${createHash('sha256').update(whatsappId).digest('hex').slice(0, 32)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** @type {Promise<any> | null} */
+let qrcodeModule = null;
+
+/** @param {string} text */
+async function toPngDataUrl(text) {
+  // Loaded on first use, so the module works for senders that never see a QR code.
+  qrcodeModule ??= import('qrcode');
+  const mod = await qrcodeModule;
+  const QRCode = mod.default ?? mod;
+  return /** @type {Promise<string>} */ (QRCode.toDataURL(text));
+}
+
+/**
+ * `Retry-After`: delay-seconds or an HTTP date. Returns milliseconds, or undefined.
+ * @param {string | null} value
+ * @param {number} [now]
+ * @returns {number | undefined}
+ */
+export function parseRetryAfter(value, now = Date.now()) {
+  if (!value) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, date - now);
+}
+
+/**
+ * @param {Response} response
+ * @param {number} timeoutMs
+ */
+async function readText(response, timeoutMs) {
+  try {
+    const text = await Promise.race([
+      response.text(),
+      new Promise((resolve) => setTimeout(resolve, timeoutMs, '')),
+    ]);
+    return typeof text === 'string' ? text : '';
+  } catch {
+    return '';
+  }
+}
+
+/** The relay's JSON error body, for the warning: `error`, `message`, `path`, `expected`. */
+function describeRefusal(/** @type {string} */ text) {
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body === 'object') {
+      const parts = [body.error, body.message].filter((p) => typeof p === 'string' && p);
+      if (typeof body.path === 'string') parts.push(`at ${body.path}`);
+      if (parts.length > 0) return `: ${parts.join(': ')}`.slice(0, 500);
+    }
+  } catch {
+    // not JSON
+  }
+  return '';
+}
+
+/**
+ * @param {unknown} err
+ * @param {number} timeoutMs
+ */
+function networkError(err, timeoutMs) {
+  const e = /** @type {any} */ (err);
+  if (e && (e.name === 'TimeoutError' || e.name === 'AbortError')) return `timed out after ${timeoutMs} ms`;
+  const code = e?.cause?.code ?? e?.code;
+  return code ? `network error ${code}` : `network error (${errorName(err)})`;
+}
+
+/** Name and message of an error, for logs (never data). */
+function errorName(/** @type {unknown} */ err) {
+  if (err instanceof Error) return `${err.name}: ${err.message}`.slice(0, 300);
+  return typeof err;
+}
+
+/**
+ * @param {unknown} value
+ * @param {number} fallback
+ */
+function positive(value, fallback) {
+  return typeof value === 'number' && value > 0 ? value : fallback;
+}
+
+/**
+ * @param {string} value
+ * @param {number} maxLen
+ */
+function validSqsId(value, maxLen) {
+  return typeof value === 'string' && value.length > 0 && value.length <= maxLen && SQS_ID.test(value);
+}
+
+/**
+ * A logger that never throws and always has all four levels.
+ * @param {Logger} logger
+ * @returns {Required<Logger>}
+ */
+function safeLogger(logger) {
+  /** @param {'debug' | 'info' | 'warn' | 'error'} level */
+  const level = (level) => (/** @type {unknown[]} */ ...args) => {
+    try {
+      const fn = logger[level] ?? logger.warn ?? logger.error;
+      if (typeof fn === 'function') fn.apply(logger, args);
+    } catch {
+      // a broken logger must not break delivery
+    }
+  };
+  return { debug: level('debug'), info: level('info'), warn: level('warn'), error: level('error') };
+}

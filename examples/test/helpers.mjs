@@ -1,0 +1,199 @@
+// Test helpers: secrets, free ports, a recording HTTP server, the real `relay local` child
+// process, a capturing logger. Every child process started here is killed at exit.
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, '..', '..');
+
+/** A fresh `whsec_` secret of 32 random bytes. */
+export function newSecret() {
+  return `whsec_${randomBytes(32).toString('base64')}`;
+}
+
+/** A TCP port free right now on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = /** @type {net.AddressInfo} */ (server.address());
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `predicate` until it is truthy; fails with `message` after `timeoutMs`. */
+export async function waitFor(predicate, { timeoutMs = 15_000, intervalMs = 25, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await predicate();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}`);
+    await sleep(intervalMs);
+  }
+}
+
+/**
+ * An HTTP server on 127.0.0.1 (port 0 unless given) that records each request and answers with
+ * `respond(req, body)` → {status, headers?, body?} (default 204).
+ */
+export async function startServer(respond = () => ({ status: 204 }), port = 0) {
+  /** @type {{method: string, url: string, headers: http.IncomingHttpHeaders, body: string, at: number}[]} */
+  const requests = [];
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', async () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      const record = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, at: Date.now() };
+      requests.push(record);
+      try {
+        const out = (await respond(record, requests.length)) ?? { status: 204 };
+        if (out.hang) return; // never answer (timeout tests)
+        res.writeHead(out.status, out.headers ?? (out.body ? { 'content-type': 'application/json' } : {}));
+        res.end(out.body ?? '');
+      } catch (err) {
+        res.writeHead(500);
+        res.end(String(err));
+      }
+    });
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  const { port: actual } = /** @type {net.AddressInfo} */ (server.address());
+  return {
+    port: actual,
+    url: `http://127.0.0.1:${actual}`,
+    requests,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve(undefined));
+      }),
+  };
+}
+
+/** A logger that keeps every line, for assertions (and prints nothing). */
+export function captureLogger() {
+  /** @type {{level: string, text: string}[]} */
+  const lines = [];
+  const at = (level) => (...args) => lines.push({ level, text: args.map(String).join(' ') });
+  return {
+    lines,
+    logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') },
+    text: () => lines.map((l) => `${l.level}: ${l.text}`).join('\n'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real relay (`relay local`), from RELAY_BIN or <repo>/target/debug/relay.
+
+export const relayBin = process.env.RELAY_BIN || path.join(repoRoot, 'target', 'debug', 'relay');
+
+/** Fails (never skips) when the binary is missing. */
+export function requireRelayBin() {
+  if (!existsSync(relayBin)) {
+    throw new Error(
+      `the relay binary is missing at ${relayBin}: build it with \`cargo build -p relay-cli\` ` +
+        '(or point RELAY_BIN at it)',
+    );
+  }
+  return relayBin;
+}
+
+/** @type {Set<import('node:child_process').ChildProcess>} */
+const children = new Set();
+process.on('exit', () => {
+  for (const child of children) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/**
+ * Starts `relay local` on 127.0.0.1:port and resolves once it prints its listening line.
+ * @param {{port: number, webhookUrl: string, webhookSecret: string, ingestSecret: string,
+ *   retrySchedule?: string, deliveryTimeoutMs?: number}} options
+ */
+export async function startRelay(options) {
+  const bin = requireRelayBin();
+  const args = [
+    'local',
+    '--listen', `127.0.0.1:${options.port}`,
+    '--webhook-url', options.webhookUrl,
+    '--webhook-secrets', options.webhookSecret,
+    '--ingest-secrets', options.ingestSecret,
+    '--retry-schedule', options.retrySchedule ?? '1,1,1',
+    '--delivery-timeout-ms', String(options.deliveryTimeoutMs ?? 2000),
+  ];
+  // A clean environment: nothing from the developer's shell leaks into the relay's config.
+  const env = { ...process.env };
+  for (const name of ['INGEST_SECRETS', 'WEBHOOK_URL', 'WEBHOOK_SECRETS', 'RETRY_SCHEDULE',
+    'DELIVERY_TIMEOUT_MS', 'QUEUE_URL', 'AWS_ENDPOINT_URL_SQS']) delete env[name];
+  env.RUST_LOG ??= 'info';
+
+  const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let output = '';
+  const onData = (chunk) => {
+    output += chunk.toString();
+    if (output.length > 200_000) output = output.slice(-100_000);
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  exited.then(() => children.delete(child));
+
+  const ready = `listening on http://127.0.0.1:${options.port}`;
+  const started = await Promise.race([
+    waitFor(() => output.includes(ready), { timeoutMs: 30_000, message: `"${ready}" from relay local` }).then(() => true),
+    exited.then(() => false),
+  ]).catch((err) => {
+    child.kill('SIGKILL');
+    throw new Error(`${err.message}\n--- relay output ---\n${output}`);
+  });
+  if (!started) throw new Error(`relay local exited before listening:\n--- relay output ---\n${output}`);
+
+  return {
+    url: `http://127.0.0.1:${options.port}`,
+    eventsUrl: `http://127.0.0.1:${options.port}/events`,
+    child,
+    output: () => output,
+    /** SIGTERM, then SIGKILL after 5 s; resolves when it has exited. */
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+    /** Dies at once (no graceful shutdown), like a crash. */
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,280 @@
+//! `relay local`: the whole relay in one process. The ingest router is the one the ingest
+//! Lambda serves; the poller plays Lambda's event source mapping and calls the dispatcher's
+//! handler. The queue is in-process (SQS FIFO semantics, lost on restart) unless `QUEUE_URL`
+//! names a real SQS FIFO queue (AWS, or moto through `AWS_ENDPOINT_URL_SQS`).
+//!
+//! Local-only routes, never deployed: `GET /local/queue` (depths) and `POST /local/redrive`
+//! (DLQ → queue, oldest first, like SQS's `StartMessageMoveTask`).
+
+use crate::{Failure, init_terminal_logs};
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use relay_shared::config::{
+    DELIVERY_TIMEOUT_MS, INGEST_SECRETS, LocalStackConfig, QUEUE_URL, RETRY_SCHEDULE,
+    WEBHOOK_SECRETS, WEBHOOK_URL,
+};
+use relay_shared::deliver::Deliverer;
+use relay_shared::dispatch::Dispatcher;
+use relay_shared::ingest::{Ingest, router};
+use relay_shared::poller::Poller;
+use relay_shared::queue::Queue;
+use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
+use relay_shared::queue::sqs::SqsQueue;
+use relay_shared::telemetry::Metrics;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct LocalArgs {
+    /// Address for ingest (POST /events, POST /events/batch, GET /health)
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Where events are delivered, e.g. http://localhost:3001/api/webhook/chat-whatsapp
+    #[arg(long, env = WEBHOOK_URL)]
+    webhook_url: Option<String>,
+    /// Space-separated whsec_ secrets; every one signs each delivery
+    #[arg(long, env = WEBHOOK_SECRETS, hide_env_values = true)]
+    webhook_secrets: Option<String>,
+    /// Space-separated whsec_ secrets accepted on incoming requests
+    #[arg(long, env = INGEST_SECRETS, hide_env_values = true)]
+    ingest_secrets: Option<String>,
+    /// Seconds to wait after attempt 1, 2, …; e.g. 1,2,4 for quick local retries
+    #[arg(long, env = RETRY_SCHEDULE)]
+    retry_schedule: Option<String>,
+    /// Per-attempt timeout in milliseconds (default 5000)
+    #[arg(long, env = DELIVERY_TIMEOUT_MS)]
+    delivery_timeout_ms: Option<String>,
+    /// Use this SQS FIFO queue instead of the in-process one (with AWS_ENDPOINT_URL_SQS for moto)
+    #[arg(long, env = QUEUE_URL)]
+    queue_url: Option<String>,
+    /// In-process queue: seconds a received message stays invisible before it may be retried
+    #[arg(long, default_value_t = 60)]
+    visibility_timeout: u64,
+    /// Concurrent receive loops (each handles a batch of up to 10)
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+}
+
+#[derive(clap::Args)]
+pub struct RedriveArgs {
+    /// The local stack's base URL
+    #[arg(long, default_value = "http://127.0.0.1:9000")]
+    url: String,
+}
+
+/// The in-process queue pair, kept for the local-only routes.
+#[derive(Clone)]
+struct LocalQueues {
+    queue: Arc<MemoryQueue>,
+    dlq: Arc<MemoryQueue>,
+}
+
+pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
+    init_terminal_logs("info");
+    let lookup = |var: &str| -> Option<String> {
+        match var {
+            WEBHOOK_URL => args.webhook_url.clone(),
+            WEBHOOK_SECRETS => args.webhook_secrets.clone(),
+            INGEST_SECRETS => args.ingest_secrets.clone(),
+            RETRY_SCHEDULE => args.retry_schedule.clone(),
+            DELIVERY_TIMEOUT_MS => args.delivery_timeout_ms.clone(),
+            QUEUE_URL => args.queue_url.clone(),
+            _ => None,
+        }
+    };
+    let config = LocalStackConfig::from_lookup(&lookup).map_err(|errors| {
+        // One line per problem, flag names alongside the variables.
+        let lines: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| format!("{e} (flag --{})", e.var.to_lowercase().replace('_', "-")))
+            .collect();
+        Failure(lines.join("\nrelay: "))
+    })?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            Failure(format!(
+                "cannot listen on {}: {e}; choose another address with --listen",
+                args.listen
+            ))
+        })?;
+
+    let delivery = config.delivery;
+    let schedule = delivery.retry_schedule.clone();
+    let (queue, local_queues, queue_note): (Arc<dyn Queue>, Option<LocalQueues>, String) =
+        match &config.queue_url {
+            Some(url) => (
+                Arc::new(SqsQueue::from_env(url.clone()).await),
+                None,
+                format!("SQS queue {url} (its redrive policy decides the DLQ)"),
+            ),
+            None => {
+                let dlq = Arc::new(MemoryQueue::new(
+                    "local-dlq",
+                    Duration::from_secs(args.visibility_timeout),
+                ));
+                let queue = Arc::new(
+                    MemoryQueue::new("local", Duration::from_secs(args.visibility_timeout))
+                        .with_dead_letter(DeadLetter {
+                            queue: Arc::clone(&dlq),
+                            max_receive_count: schedule.max_attempts(),
+                        }),
+                );
+                (
+                    queue.clone(),
+                    Some(LocalQueues { queue, dlq }),
+                    format!(
+                        "in-process FIFO queue, DLQ after {} attempts; it does NOT survive a restart",
+                        schedule.max_attempts()
+                    ),
+                )
+            }
+        };
+
+    let secrets_count = delivery.webhook_secrets.len();
+    let deliverer = Deliverer::new(
+        delivery.webhook_url.clone(),
+        Arc::new(delivery.webhook_secrets),
+        delivery.delivery_timeout,
+    )
+    .map_err(|e| Failure(format!("cannot build the HTTP client: {e}")))?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        deliverer,
+        Arc::clone(&queue),
+        schedule.clone(),
+        Metrics::off(),
+    ));
+    let ingest = Arc::new(Ingest::new(
+        config.ingest_secrets,
+        Arc::clone(&queue),
+        Metrics::off(),
+    ));
+    let mut app = router(ingest);
+    if let Some(local) = local_queues {
+        app = local_routes(local).merge(app);
+    }
+
+    let address = listener.local_addr().unwrap_or(args.listen);
+    println!(
+        "relay local: listening on http://{address} (POST /events, POST /events/batch, GET /health)"
+    );
+    println!(
+        "relay local: delivering to {} ({secrets_count} signing secret(s), {} ms timeout, retry schedule {schedule} s)",
+        delivery.webhook_url,
+        delivery.delivery_timeout.as_millis()
+    );
+    println!("relay local: queue: {queue_note}");
+    println!("relay local: Ctrl-C stops after in-flight deliveries finish");
+    warn_if_unreachable(&delivery.webhook_url).await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let poller = Arc::new(Poller::new(queue, dispatcher, Duration::from_secs(1)));
+    let polling = tokio::spawn(poller.run(args.workers, stopped(stop_rx.clone())));
+    let serving = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+    );
+    shutdown_signal().await;
+    println!("relay local: stopping (finishing in-flight deliveries)…");
+    let _ = stop_tx.send(true);
+    let _ = serving.await;
+    let _ = polling.await;
+    println!("relay local: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// A receiver that is down is not an error for a relay (events wait and retry), but a
+/// newcomer should know at once that nothing will arrive yet.
+async fn warn_if_unreachable(url: &reqwest::Url) {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => println!(
+            "relay local: warning: {url} is not reachable now ({e}); events will wait in the queue and be retried"
+        ),
+        Err(_) => println!(
+            "relay local: warning: {url} did not accept a connection within 2 s; events will wait in the queue and be retried"
+        ),
+    }
+}
+
+fn local_routes(queues: LocalQueues) -> Router {
+    Router::new()
+        .route("/local/queue", get(queue_depths))
+        .route("/local/redrive", post(redrive_dlq))
+        .with_state(queues)
+}
+
+async fn queue_depths(State(queues): State<LocalQueues>) -> Json<Value> {
+    Json(json!({
+        "queue": {"messages": queues.queue.len(), "inFlight": queues.queue.in_flight()},
+        "dlq": {"messages": queues.dlq.len()},
+    }))
+}
+
+async fn redrive_dlq(State(queues): State<LocalQueues>) -> Json<Value> {
+    let moved = queues.dlq.move_all_to(&queues.queue);
+    tracing::info!(moved, "redrive: DLQ messages moved back to the queue");
+    Json(json!({"moved": moved}))
+}
+
+/// `relay redrive`: asks a running local stack to move its DLQ back (for AWS, use
+/// `aws sqs start-message-move-task`, see the README).
+pub async fn redrive(args: RedriveArgs) -> Result<ExitCode, Failure> {
+    let url = format!("{}/local/redrive", args.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| {
+            Failure(format!(
+                "cannot reach {url}: {e}; is `relay local` running there?"
+            ))
+        })?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(Failure(format!("{url} answered {status}: {body}")));
+    }
+    println!("{body}");
+    Ok(ExitCode::SUCCESS)
+}
