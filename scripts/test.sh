@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's one test command (`make test`; `.ci/run` runs exactly this).
 # Installs the pinned Python tools, then: formatting, clippy, every Rust test (the
-# integration tests start their own moto SQS servers on free loopback ports), and the
-# three template checks. Any failure fails the run; nothing is skipped.
+# integration tests start their own moto SQS servers on free loopback ports), the
+# three template checks, and the Node tests of the examples (npm ci from the lockfile).
+# Any failure fails the run; nothing is skipped.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,3 +28,7 @@ cargo test --workspace --locked
 
 step "template checks"
 scripts/check-template.sh
+
+step "examples (Node): sender and receiver route, against the relay binary built above"
+cargo build --locked -p relay-cli
+RELAY_BIN="$ROOT/target/debug/relay" examples/run-tests.sh

@@ -209,7 +209,7 @@ export function createSender(options = {}) {
           continue;
         }
         const delay = outcome.retryAfterMs ?? backoff(item.attempts);
-        log.warn(`[relay-sender] ${item.event} ${item.id}: attempt ${item.attempts} failed (${outcome.why}); retrying in ${Math.round(delay)} ms, ${backlog.length} event(s) waiting`);
+        log.warn(`[relay-sender] ${item.event} ${item.id}: attempt ${item.attempts} failed (${outcome.why}); retrying in ${Math.round(delay)} ms, ${backlog.length} event(s) pending`);
         await sleep(delay);
       }
     } catch (err) {
@@ -551,14 +551,20 @@ export function parseRetryAfter(value, now = Date.now()) {
  * @param {number} timeoutMs
  */
 async function readText(response, timeoutMs) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
   try {
     const text = await Promise.race([
       response.text(),
-      new Promise((resolve) => setTimeout(resolve, timeoutMs, '')),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, timeoutMs, '');
+      }),
     ]);
-    return typeof text === 'string' ? text : '';
+    return typeof text === 'string' ? text.slice(0, 10_000) : '';
   } catch {
     return '';
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -568,8 +574,8 @@ function describeRefusal(/** @type {string} */ text) {
     const body = JSON.parse(text);
     if (body && typeof body === 'object') {
       const parts = [body.error, body.message].filter((p) => typeof p === 'string' && p);
-      if (typeof body.path === 'string') parts.push(`at ${body.path}`);
-      if (parts.length > 0) return `: ${parts.join(': ')}`.slice(0, 500);
+      const at = typeof body.path === 'string' ? ` (at ${body.path})` : '';
+      if (parts.length > 0) return `: ${parts.join(': ')}${at}`.slice(0, 500);
     }
   } catch {
     // not JSON

@@ -122,7 +122,7 @@ export function requireRelayBin() {
 
 /** @type {Set<import('node:child_process').ChildProcess>} */
 const children = new Set();
-process.on('exit', () => {
+function killChildren() {
   for (const child of children) {
     try {
       child.kill('SIGKILL');
@@ -130,7 +130,15 @@ process.on('exit', () => {
       // already gone
     }
   }
-});
+}
+process.on('exit', killChildren);
+// The test runner stops a file that runs too long with a signal: take the relays along.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    killChildren();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  });
+}
 
 /**
  * Starts `relay local` on 127.0.0.1:port and resolves once it prints its listening line.
@@ -195,5 +203,44 @@ export async function startRelay(options) {
       child.kill('SIGKILL');
       await exited;
     },
+  };
+}
+
+/**
+ * Serves a web-standard `(Request) => Promise<Response>` handler (the Next.js route) over
+ * node:http, as Vercel would, so the relay can deliver to it.
+ * @param {(request: Request) => Promise<Response>} handler
+ */
+export async function startRouteServer(handler) {
+  const server = http.createServer(async (req, res) => {
+    try {
+      const chunks = [];
+      for await (const chunk of req) chunks.push(chunk);
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+        else if (value !== undefined) headers.set(name, value);
+      }
+      const request = new Request(`http://127.0.0.1${req.url}`, {
+        method: req.method,
+        headers,
+        body: req.method === 'GET' || req.method === 'HEAD' ? undefined : Buffer.concat(chunks),
+      });
+      const response = await handler(request);
+      res.writeHead(response.status, Object.fromEntries(response.headers));
+      res.end(Buffer.from(await response.arrayBuffer()));
+    } catch (err) {
+      res.writeHead(500);
+      res.end(String(err));
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = /** @type {net.AddressInfo} */ (server.address());
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections?.();
+      server.close(() => resolve(undefined));
+    }),
   };
 }

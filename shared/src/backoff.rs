@@ -23,6 +23,7 @@ pub const OVERLOAD_FLOOR: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySchedule {
     delays: Vec<Duration>,
+    overload_floor: Duration,
 }
 
 impl Default for RetrySchedule {
@@ -68,7 +69,22 @@ impl RetrySchedule {
             }
             delays.push(Duration::from_secs(secs));
         }
-        Ok(RetrySchedule { delays })
+        Ok(RetrySchedule::from_delays(delays))
+    }
+
+    /// A schedule from exact durations (tests compress time with sub-second waits; SQS itself
+    /// only takes whole seconds).
+    pub fn from_delays(delays: Vec<Duration>) -> Self {
+        RetrySchedule {
+            delays: delays.into_iter().map(|d| d.min(MAX_DELAY)).collect(),
+            overload_floor: OVERLOAD_FLOOR,
+        }
+    }
+
+    /// Replaces the [`OVERLOAD_FLOOR`] (for compressed test schedules).
+    pub fn with_overload_floor(mut self, floor: Duration) -> Self {
+        self.overload_floor = floor;
+        self
     }
 
     pub fn delays(&self) -> &[Duration] {
@@ -99,7 +115,7 @@ impl RetrySchedule {
         let factor = 1.0 - JITTER + 2.0 * JITTER * jitter_unit.clamp(0.0, 1.0);
         let mut delay = base.mul_f64(factor);
         if signal == FailureSignal::Overloaded {
-            delay = delay.max(OVERLOAD_FLOOR);
+            delay = delay.max(self.overload_floor);
         }
         if let Some(after) = retry_after {
             delay = delay.max(after);

@@ -21,7 +21,7 @@ pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 
 /// The longest per-attempt timeout: a group of 10 is delivered serially inside one Lambda
 /// invocation, and the dispatcher's timeout must cover all of them.
-pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 10_000;
+pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 5_000;
 
 /// One bad variable.
 #[derive(Debug, Clone, PartialEq, Eq)]

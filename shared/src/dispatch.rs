@@ -12,7 +12,7 @@
 
 use crate::backoff::RetrySchedule;
 use crate::deliver::{Deliverer, Outcome};
-use crate::envelope::{event_id_of, event_type_of};
+use crate::envelope::probe;
 use crate::queue::{Queue, attr};
 use crate::telemetry::{Metrics, dimension, metric};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -48,11 +48,11 @@ impl Job {
         let attribute = |name: &str| record.attributes.get(name).cloned();
         let message_id = record.message_id.clone().unwrap_or_default();
         let body = record.body.clone();
-        let raw = body.as_deref().unwrap_or_default().as_bytes();
+        let (event_type, event_id) = probe(body.as_deref().unwrap_or_default().as_bytes());
         Job {
             group: attribute(attr::GROUP_ID).unwrap_or_else(|| message_id.clone()),
-            event_id: attribute(attr::DEDUP_ID).unwrap_or_else(|| event_id_of(raw)),
-            event_type: event_type_of(raw).map_or("unknown", |t| t.as_str()),
+            event_id,
+            event_type: event_type.map_or("unknown", |t| t.as_str()),
             attempt: attribute(attr::RECEIVE_COUNT)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1),

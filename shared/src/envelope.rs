@@ -293,26 +293,30 @@ pub fn derived_event_id(raw: &[u8]) -> String {
     format!("evt_{}", hex_prefix(&hmac_sha256::Hash::hash(raw), 16))
 }
 
-/// The event id of a stored body: the sender's `id`, else the derived one. Used at delivery
-/// when the queue does not hand back the deduplication id.
-pub fn event_id_of(raw: &[u8]) -> String {
+/// What the dispatcher reads from a stored body: its type (for logs and metrics) and its
+/// event id (the sender's `id`, else the derived one). The id comes from the body, not from
+/// queue attributes, so it stays the same `webhook-id` whatever path the message took
+/// (a redrive gives the copy a new deduplication id).
+pub fn probe(raw: &[u8]) -> (Option<EventType>, String) {
     #[derive(Deserialize)]
-    struct IdOnly {
+    struct Probe {
+        event: Option<String>,
         id: Option<String>,
     }
-    serde_json::from_slice::<IdOnly>(raw)
-        .ok()
-        .and_then(|probe| probe.id)
-        .unwrap_or_else(|| derived_event_id(raw))
+    let probe = serde_json::from_slice::<Probe>(raw).ok();
+    let event_type = probe
+        .as_ref()
+        .and_then(|p| p.event.as_deref())
+        .and_then(EventType::parse);
+    let id = probe
+        .and_then(|p| p.id)
+        .unwrap_or_else(|| derived_event_id(raw));
+    (event_type, id)
 }
 
-/// The `event` field of a stored body, for logs and metrics (never the payload itself).
-pub fn event_type_of(raw: &[u8]) -> Option<EventType> {
-    #[derive(Deserialize)]
-    struct EventOnly {
-        event: Option<EventType>,
-    }
-    serde_json::from_slice::<EventOnly>(raw).ok()?.event
+/// The event id of a stored body; see [`probe`].
+pub fn event_id_of(raw: &[u8]) -> String {
+    probe(raw).1
 }
 
 fn hex_prefix(bytes: &[u8], take: usize) -> String {
@@ -644,8 +648,10 @@ mod tests {
     #[test]
     fn stored_body_probes_read_type_and_id() {
         let raw = seeds()[6].to_string();
-        assert_eq!(event_type_of(raw.as_bytes()), Some(EventType::Message));
-        assert_eq!(event_id_of(raw.as_bytes()), "out-3EB0C767D097B7C7C031");
-        assert_eq!(event_type_of(b"not json"), None);
+        assert_eq!(
+            probe(raw.as_bytes()),
+            (Some(EventType::Message), "out-3EB0C767D097B7C7C031".into())
+        );
+        assert_eq!(probe(b"not json"), (None, derived_event_id(b"not json")));
     }
 }

@@ -10,6 +10,7 @@ use crate::{Failure, init_terminal_logs};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use relay_shared::config::{
     DELIVERY_TIMEOUT_MS, INGEST_SECRETS, LocalStackConfig, QUEUE_URL, RETRY_SCHEDULE,
@@ -19,9 +20,9 @@ use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::Dispatcher;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
-use relay_shared::queue::Queue;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
+use relay_shared::queue::{Queue, move_messages};
 use relay_shared::telemetry::Metrics;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -62,9 +63,16 @@ pub struct LocalArgs {
 
 #[derive(clap::Args)]
 pub struct RedriveArgs {
-    /// The local stack's base URL
+    /// The local stack's base URL (its in-process DLQ is moved back)
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     url: String,
+    /// With --dlq-url: move from this SQS DLQ to this SQS queue instead (any SQS endpoint;
+    /// on AWS, `aws sqs start-message-move-task` does it server-side)
+    #[arg(long, requires = "dlq_url")]
+    queue_url: Option<String>,
+    /// The SQS dead-letter queue to empty (with --queue-url)
+    #[arg(long, requires = "queue_url")]
+    dlq_url: Option<String>,
 }
 
 /// The in-process queue pair, kept for the local-only routes.
@@ -251,15 +259,32 @@ async fn queue_depths(State(queues): State<LocalQueues>) -> Json<Value> {
     }))
 }
 
-async fn redrive_dlq(State(queues): State<LocalQueues>) -> Json<Value> {
-    let moved = queues.dlq.move_all_to(&queues.queue);
-    tracing::info!(moved, "redrive: DLQ messages moved back to the queue");
-    Json(json!({"moved": moved}))
+async fn redrive_dlq(State(queues): State<LocalQueues>) -> Response {
+    match move_messages(&*queues.dlq, &*queues.queue).await {
+        Ok(moved) => {
+            tracing::info!(moved, "redrive: DLQ messages moved back to the queue");
+            Json(json!({"moved": moved})).into_response()
+        }
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "redrive_failed", "message": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 /// `relay redrive`: asks a running local stack to move its DLQ back (for AWS, use
 /// `aws sqs start-message-move-task`, see the README).
 pub async fn redrive(args: RedriveArgs) -> Result<ExitCode, Failure> {
+    if let (Some(queue_url), Some(dlq_url)) = (args.queue_url, args.dlq_url) {
+        let queue = SqsQueue::from_env(queue_url).await;
+        let dlq = SqsQueue::from_env(dlq_url).await;
+        let moved = move_messages(&dlq, &queue)
+            .await
+            .map_err(|e| Failure(format!("redrive stopped: {e}")))?;
+        println!("{}", json!({"moved": moved}));
+        return Ok(ExitCode::SUCCESS);
+    }
     let url = format!("{}/local/redrive", args.url.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&url)

@@ -100,26 +100,6 @@ impl MemoryQueue {
         state.messages.iter().filter(|m| m.visible_at > now).count()
     }
 
-    /// Moves every message of this queue to `target`, oldest first, as SQS's
-    /// `StartMessageMoveTask` does for a DLQ: the receive count starts again at zero.
-    /// Returns how many moved.
-    pub fn move_all_to(&self, target: &MemoryQueue) -> usize {
-        let drained: Vec<Stored> = self.state.lock().unwrap().messages.drain(..).collect();
-        let count = drained.len();
-        let mut state = target.state.lock().unwrap();
-        for mut message in drained {
-            message.receive_count = 0;
-            message.receipt_handle = None;
-            message.visible_at = Instant::now();
-            message.seq = state.next_seq;
-            state.next_seq += 1;
-            state.messages.push_back(message);
-        }
-        drop(state);
-        target.changed.notify_waiters();
-        count
-    }
-
     fn store(&self, message: NewMessage) -> Result<(), QueueError> {
         if message.body.len() > MAX_MESSAGE_BYTES {
             return Err(QueueError::Refused(format!(

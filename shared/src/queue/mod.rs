@@ -115,3 +115,58 @@ pub trait Queue: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), QueueError>;
 }
+
+/// Moves every message of `source` (a DLQ) to `target`, oldest first, keeping each message's
+/// body and group: the redrive after a receiver is fixed. On AWS, SQS's own
+/// `StartMessageMoveTask` does this server-side; this client-side version works on any
+/// SQS-protocol endpoint (moto has no move task) and on the in-process queue.
+///
+/// Each copy gets a fresh deduplication id, since the original one would be dropped inside
+/// SQS's 5-minute window; the `webhook-id` does not change, because the dispatcher derives it
+/// from the body. A message is deleted from `source` only after `target` stored it; if storing
+/// fails, what was received is made visible again and the error returned.
+pub async fn move_messages(source: &dyn Queue, target: &dyn Queue) -> Result<usize, QueueError> {
+    let mut moved = 0;
+    loop {
+        let batch = source
+            .receive(MAX_BATCH, std::time::Duration::from_secs(1))
+            .await?;
+        if batch.is_empty() {
+            return Ok(moved);
+        }
+        let mut pending = batch.iter();
+        while let Some(message) = pending.next() {
+            let stored = target
+                .send(NewMessage {
+                    body: message.body.clone(),
+                    group_id: message.group_id.clone(),
+                    dedup_id: redrive_dedup_id(message),
+                })
+                .await;
+            if let Err(e) = stored {
+                for unsent in std::iter::once(message).chain(pending) {
+                    let _ = source
+                        .change_visibility(&unsent.receipt_handle, std::time::Duration::ZERO)
+                        .await;
+                }
+                return Err(e);
+            }
+            // Stored twice at worst (delete failed): the receiver drops the duplicate by webhook-id.
+            let _ = source.delete(&message.receipt_handle).await;
+            moved += 1;
+        }
+    }
+}
+
+fn redrive_dedup_id(message: &ReceivedMessage) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let base = message.dedup_id.as_deref().unwrap_or(&message.message_id);
+    let suffix = format!(".r{stamp}");
+    let keep = MAX_DEDUP_ID_LEN.saturating_sub(suffix.len());
+    format!("{}{suffix}", &base[..base.len().min(keep)])
+}
+
+/// SQS's limit on `MessageDeduplicationId`.
+const MAX_DEDUP_ID_LEN: usize = 128;

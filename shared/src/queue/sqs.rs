@@ -202,7 +202,8 @@ impl Queue for SqsQueue {
             .change_message_visibility()
             .queue_url(&self.queue_url)
             .receipt_handle(receipt_handle)
-            .visibility_timeout(timeout.min(super::MAX_VISIBILITY).as_secs() as i32)
+            // SQS takes whole seconds: round, so a jittered 0.8 s wait is 1 s, not 0.
+            .visibility_timeout(timeout.min(super::MAX_VISIBILITY).as_secs_f64().round() as i32)
             .send()
             .await
             .map_err(classify)?;

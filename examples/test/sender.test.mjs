@@ -1,0 +1,419 @@
+// The chat-whatsapp sender against a fake relay (a node:http server answering what each test
+// needs): envelope and signature, retry policy, Retry-After, timeouts, order, backlog bound,
+// never throwing, never logging secrets or data, and the whatsapp-web.js wiring.
+// The same behaviour against the real relay is in relay.test.mjs.
+
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { after, describe, it } from 'node:test';
+import { Webhook } from 'standardwebhooks';
+import {
+  createSender,
+  messageEventId,
+  parseRetryAfter,
+  sendWebhook,
+  toChatMessage,
+  wireClient,
+} from '../chat-whatsapp/relay-sender.mjs';
+import { captureLogger, freePort, newSecret, sleep, startServer, waitFor } from './helpers.mjs';
+
+const INGEST = newSecret();
+const accepted = (record) => ({ status: 202, body: JSON.stringify({ id: record.headers['webhook-id'], status: 'queued' }) });
+
+/** @type {Array<() => unknown>} */
+const cleanups = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+async function fakeRelay(respond = accepted) {
+  const server = await startServer(respond);
+  cleanups.push(server.close);
+  return { ...server, eventsUrl: `${server.url}/events` };
+}
+
+function sender(options) {
+  const s = createSender({ secret: INGEST, retryBaseDelayMs: 20, retryMaxDelayMs: 100, logger: captureLogger().logger, ...options });
+  cleanups.push(() => s.close());
+  return s;
+}
+
+const verify = (record, secret = INGEST) => new Webhook(secret).verify(record.body, /** @type {any} */ (record.headers));
+
+describe('envelope and signature', () => {
+  it('POSTs the SPEC envelope, signed with the ingest secret, webhook-id = envelope id', async () => {
+    const relay = await fakeRelay();
+    const s = sender({ url: relay.eventsUrl, session: 'shop-1' });
+    const before = Date.now();
+    const result = await s.send('status', { connected: true });
+    assert.equal(result.ok, true);
+    assert.equal(result.status, 202);
+    assert.equal(relay.requests.length, 1);
+    const [req] = relay.requests;
+    assert.equal(req.method, 'POST');
+    assert.equal(req.url, '/events');
+    assert.equal(req.headers['content-type'], 'application/json');
+    const envelope = JSON.parse(req.body);
+    assert.deepEqual(Object.keys(envelope), ['event', 'data', 'timestamp', 'id', 'session']);
+    assert.equal(envelope.event, 'status');
+    assert.deepEqual(envelope.data, { connected: true });
+    assert.equal(envelope.session, 'shop-1');
+    assert.match(envelope.id, /^status-[0-9a-f-]{36}$/);
+    assert.equal(result.id, envelope.id);
+    assert.equal(req.headers['webhook-id'], envelope.id);
+    assert.ok(Date.parse(envelope.timestamp) >= before - 1);
+    assert.deepEqual(verify(req), envelope); // throws when the signature is wrong
+  });
+
+  it('session defaults to WHATSAPP_SESSION, else "default"', async () => {
+    const relay = await fakeRelay();
+    const saved = process.env.WHATSAPP_SESSION;
+    try {
+      delete process.env.WHATSAPP_SESSION;
+      await sender({ url: relay.eventsUrl }).send('status', { connected: false });
+      process.env.WHATSAPP_SESSION = 'atimo';
+      await sender({ url: relay.eventsUrl }).send('status', { connected: false });
+    } finally {
+      if (saved === undefined) delete process.env.WHATSAPP_SESSION;
+      else process.env.WHATSAPP_SESSION = saved;
+    }
+    assert.deepEqual(relay.requests.map((r) => JSON.parse(r.body).session), ['default', 'atimo']);
+  });
+
+  it('no secret: sent unsigned (as the seed did) with a warning at start', async () => {
+    const relay = await fakeRelay(() => ({ status: 401, body: '{"error":"unauthorized","message":"missing webhook-signature"}' }));
+    const saved = process.env.WEBHOOK_SECRET;
+    delete process.env.WEBHOOK_SECRET;
+    const log = captureLogger();
+    try {
+      const s = createSender({ url: relay.eventsUrl, logger: log.logger });
+      cleanups.push(() => s.close());
+      assert.equal((await s.send('status', { connected: true })).status, 401);
+    } finally {
+      if (saved !== undefined) process.env.WEBHOOK_SECRET = saved;
+    }
+    assert.equal(relay.requests[0].headers['webhook-signature'], undefined);
+    assert.match(log.text(), /WEBHOOK_SECRET is not set/);
+  });
+
+  it('no WEBHOOK_URL → a no-op that resolves at once, fetch never called', async () => {
+    const saved = process.env.WEBHOOK_URL;
+    delete process.env.WEBHOOK_URL;
+    let calls = 0;
+    try {
+      const s = createSender({ secret: INGEST, fetch: async () => { calls += 1; return new Response(null, { status: 202 }); } });
+      assert.deepEqual(await s.send('status', { connected: true }), { ok: false, reason: 'not_configured' });
+      assert.equal(s.enabled, false);
+      const viaModule = await sendWebhook('status', { connected: true }, { fetch: async () => { calls += 1; return new Response(); } });
+      assert.equal(viaModule.ok, false);
+    } finally {
+      if (saved !== undefined) process.env.WEBHOOK_URL = saved;
+    }
+    assert.equal(calls, 0);
+  });
+});
+
+describe('retries', () => {
+  it('retries 500, 408, 429 and 503 with the same id and body, then succeeds', async () => {
+    const statuses = [500, 408, 429, 503];
+    const relay = await fakeRelay((record, n) => (n <= statuses.length ? { status: statuses[n - 1] } : accepted(record)));
+    const log = captureLogger();
+    const result = await sender({ url: relay.eventsUrl, logger: log.logger }).send('qr', { qr: 'data:image/png;base64,AAAA', available: true });
+    assert.equal(result.ok, true);
+    assert.equal(relay.requests.length, 5);
+    const ids = new Set(relay.requests.map((r) => r.headers['webhook-id']));
+    const bodies = new Set(relay.requests.map((r) => r.body));
+    assert.equal(ids.size, 1);
+    assert.equal(bodies.size, 1);
+    for (const r of relay.requests) verify(r); // each attempt signed
+    assert.match(log.text(), /attempt 1 failed \(HTTP 500\)/);
+  });
+
+  it('honours Retry-After in seconds', async () => {
+    const relay = await fakeRelay((record, n) => (n === 1 ? { status: 503, headers: { 'retry-after': '1' } } : accepted(record)));
+    const result = await sender({ url: relay.eventsUrl, retryBaseDelayMs: 10 }).send('status', { connected: true });
+    assert.equal(result.ok, true);
+    const gap = relay.requests[1].at - relay.requests[0].at;
+    assert.ok(gap >= 950, `waited ${gap} ms, expected about 1000`);
+  });
+
+  it('honours Retry-After as an HTTP date', async () => {
+    const relay = await fakeRelay((record, n) =>
+      n === 1 ? { status: 429, headers: { 'retry-after': new Date(Date.now() + 2000).toUTCString() } } : accepted(record));
+    const result = await sender({ url: relay.eventsUrl, retryBaseDelayMs: 10 }).send('status', { connected: true });
+    assert.equal(result.ok, true);
+    const gap = relay.requests[1].at - relay.requests[0].at;
+    // HTTP dates have 1 s resolution: anything from ~1 s on shows the header was used.
+    assert.ok(gap >= 900, `waited ${gap} ms`);
+  });
+
+  it('parses Retry-After forms', () => {
+    const now = Date.parse('2025-12-21T18:00:00Z');
+    assert.equal(parseRetryAfter('5', now), 5000);
+    assert.equal(parseRetryAfter(' 0 ', now), 0);
+    assert.equal(parseRetryAfter('Sun, 21 Dec 2025 18:00:30 GMT', now), 30_000);
+    assert.equal(parseRetryAfter('Sun, 21 Dec 2025 17:00:00 GMT', now), 0);
+    assert.equal(parseRetryAfter('soon', now), undefined);
+    assert.equal(parseRetryAfter(null, now), undefined);
+  });
+
+  it('times out a hanging attempt (timeoutMs) and retries it', async () => {
+    const relay = await fakeRelay((record, n) => (n === 1 ? { hang: true } : accepted(record)));
+    const log = captureLogger();
+    const started = Date.now();
+    const result = await sender({ url: relay.eventsUrl, timeoutMs: 200, logger: log.logger }).send('status', { connected: true });
+    assert.equal(result.ok, true);
+    assert.equal(relay.requests.length, 2);
+    assert.ok(Date.now() - started >= 200);
+    assert.match(log.text(), /timed out after 200 ms/);
+  });
+
+  it('never retries other 4xx: one request, a warning with the relay\'s message, then the next event goes', async () => {
+    const refusal = {
+      error: 'schema_violation',
+      message: 'data.message.content: required field is missing',
+      path: 'data.message.content',
+      expected: 'required field is missing',
+    };
+    const relay = await fakeRelay((record) =>
+      JSON.parse(record.body).event === 'message' ? { status: 422, body: JSON.stringify(refusal) } : accepted(record));
+    const log = captureLogger();
+    const s = sender({ url: relay.eventsUrl, logger: log.logger });
+    const refused = s.send('message', { message: { id: 'x' } });
+    const next = s.send('status', { connected: true });
+    assert.deepEqual(await refused, { ok: false, id: (await refused).id, status: 422, reason: 'rejected' });
+    assert.equal((await next).ok, true);
+    await sleep(150); // several retry delays: nothing more comes
+    assert.equal(relay.requests.filter((r) => JSON.parse(r.body).event === 'message').length, 1);
+    assert.match(log.text(), /HTTP 422: schema_violation: data\.message\.content: required field is missing \(at data\.message\.content\); dropped/);
+  });
+
+  it('400, 401, 413 and 415 are final too', async () => {
+    for (const status of [400, 401, 413, 415]) {
+      const relay = await fakeRelay(() => ({ status, body: JSON.stringify({ error: 'x', message: `m${status}` }) }));
+      const result = await sender({ url: relay.eventsUrl, logger: captureLogger().logger }).send('status', { connected: true });
+      assert.equal(result.status, status);
+      assert.equal(result.reason, 'rejected');
+      assert.equal(relay.requests.length, 1, `${status} retried`);
+    }
+  });
+
+  it('network errors are retried until the relay comes up', async () => {
+    const port = await freePort();
+    const log = captureLogger();
+    const s = sender({ url: `http://127.0.0.1:${port}/events`, logger: log.logger });
+    const result = s.send('status', { connected: true });
+    await waitFor(() => log.lines.filter((l) => /network error/.test(l.text)).length >= 2, { message: 'two failed attempts' });
+    const relay = await startServer(accepted, port);
+    cleanups.push(relay.close);
+    assert.equal((await result).ok, true);
+    assert.equal(relay.requests.length, 1);
+  });
+
+  it('maxAttempts gives up (when set) and reports it', async () => {
+    const relay = await fakeRelay(() => ({ status: 500 }));
+    const result = await sender({ url: relay.eventsUrl, maxAttempts: 3, logger: captureLogger().logger }).send('status', { connected: true });
+    assert.equal(result.reason, 'max_attempts');
+    assert.equal(relay.requests.length, 3);
+  });
+
+  it('backoff grows exponentially, capped, with jitter', async () => {
+    const relay = await fakeRelay((record, n) => (n <= 5 ? { status: 503 } : accepted(record)));
+    await sender({ url: relay.eventsUrl, retryBaseDelayMs: 40, retryMaxDelayMs: 160 }).send('status', { connected: true });
+    const gaps = relay.requests.slice(1).map((r, i) => r.at - relay.requests[i].at);
+    // Waits are in [ceiling/2, ceiling] for ceilings 40, 80, 160, 160, 160 (plus scheduling slack).
+    const ceilings = [40, 80, 160, 160, 160];
+    gaps.forEach((gap, i) => assert.ok(gap >= ceilings[i] / 2 - 5 && gap <= ceilings[i] + 150, `gap ${i}: ${gap} ms`));
+  });
+});
+
+describe('order and backlog', () => {
+  it('delivers one at a time, in order, through failures', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const relay = await fakeRelay(async (record, n) => {
+      inFlight += 1;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await sleep(5);
+      inFlight -= 1;
+      return n % 3 === 1 ? { status: 503 } : accepted(record);
+    });
+    const s = sender({ url: relay.eventsUrl });
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => s.send('status', { connected: false, seq: i })));
+    assert.ok(results.every((r) => r.ok));
+    assert.equal(maxInFlight, 1);
+    const delivered = relay.requests.filter((r, i) => (i + 1) % 3 !== 1).map((r) => JSON.parse(r.body).data.seq);
+    assert.deepEqual(delivered, [0, 1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('bounds the backlog: the oldest waiting events are dropped with a warning', async () => {
+    const port = await freePort();
+    const log = captureLogger();
+    const s = sender({ url: `http://127.0.0.1:${port}/events`, maxBacklog: 3, logger: log.logger });
+    const results = Array.from({ length: 6 }, (_, i) => s.send('status', { connected: false, seq: i }));
+    assert.ok(s.pending <= 3);
+    const drops = log.lines.filter((l) => l.level === 'warn' && /backlog full \(3 events\): dropped the oldest/.test(l.text));
+    assert.equal(drops.length, 3);
+    const relay = await startServer(accepted, port);
+    cleanups.push(relay.close);
+    const outcomes = await Promise.all(results);
+    assert.equal(outcomes.filter((o) => o.reason === 'backlog_full').length, 3);
+    const delivered = relay.requests.map((r) => JSON.parse(r.body).data.seq);
+    assert.equal(delivered.length, 3);
+    assert.deepEqual([...delivered].sort(), delivered, 'in order');
+    assert.equal(delivered.at(-1), 5, 'the newest is kept');
+  });
+
+  it('flush() waits for the backlog; close() resolves what is left as closed', async () => {
+    const relay = await fakeRelay();
+    const s = sender({ url: relay.eventsUrl });
+    for (let i = 0; i < 5; i++) s.send('status', { connected: true, seq: i });
+    assert.equal(await s.flush(5000), true);
+    assert.equal(relay.requests.length, 5);
+
+    const port = await freePort();
+    const down = sender({ url: `http://127.0.0.1:${port}/events`, logger: captureLogger().logger });
+    const pending = down.send('status', { connected: true });
+    assert.equal(await down.flush(100), false);
+    down.close();
+    assert.equal((await pending).reason, 'closed');
+    assert.equal((await down.send('status', { connected: true })).reason, 'closed');
+  });
+});
+
+describe('never throws, never leaks', () => {
+  it('unserialisable data, throwing fetch and throwing logger all resolve', async () => {
+    const circular = {};
+    circular.self = circular;
+    const log = captureLogger();
+    const s = sender({ url: 'http://127.0.0.1:9/events', logger: log.logger, maxAttempts: 2 });
+    assert.equal((await s.send('status', circular)).reason, 'invalid_event');
+    assert.equal((await s.send('status', { n: 1n })).reason, 'invalid_event');
+
+    const throwing = sender({
+      url: 'http://relay.invalid/events',
+      maxAttempts: 2,
+      fetch: () => { throw new TypeError('boom'); },
+      logger: { warn() { throw new Error('logger broken'); }, error() { throw new Error('logger broken'); } },
+    });
+    assert.equal((await throwing.send('status', { connected: true })).reason, 'max_attempts');
+  });
+
+  it('an invalid secret disables sending with an error (and the secret is not printed)', async () => {
+    const log = captureLogger();
+    const s = createSender({ url: 'http://127.0.0.1:9/events', secret: 'whsec_***not base64***', logger: log.logger });
+    assert.equal(s.enabled, false);
+    assert.equal((await s.send('status', { connected: true })).reason, 'not_configured');
+    assert.match(log.text(), /not a valid whsec_<base64> secret/);
+    assert.doesNotMatch(log.text(), /not base64\*\*\*/);
+  });
+
+  it('logs carry no QR data, message content or secret', async () => {
+    const relay = await fakeRelay((record, n) => (n <= 2 ? { status: 503 } : { status: 422, body: '{"error":"schema_violation","message":"x"}' }));
+    const log = captureLogger();
+    const s = sender({ url: relay.eventsUrl, logger: log.logger });
+    const client = new EventEmitter();
+    s.wire(client);
+    client.emit('qr', 'SECRET-QR-PAYLOAD-2@abc');
+    client.emit('message', { id: { _serialized: 'false_5511999990000@c.us_AAA' }, from: '5511999990000@c.us', to: 'bot', body: 'my private words', type: 'chat', fromMe: false, timestamp: 1766340172 });
+    await waitFor(() => relay.requests.length >= 4, { message: 'both events attempted' });
+    await s.flush(2000);
+    const text = log.text();
+    assert.ok(text.length > 0);
+    for (const leak of ['my private words', 'SECRET-QR-PAYLOAD', 'data:image', INGEST, INGEST.slice(6), '5511999990000']) {
+      assert.ok(!text.includes(leak), `log contains ${leak}`);
+    }
+  });
+});
+
+describe('wireClient (whatsapp-web.js events)', () => {
+  function fakeClient() {
+    const client = new EventEmitter();
+    client.info = { wid: { _serialized: '5511999990000@c.us' }, pushname: 'Atimo Bot', platform: 'android' };
+    return client;
+  }
+
+  it('maps each client event to the SPEC envelope, in emission order', async () => {
+    const relay = await fakeRelay();
+    const s = sender({ url: relay.eventsUrl });
+    const client = fakeClient();
+    const unsubscribe = s.wire(client);
+    const incoming = { id: { _serialized: 'false_5511888880000@c.us_3EB0C767D097B7C7C030' }, from: '5511888880000@c.us', to: '5511999990000@c.us', body: 'Oi', type: 'chat', fromMe: false, timestamp: 1766340172 };
+    const outgoing = { id: { _serialized: 'true_5511888880000@c.us_3EB0AAAA' }, from: '5511999990000@c.us', to: '5511888880000@c.us', body: 'Olá!', type: 'image', fromMe: true, timestamp: 1766340180 };
+
+    client.emit('qr', '2@qr-code-payload');
+    client.emit('authenticated');
+    client.emit('ready');
+    client.emit('message', incoming);
+    client.emit('message_create', incoming); // whatsapp-web.js emits both for an incoming message
+    client.emit('message', outgoing); // own messages come through message_create only
+    client.emit('message_create', outgoing);
+    client.emit('auth_failure', 'bad session');
+    client.emit('disconnected', 'NAVIGATION');
+    await waitFor(() => relay.requests.length >= 7, { message: '7 events' });
+    await s.flush(2000);
+    assert.equal(relay.requests.length, 7);
+
+    const envs = relay.requests.map((r) => JSON.parse(r.body));
+    assert.deepEqual(envs.map((e) => e.event), ['qr', 'status', 'status', 'message', 'message', 'status', 'status']);
+    assert.match(envs[0].data.qr, /^data:image\/png;base64,[A-Za-z0-9+/=]+$/);
+    assert.equal(envs[0].data.available, true);
+    assert.deepEqual(envs[1].data, { connected: false, authenticated: true });
+    assert.deepEqual(envs[2].data, { connected: true, clientInfo: { wid: '5511999990000@c.us', pushname: 'Atimo Bot', platform: 'android' } });
+    assert.deepEqual(envs[3].data, {
+      message: {
+        id: 'false_5511888880000@c.us_3EB0C767D097B7C7C030',
+        from: '5511888880000@c.us',
+        to: '5511999990000@c.us',
+        content: 'Oi',
+        type: 'text',
+        direction: 'incoming',
+        timestamp: new Date(1766340172 * 1000).toISOString(),
+        status: 'received',
+      },
+    });
+    assert.equal(envs[3].id, messageEventId('false_5511888880000@c.us_3EB0C767D097B7C7C030'));
+    assert.deepEqual(envs[4].data.message, {
+      id: 'true_5511888880000@c.us_3EB0AAAA',
+      from: '5511999990000@c.us',
+      to: '5511888880000@c.us',
+      content: 'Olá!',
+      type: 'image',
+      direction: 'outgoing',
+      timestamp: new Date(1766340180 * 1000).toISOString(),
+      status: 'sent',
+    });
+    assert.deepEqual(envs[5].data, { connected: false, error: 'bad session' });
+    assert.deepEqual(envs[6].data, { connected: false, reason: 'NAVIGATION' });
+    for (const r of relay.requests) verify(r);
+
+    unsubscribe();
+    client.emit('ready');
+    await sleep(50);
+    assert.equal(relay.requests.length, 7);
+    assert.equal(client.listenerCount('ready'), 0);
+  });
+
+  it('message ids are stable (the same WhatsApp message → the same event id) and relay-safe', () => {
+    const a = messageEventId('false_5511888880000@c.us_3EB0C767D097B7C7C030');
+    assert.equal(a, messageEventId('false_5511888880000@c.us_3EB0C767D097B7C7C030'));
+    assert.notEqual(a, messageEventId('false_5511888880000@c.us_3EB0C767D097B7C7C031'));
+    assert.match(a, /^message-[0-9a-f]{32}$/);
+    assert.equal(toChatMessage({ id: { _serialized: 'x' }, body: undefined, fromMe: false }).content, '');
+  });
+
+  it('module-level sendWebhook / wireClient share one ordered queue per relay URL', async () => {
+    const relay = await fakeRelay();
+    const opts = { url: relay.eventsUrl, secret: INGEST, retryBaseDelayMs: 20 };
+    const client = fakeClient();
+    const unsubscribe = wireClient(client, opts);
+    client.emit('authenticated');
+    client.emit('ready');
+    await waitFor(() => relay.requests.length >= 2, { message: 'wired events' });
+    const result = await sendWebhook('status', { connected: true, qrAvailable: false }, { ...opts, id: 'status-custom-id' });
+    assert.equal(result.ok, true);
+    assert.equal(result.id, 'status-custom-id');
+    assert.equal(relay.requests.length, 3);
+    unsubscribe();
+  });
+});
