@@ -37,23 +37,41 @@ pub mod dimension {
 pub const DEFAULT_NAMESPACE: &str = "ChatRelay";
 
 /// JSON logs for Lambda (CloudWatch filters on the `level` field). The level comes from
-/// `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), else `RUST_LOG`, else `info`.
+/// `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), else `info`, and applies to the
+/// relay's own code only; see [`production_filter`]. `RUST_LOG`, when set, replaces it all.
 pub fn init_json_logs() {
-    let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .ok()
-        .map(|level| EnvFilter::new(level.to_lowercase()))
-        .unwrap_or_else(|| {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
-        });
-    let _ = tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
+        production_filter(&level)
+    });
+    let _ = tracing::subscriber::set_global_default(json_subscriber(filter, std::io::stdout));
+}
+
+/// `level` for the relay's crates, `warn` for every dependency: the SDK and HTTP stacks log
+/// requests in detail at debug and trace, and those requests carry payloads and signatures.
+pub fn production_filter(level: &str) -> EnvFilter {
+    let level = level.to_lowercase();
+    EnvFilter::new(format!(
+        "warn,relay_shared={level},ingest={level},dispatcher={level}"
+    ))
+}
+
+/// The Lambdas' log format, writing to `writer`: one flat JSON object per event, no timestamp
+/// (Lambda stamps every line itself). Tests capture it to check what reaches the logs.
+pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
         .with_target(false)
         .with_env_filter(filter)
-        .without_time() // Lambda stamps every line itself.
-        .try_init();
+        .without_time()
+        .with_writer(writer)
+        .finish()
 }
 
 /// Where EMF lines go: stdout on Lambda; a buffer in tests; nowhere in the local stack.

@@ -5,6 +5,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use relay_shared::ingest::{Ingest, MAX_BODY_BYTES, router};
+use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::signature::{SecretSet, unix_now};
 use relay_shared::telemetry::Metrics;
@@ -14,6 +15,7 @@ use relay_tests::{
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 
 const MESSAGE: &str = r#"{"event":"message","data":{"message":{"id":"3EB0C767D097B7C7C030","from":"5511999990000@c.us","to":"bot","content":"Oi","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}},"timestamp":"2025-12-21T18:02:52.900Z"}"#;
@@ -363,4 +365,47 @@ async fn a_batch_stores_each_valid_item_and_reports_each_refusal() {
             .contains("1 to 10 envelopes, found 11"),
         "{reply}"
     );
+}
+
+#[tokio::test]
+async fn api_gateway_v2_events_reach_the_ingest_router_through_lambda_http() {
+    let queue = Arc::new(MemoryQueue::new("apigw", Duration::from_secs(30)));
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        queue.clone(),
+        Metrics::off(),
+    )));
+    let body = MESSAGE.to_owned();
+    let headers = signed_headers(INGEST_SECRET, "apigw-1", &body);
+    let header_json: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap())))
+        .collect();
+    use base64::Engine as _;
+    for (encoded, payload) in [
+        (false, body.clone()),
+        (
+            true,
+            base64::engine::general_purpose::STANDARD.encode(&body),
+        ),
+    ] {
+        let event = serde_json::json!({
+            "version": "2.0", "routeKey": "POST /events", "rawPath": "/events", "rawQueryString": "",
+            "headers": header_json,
+            "requestContext": {"accountId": "123456789012", "apiId": "api", "domainName": "api.example",
+                "domainPrefix": "api", "requestId": "r1", "routeKey": "POST /events", "stage": "$default",
+                "time": "21/Dec/2025:18:02:53 +0000", "timeEpoch": 1766340173000u64,
+                "http": {"method": "POST", "path": "/events", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.1", "userAgent": "node"}},
+            "body": payload, "isBase64Encoded": encoded,
+        });
+        let request =
+            lambda_http::request::from_str(&event.to_string()).expect("an API Gateway v2 event");
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "isBase64Encoded={encoded}"
+        );
+    }
+    assert_eq!(queue.len(), 1, "the same body twice is one event");
 }

@@ -326,3 +326,70 @@ async fn the_local_stack_runs_against_a_real_sqs_endpoint() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn an_event_parked_in_the_dlq_is_delivered_after_relay_redrive() {
+    // Two attempts (schedule "0"), both failed: the event lands in the local DLQ.
+    let stack = start_stack(&["--fail-with", "503", "--fail-times", "2"], "0").await;
+    let out = relay_send(&[
+        "--url",
+        &stack.ingest_url,
+        "--secret",
+        INGEST_SECRET,
+        "--event",
+        "status",
+    ])
+    .await;
+    assert!(out.status.success());
+    stack.receive.wait_for("-> 503", 2, WAIT).await;
+    stack
+        .local
+        .wait_for("outcome=\"dead-letter\"", 1, WAIT)
+        .await;
+    let base = stack.ingest_url.trim_end_matches("/events").to_owned();
+    let depths = |body: String| serde_json::from_str::<serde_json::Value>(&body).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        // The queue moves it on its next receive; the poller receives every second.
+        let body = reqwest::get(format!("{base}/local/queue"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if depths(body.clone())["dlq"]["messages"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the DLQ: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = tokio::process::Command::new(RELAY)
+        .args(["redrive", "--url", &base])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"moved":1}"#
+    );
+    let lines = stack.receive.wait_for("-> 204", 1, WAIT).await;
+    let failed = stack.receive.wait_for("-> 503", 2, WAIT).await;
+    let id = |line: &str| {
+        line.split_whitespace()
+            .find(|w| w.starts_with("webhook-id="))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        id(&lines[0]),
+        id(&failed[0]),
+        "the redriven copy keeps its webhook-id"
+    );
+}

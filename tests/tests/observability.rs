@@ -1,0 +1,291 @@
+//! What the functions write about themselves: JSON logs that never carry QR codes, message
+//! text, secrets or signatures, and CloudWatch Embedded Metric Format lines that follow the
+//! schema and use the names the template's alarms and dashboard use (`template.rs` checks the
+//! template's side).
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use relay_shared::backoff::RetrySchedule;
+use relay_shared::deliver::Deliverer;
+use relay_shared::dispatch::Dispatcher;
+use relay_shared::ingest::{Ingest, router};
+use relay_shared::poller::Poller;
+use relay_shared::queue::memory::MemoryQueue;
+use relay_shared::signature::SecretSet;
+use relay_shared::telemetry::{Metrics, MetricsSink, json_subscriber, metric, production_filter};
+use relay_tests::{INGEST_SECRET, Receiver, WEBHOOK_SECRET, signed_headers};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const QR_DATA: &str =
+    "data:image/png;base64,UVJMT0dJTkNSRURFTlRJQUwtbmV2ZXItbG9nLW1lLTAxMjM0NTY3ODk=";
+const CONTENT: &str = "Meu CPF é 123.456.789-00, não conte a ninguém";
+
+fn qr_event() -> String {
+    format!(
+        r#"{{"event":"qr","data":{{"qr":"{QR_DATA}","available":true}},"timestamp":"2025-12-21T18:20:00.000Z"}}"#
+    )
+}
+
+fn message_event(direction: &str) -> String {
+    format!(
+        r#"{{"event":"message","data":{{"message":{{"id":"3EB0-{direction}","from":"5511999990000@c.us","to":"bot","content":"{CONTENT}","type":"text","direction":"{direction}","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}}}},"timestamp":"2025-12-21T18:02:52.900Z"}}"#
+    )
+}
+
+/// A `MakeWriter` that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+async fn post(app: &axum::Router, path: &str, body: &str, secret: &str) -> (StatusCode, Value) {
+    let mut request = Request::post(path)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    *request.headers_mut() = signed_headers(secret, "req", body);
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Feeds QR and message events (accepted and refused) through ingest and the dispatcher, to a
+/// receiver that fails once; returns the event ids ingest gave out.
+async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
+    let queue = Arc::new(MemoryQueue::new("observed", Duration::from_secs(30)));
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        queue.clone(),
+        metrics.clone(),
+    )));
+    let mut ids = Vec::new();
+    for body in [qr_event(), message_event("incoming")] {
+        let (status, reply) = post(&app, "/events", &body, INGEST_SECRET).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        ids.push(reply["id"].as_str().unwrap().to_owned());
+    }
+    // Refusals whose bodies hold the same secrets: a schema error and a bad signature.
+    let (status, _) = post(&app, "/events", &message_event("sideways"), INGEST_SECRET).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = post(&app, "/events", &qr_event(), WEBHOOK_SECRET).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let failures = Arc::new(AtomicUsize::new(0));
+    let receiver = Receiver::start(Arc::new(move |_, _| {
+        if failures.fetch_add(1, Ordering::SeqCst) == 0 {
+            (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
+        } else {
+            (StatusCode::OK, Vec::new())
+        }
+    }))
+    .await;
+    let deliverer = Deliverer::new(
+        receiver.url.parse().unwrap(),
+        Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let schedule = RetrySchedule::from_delays(vec![Duration::ZERO; 3]);
+    let dispatcher = Arc::new(Dispatcher::new(deliverer, queue.clone(), schedule, metrics));
+    let poller = Poller::new(queue.clone(), dispatcher, Duration::from_millis(100));
+    for _ in 0..20 {
+        if queue.is_empty() {
+            break;
+        }
+        poller.poll_once().await.unwrap();
+    }
+    assert!(queue.is_empty(), "both events delivered");
+    assert_eq!(
+        receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.answered == 200)
+            .count(),
+        2
+    );
+    ids
+}
+
+fn assert_free_of_payload_and_secrets(text: &str, what: &str) {
+    let secret_key = |s: &str| s.trim_start_matches("whsec_").to_owned();
+    let forbidden = [
+        ("the QR code", QR_DATA.to_owned()),
+        ("a piece of the QR code", QR_DATA[22..50].to_owned()),
+        ("the message text", CONTENT.to_owned()),
+        ("a piece of the message text", "123.456.789-00".to_owned()),
+        ("the ingest secret", secret_key(INGEST_SECRET)),
+        ("the webhook secret", secret_key(WEBHOOK_SECRET)),
+        ("a signature", "v1,".to_owned()),
+    ];
+    for (name, needle) in forbidden {
+        assert!(!text.contains(&needle), "{what} contain {name}:\n{text}");
+    }
+}
+
+// One test captures both logs and metrics: tracing caches per-callsite interest globally, so a
+// second test emitting the same events on another thread could hide them from this capture.
+#[tokio::test]
+async fn logs_and_metrics_never_carry_qr_codes_message_text_secrets_or_signatures() {
+    // Everything at TRACE, dependencies included: the worst case a LogLevel could produce.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = json_subscriber(tracing_subscriber::EnvFilter::new("trace"), move || {
+        writer.clone()
+    });
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let metrics_lines = Arc::new(Mutex::new(Vec::new()));
+    let metrics = Metrics::new(
+        "ChatRelay/test-stack",
+        MetricsSink::Buffer(Arc::clone(&metrics_lines)),
+    );
+    let ids = exercise_both_functions(metrics).await;
+
+    let logs = captured.text();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    assert!(
+        lines.len() >= 8,
+        "requests and attempts were logged: {logs}"
+    );
+    for id in &ids {
+        let about: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["event_id"] == id.as_str())
+            .collect();
+        let outcomes: BTreeSet<&str> = about.iter().filter_map(|l| l["outcome"].as_str()).collect();
+        assert!(
+            outcomes.contains("queued") && outcomes.contains("delivered"),
+            "{id} correlates ingest and delivery: {about:?}"
+        );
+    }
+    let delivered = lines.iter().find(|l| l["outcome"] == "delivered").unwrap();
+    for field in [
+        "event_id",
+        "event_type",
+        "group",
+        "attempt",
+        "status",
+        "duration_ms",
+        "level",
+    ] {
+        assert!(
+            !delivered[field].is_null(),
+            "a delivery line has {field}: {delivered}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["outcome"] == "retry" && l["status"] == 500),
+        "the failed attempt is logged"
+    );
+    assert!(
+        lines.iter().any(|l| l["reason"] == "schema_violation"),
+        "the refusal is logged"
+    );
+    assert_free_of_payload_and_secrets(&logs, "logs");
+    let metrics_lines = metrics_lines.lock().unwrap().clone();
+    assert_free_of_payload_and_secrets(&metrics_lines.join("\n"), "metrics");
+    check_emf(&metrics_lines);
+}
+
+#[test]
+fn the_production_filter_keeps_dependencies_quiet() {
+    let filter = production_filter("TRACE").to_string();
+    let directives: BTreeSet<&str> = filter.split(',').collect();
+    assert_eq!(
+        directives,
+        BTreeSet::from([
+            "warn",
+            "relay_shared=trace",
+            "ingest=trace",
+            "dispatcher=trace"
+        ]),
+        "{filter}"
+    );
+}
+
+/// EMF schema: `_aws.Timestamp`, one directive with the namespace, dimension sets naming string
+/// members of the root, metrics with allowed units and numeric values at the root.
+fn check_emf(lines: &[String]) {
+    let allowed_units = ["Count", "Milliseconds"];
+    let mut names = BTreeSet::new();
+    let mut dimensions_seen = BTreeSet::new();
+    for line in lines {
+        let doc: Value = serde_json::from_str(line).expect("each EMF line is one JSON object");
+        let meta = &doc["_aws"];
+        assert!(
+            meta["Timestamp"]
+                .as_u64()
+                .is_some_and(|t| t > 1_600_000_000_000),
+            "{line}"
+        );
+        let directives = meta["CloudWatchMetrics"]
+            .as_array()
+            .expect("CloudWatchMetrics array");
+        assert_eq!(directives.len(), 1);
+        let directive = &directives[0];
+        assert_eq!(directive["Namespace"], "ChatRelay/test-stack");
+        for set in directive["Dimensions"]
+            .as_array()
+            .expect("Dimensions array")
+        {
+            for key in set.as_array().expect("a dimension set is an array") {
+                let key = key.as_str().expect("dimension names are strings");
+                assert!(
+                    doc[key].is_string(),
+                    "dimension {key} has a string value at the root: {line}"
+                );
+                dimensions_seen.insert(key.to_owned());
+            }
+        }
+        for metric in directive["Metrics"].as_array().expect("Metrics array") {
+            let name = metric["Name"].as_str().expect("metric Name");
+            assert!(
+                allowed_units.contains(&metric["Unit"].as_str().unwrap()),
+                "{line}"
+            );
+            assert!(
+                doc[name].is_number(),
+                "metric {name} has a numeric value at the root: {line}"
+            );
+            names.insert(name.to_owned());
+        }
+    }
+    let expected: BTreeSet<String> = metric::ALL.map(String::from).into();
+    assert_eq!(
+        names, expected,
+        "every metric the template uses is emitted, and no other"
+    );
+    assert_eq!(
+        dimensions_seen,
+        BTreeSet::from(["Reason".to_owned(), "StatusClass".to_owned()])
+    );
+}
