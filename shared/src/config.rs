@@ -67,7 +67,14 @@ struct Reader<'a> {
     errors: Vec<ConfigError>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Reader {
+            lookup,
+            errors: Vec::new(),
+        }
+    }
+
     fn fail(&mut self, var: &'static str, problem: impl Into<String>) {
         self.errors.push(ConfigError {
             var,
@@ -144,10 +151,7 @@ impl IngestConfig {
     }
 
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
-        let mut reader = Reader {
-            lookup,
-            errors: Vec::new(),
-        };
+        let mut reader = Reader::new(lookup);
         let secrets = reader.secrets(INGEST_SECRETS);
         let queue_url = reader.queue_url();
         let metrics_namespace = reader.metrics_namespace();
@@ -204,10 +208,7 @@ impl DispatcherConfig {
     }
 
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
-        let mut reader = Reader {
-            lookup,
-            errors: Vec::new(),
-        };
+        let mut reader = Reader::new(lookup);
         let queue_url = reader.queue_url();
         let delivery = reader.delivery();
         let metrics_namespace = reader.metrics_namespace();
@@ -232,10 +233,7 @@ pub struct LocalStackConfig {
 
 impl LocalStackConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
-        let mut reader = Reader {
-            lookup,
-            errors: Vec::new(),
-        };
+        let mut reader = Reader::new(lookup);
         let ingest_secrets = reader.secrets(INGEST_SECRETS);
         // Only read (and checked) when set: unset means the in-process queue.
         let queue_url = reader.value(QUEUE_URL).map(|_| reader.queue_url());

@@ -104,14 +104,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
             .collect();
         Failure(lines.join("\nrelay: "))
     })?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            Failure(format!(
-                "cannot listen on {}: {e}; choose another address with --listen",
-                args.listen
-            ))
-        })?;
+    let listener = crate::bind(args.listen).await?;
 
     let delivery = config.delivery;
     let schedule = delivery.retry_schedule.clone();

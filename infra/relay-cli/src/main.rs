@@ -89,6 +89,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Binds a listening socket, or says in one line why not.
+pub async fn bind(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        Failure(format!(
+            "cannot listen on {address}: {e}; choose another address with --listen"
+        ))
+    })
+}
+
 /// Human-readable logs for the terminal (the Lambdas log JSON instead).
 pub fn init_terminal_logs(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

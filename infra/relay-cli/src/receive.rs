@@ -64,14 +64,7 @@ pub async fn run(args: ReceiveArgs) -> Result<ExitCode, Failure> {
         .fail_with
         .map(|code| StatusCode::from_u16(code).map_err(|e| Failure(format!("--fail-with: {e}"))))
         .transpose()?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            Failure(format!(
-                "cannot listen on {}: {e}; choose another address with --listen",
-                args.listen
-            ))
-        })?;
+    let listener = crate::bind(args.listen).await?;
     let address = listener.local_addr().unwrap_or(args.listen);
     println!(
         "relay receive: listening on http://{address} (any path), verifying with {} secret(s)",

@@ -15,8 +15,16 @@ struct Stack {
 
 /// `relay receive` (with extra flags) and `relay local` delivering to it.
 async fn start_stack(receive_flags: &[&str], retry_schedule: &str) -> Stack {
-    let receive_port = free_port().to_string();
-    let receive_listen = format!("127.0.0.1:{receive_port}");
+    start_stack_with(receive_flags, &["--retry-schedule", retry_schedule], &[]).await
+}
+
+/// The same, with extra `relay local` flags and environment.
+async fn start_stack_with(
+    receive_flags: &[&str],
+    local_flags: &[&str],
+    local_env: &[(&str, &str)],
+) -> Stack {
+    let receive_listen = format!("127.0.0.1:{}", free_port());
     let mut receive_args = vec![
         "receive",
         "--listen",
@@ -29,22 +37,16 @@ async fn start_stack(receive_flags: &[&str], retry_schedule: &str) -> Stack {
     receive.wait_for("listening on", 1, WAIT).await;
 
     let local_listen = format!("127.0.0.1:{}", free_port());
-    let webhook_url = format!("http://127.0.0.1:{receive_port}/api/webhook/chat-whatsapp");
-    let local = Process::spawn(
-        RELAY,
-        &[
-            "local",
-            "--listen",
-            &local_listen,
-            "--retry-schedule",
-            retry_schedule,
-        ],
-        &[
-            ("WEBHOOK_URL", &webhook_url),
-            ("WEBHOOK_SECRETS", WEBHOOK_SECRET),
-            ("INGEST_SECRETS", INGEST_SECRET),
-        ],
-    );
+    let webhook_url = format!("http://{receive_listen}/api/webhook/chat-whatsapp");
+    let mut local_args = vec!["local", "--listen", &local_listen];
+    local_args.extend_from_slice(local_flags);
+    let mut env = vec![
+        ("WEBHOOK_URL", webhook_url.as_str()),
+        ("WEBHOOK_SECRETS", WEBHOOK_SECRET),
+        ("INGEST_SECRETS", INGEST_SECRET),
+    ];
+    env.extend_from_slice(local_env);
+    let local = Process::spawn(RELAY, &local_args, &env);
     local.wait_for("listening on", 1, WAIT).await;
     Stack {
         local,
@@ -265,43 +267,24 @@ async fn bad_flags_and_settings_exit_non_zero_with_one_line() {
 async fn the_local_stack_runs_against_a_real_sqs_endpoint() {
     let moto = relay_tests::MotoServer::start().await;
     let queues = moto.create_fifo_with_dlq("cli-sqs", 3, 30).await;
-    let receive_port = free_port().to_string();
-    let receive_listen = format!("127.0.0.1:{receive_port}");
-    let receive = Process::spawn(
-        RELAY,
-        &[
-            "receive",
-            "--listen",
-            &receive_listen,
-            "--secret",
-            WEBHOOK_SECRET,
-        ],
+    let stack = start_stack_with(
         &[],
-    );
-    receive.wait_for("listening on", 1, WAIT).await;
-    let local_listen = format!("127.0.0.1:{}", free_port());
-    let webhook_url = format!("http://{receive_listen}/hook");
-    let local = Process::spawn(
-        RELAY,
-        &["local", "--listen", &local_listen],
+        &[],
         &[
             ("QUEUE_URL", &queues.queue_url),
             ("AWS_ENDPOINT_URL_SQS", &moto.endpoint),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("WEBHOOK_URL", &webhook_url),
-            ("WEBHOOK_SECRETS", WEBHOOK_SECRET),
-            ("INGEST_SECRETS", INGEST_SECRET),
         ],
-    );
-    let banner = local.wait_for("queue:", 1, WAIT).await;
+    )
+    .await;
+    let banner = stack.local.wait_for("queue:", 1, WAIT).await;
     assert!(banner[0].contains(&queues.queue_url), "{banner:?}");
-    let ingest_url = format!("http://{local_listen}/events");
     for event in ["status", "message"] {
         let out = relay_send(&[
             "--url",
-            &ingest_url,
+            &stack.ingest_url,
             "--secret",
             INGEST_SECRET,
             "--event",
@@ -314,8 +297,11 @@ async fn the_local_stack_runs_against_a_real_sqs_endpoint() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    receive.wait_for("verified webhook-id=", 2, WAIT).await;
-    local.wait_for("outcome=\"delivered\"", 2, WAIT).await;
+    stack
+        .receive
+        .wait_for("verified webhook-id=", 2, WAIT)
+        .await;
+    stack.local.wait_for("outcome=\"delivered\"", 2, WAIT).await;
     // Delivered messages were deleted from the SQS queue.
     let deadline = std::time::Instant::now() + WAIT;
     while queues.depth(&queues.queue_url).await > 0 {
