@@ -15,6 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// SPEC §5: 5 s per attempt unless `DELIVERY_TIMEOUT_MS` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most a cold start spends opening the first connection to the receiver.
+pub const WARM_UP_LIMIT: Duration = Duration::from_secs(1);
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -119,9 +122,12 @@ impl Deliverer {
     }
 
     /// Opens (and keeps in the pool) a connection to the receiver, TLS handshake included,
-    /// so the first real delivery does not pay for it. Any answer will do; errors are ignored.
+    /// so the first real delivery does not pay for it. Any answer will do (a Next.js route
+    /// answers a HEAD with 405); errors are ignored, and a receiver that is down costs the
+    /// cold start at most [`WARM_UP_LIMIT`].
     pub async fn warm_up(&self) {
-        let _ = self.client.head(self.url.clone()).send().await;
+        let head = self.client.head(self.url.clone()).send();
+        let _ = tokio::time::timeout(WARM_UP_LIMIT, head).await;
     }
 
     /// One signed POST. `event_id` is the `webhook-id`: the same on every retry, so the

@@ -215,6 +215,17 @@ impl FifoQueues {
     }
 }
 
+/// The project's Python (`.venv`), with the PyPI `standardwebhooks` library for interop tests.
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} not found: run `make tools` (scripts/tools.sh installs the pinned Python tools, standardwebhooks included)",
+        python.display()
+    );
+    python
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -242,6 +253,8 @@ pub fn signed_headers_at(secret: &str, msg_id: &str, body: &str, timestamp: i64)
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub webhook_id: String,
+    /// Every request header, as received.
+    pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub content_type: Option<String>,
     /// Whether `standardwebhooks::Webhook::verify` accepted it with the webhook secret.
@@ -324,6 +337,10 @@ async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: B
     let verified = state.webhook.verify(&body, &headers).is_ok();
     let mut delivery = Delivery {
         webhook_id,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect(),
         body,
         content_type: headers
             .get("content-type")
