@@ -349,7 +349,9 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-async fn read_body(body: Body) -> Result<bytes::Bytes, Rejection> {
+/// The body, read only if the content type is right, and never past the limit.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Rejection> {
+    check_content_type(headers)?;
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| Rejection::TooLarge)
@@ -357,11 +359,8 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, Rejection> {
 
 async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let result = match check_content_type(&headers) {
-        Ok(()) => match read_body(body).await {
-            Ok(bytes) => ingest.accept_event(&headers, &bytes).await,
-            Err(rejection) => Err(rejection),
-        },
+    let result = match read_body(&headers, body).await {
+        Ok(bytes) => ingest.accept_event(&headers, &bytes).await,
         Err(rejection) => Err(rejection),
     };
     match result {
@@ -382,11 +381,8 @@ async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
 
 async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let result = match check_content_type(&headers) {
-        Ok(()) => match read_body(body).await {
-            Ok(bytes) => ingest.accept_batch(&headers, &bytes).await,
-            Err(rejection) => Err(rejection),
-        },
+    let result = match read_body(&headers, body).await {
+        Ok(bytes) => ingest.accept_batch(&headers, &bytes).await,
         Err(rejection) => Err(rejection),
     };
     let items = match result {
