@@ -13,6 +13,10 @@ tools:
 run:
 	scripts/demo.sh
 
+## make bench: the benchmark suite (not part of make test): results in bench-results/, see bench/README.md
+bench:
+	bench/run.sh
+
 build:
 	cargo build --workspace --locked
 

@@ -1,0 +1,25 @@
+//! The relay's benchmark suite (issue #7), run by `make bench`: every figure is measured next
+//! to a baseline taken in the same run, because the machine is small and shared and absolute
+//! numbers drift from one run to the next.
+//!
+//! | module | measures or provides |
+//! |---|---|
+//! | [`fixtures`] | envelopes of a chosen size, signatures, the Lambda events (API Gateway v2, SQS) |
+//! | [`stats`] | medians and percentiles |
+//! | [`receiver`] | a loopback webhook receiver that records when each event arrived |
+//! | [`runtime_api`] | a minimal Lambda Runtime API, so the release binaries start as on Lambda |
+//! | [`coldstart`] | init and first-invoke times and peak RSS of the Lambda binaries vs hello-world |
+//! | [`warm`] | in-process per-event cost, dispatcher concurrency, payload scaling |
+//! | [`callgrind`] | instructions per ingest event under valgrind |
+//! | [`loadgen`] | `relay local` end to end: events/s and latency, vs a direct POST |
+//! | [`report`] | the table (`bench-results/results.md`) and the JSON file |
+
+pub mod callgrind;
+pub mod coldstart;
+pub mod fixtures;
+pub mod loadgen;
+pub mod receiver;
+pub mod report;
+pub mod runtime_api;
+pub mod stats;
+pub mod warm;

@@ -1,0 +1,285 @@
+//! In-process costs, the Lambda handlers without the Lambda around them: the ingest router
+//! (`oneshot` of a signed request over the in-process queue), `Dispatcher::handle_batch` to a
+//! loopback receiver, the dispatcher's group concurrency against a slow receiver, and how both
+//! scale with the body size. Requests are built and signed before the clock starts.
+
+use crate::fixtures::{
+    CHATS, Record, TYPICAL_BYTES, WEBHOOK_SECRET, envelope, event_id, ingest_request,
+    ingest_secrets, records, signed_headers, typed_sqs_event,
+};
+use crate::receiver::Receiver;
+use crate::stats::Summary;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use relay_shared::backoff::RetrySchedule;
+use relay_shared::deliver::Deliverer;
+use relay_shared::dispatch::Dispatcher;
+use relay_shared::ingest::{Ingest, router};
+use relay_shared::queue::memory::MemoryQueue;
+use relay_shared::signature::SecretSet;
+use relay_shared::telemetry::{
+    DEFAULT_NAMESPACE, Metrics, MetricsSink, json_subscriber, production_filter,
+};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tower::ServiceExt;
+
+/// Ingest gets a fresh in-process queue every this many events: the queue's deduplication
+/// window (5 minutes of ids) would otherwise grow through the run and be measured instead of
+/// the handler (see [`ingest_with_backlog`] for that cost on its own).
+pub const QUEUE_RESET_EVERY: usize = 1000;
+
+/// The ingest routes over a new in-process queue.
+pub fn ingest_router(metrics: Metrics) -> Router {
+    let queue = Arc::new(MemoryQueue::new("bench", Duration::from_secs(60)));
+    router(Arc::new(Ingest::new(ingest_secrets(), queue, metrics)))
+}
+
+/// `count` signed `POST /events` requests of `size` bytes, distinct ids, spread over chats.
+pub fn presigned_requests(prefix: &str, count: usize, size: usize) -> Vec<Request<Body>> {
+    let secrets = ingest_secrets();
+    (0..count)
+        .map(|i| {
+            let id = event_id(prefix, i);
+            let body = envelope(&id, i % CHATS, size);
+            ingest_request(&signed_headers(&secrets, &id, &body), body)
+        })
+        .collect()
+}
+
+/// Runs `requests` through fresh routers (a new queue every `reset_every`), timing each
+/// `oneshot`; the first `warmup` are not kept. Every answer must be `202`.
+pub async fn time_ingest(
+    requests: Vec<Request<Body>>,
+    warmup: usize,
+    reset_every: usize,
+    metrics: &Metrics,
+    mut between_chunks: impl FnMut(),
+) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(requests.len().saturating_sub(warmup));
+    let mut app = ingest_router(metrics.clone());
+    for (i, request) in requests.into_iter().enumerate() {
+        if i > 0 && i % reset_every == 0 {
+            app = ingest_router(metrics.clone());
+            between_chunks();
+        }
+        let started = Instant::now();
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let took = started.elapsed();
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "ingest refused event #{i}"
+        );
+        if i >= warmup {
+            samples.push(took);
+        }
+    }
+    samples
+}
+
+/// Ingest per event, bare (no subscriber, metrics off: the handler alone) or with the
+/// Lambda's telemetry (its JSON log format at `info`, written to `io::sink`, and an EMF line
+/// per event into a buffer): what the ingest Lambda does per event minus the `write`s.
+pub fn ingest_per_event(rt: &Runtime, n: usize, warmup: usize, telemetry: bool) -> Summary {
+    let requests = presigned_requests(
+        if telemetry { "wt" } else { "wb" },
+        warmup + n,
+        TYPICAL_BYTES,
+    );
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let metrics = if telemetry {
+        Metrics::new(DEFAULT_NAMESPACE, MetricsSink::Buffer(Arc::clone(&buffer)))
+    } else {
+        Metrics::off()
+    };
+    let clear = || buffer.lock().unwrap().clear();
+    let run = || {
+        rt.block_on(time_ingest(
+            requests,
+            warmup,
+            QUEUE_RESET_EVERY,
+            &metrics,
+            clear,
+        ))
+    };
+    let samples = if telemetry {
+        // `block_on` polls on this thread, so the thread's default subscriber applies.
+        let subscriber = json_subscriber(production_filter("info"), std::io::sink);
+        tracing::subscriber::with_default(subscriber, run)
+    } else {
+        run()
+    };
+    Summary::of(&samples)
+}
+
+/// Ingest per event into one queue that already holds `backlog` events (stored and inside
+/// the deduplication window), as in a local stack whose receiver is slow or down.
+pub fn ingest_with_backlog(rt: &Runtime, backlog: usize, n: usize) -> Summary {
+    let requests = presigned_requests("bl", backlog + n, TYPICAL_BYTES);
+    let samples = rt.block_on(time_ingest(
+        requests,
+        backlog,
+        usize::MAX,
+        &Metrics::off(),
+        || {},
+    ));
+    Summary::of(&samples)
+}
+
+/// A dispatcher delivering to `url` (5 s timeout, default schedule, metrics off).
+pub fn dispatcher(url: &str) -> Dispatcher {
+    let secrets = Arc::new(SecretSet::parse(WEBHOOK_SECRET).expect("bench webhook secret"));
+    let deliverer = Deliverer::new(
+        url.parse().expect("receiver URL"),
+        secrets,
+        Duration::from_secs(5),
+    )
+    .expect("HTTP client");
+    let queue = Arc::new(MemoryQueue::new("bench-dispatch", Duration::from_secs(60)));
+    Dispatcher::new(deliverer, queue, RetrySchedule::default(), Metrics::off())
+}
+
+/// Times `handle_batch` on each batch; every batch must come back with no failures.
+pub async fn time_batches(
+    dispatcher: &Dispatcher,
+    batches: Vec<Vec<Record>>,
+    warmup: usize,
+) -> Vec<Duration> {
+    let events: Vec<_> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| typed_sqs_event(&format!("{i:06}"), b))
+        .collect();
+    let mut samples = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        let started = Instant::now();
+        let response = dispatcher.handle_batch(event).await;
+        let took = started.elapsed();
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "batch #{i} had failures: {:?}",
+            response.batch_item_failures
+        );
+        if i >= warmup {
+            samples.push(took);
+        }
+    }
+    samples
+}
+
+/// `handle_batch` of `batch` typical records, each in its own chat (group), per call.
+pub async fn dispatch_per_batch(
+    receiver: &Receiver,
+    batch: usize,
+    n: usize,
+    warmup: usize,
+) -> Summary {
+    let dispatcher = dispatcher(&receiver.url);
+    let batches = (0..warmup + n)
+        .map(|b| records(&format!("d{batch}x{b:06}"), batch, batch, TYPICAL_BYTES))
+        .collect();
+    Summary::of(&time_batches(&dispatcher, batches, warmup).await)
+}
+
+/// The floor under a delivery: one plain reqwest POST of a typical signed body to the same
+/// receiver, on a kept-alive connection.
+pub async fn loopback_post(receiver: &Receiver, n: usize, warmup: usize) -> Summary {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("HTTP client");
+    let secrets = SecretSet::parse(WEBHOOK_SECRET).expect("bench webhook secret");
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let id = event_id("lp", i);
+        let body = envelope(&id, i % CHATS, TYPICAL_BYTES);
+        let mut request = client.post(&receiver.url);
+        for (name, value) in signed_headers(&secrets, &id, &body) {
+            request = request.header(name, value);
+        }
+        let started = Instant::now();
+        let response = request.body(body).send().await.expect("loopback POST");
+        let _ = response.bytes().await;
+        if i >= warmup {
+            samples.push(started.elapsed());
+        }
+    }
+    Summary::of(&samples)
+}
+
+/// Wall time of a batch of 10 against a receiver taking `delay` per request: 10 chats
+/// (delivered concurrently) and 1 chat (delivered in order, one after the other).
+pub async fn concurrency(epoch: Instant, delay: Duration, reps: usize) -> (Summary, Summary) {
+    let receiver = Receiver::start(epoch, 0, delay).await;
+    let dispatcher = dispatcher(&receiver.url);
+    // A first batch opens the pooled connections, as a warm Lambda has them.
+    time_batches(&dispatcher, vec![records("cw", 10, 10, TYPICAL_BYTES)], 0).await;
+    let mut ten = Vec::new();
+    let mut one = Vec::new();
+    for rep in 0..reps {
+        ten.extend(
+            time_batches(
+                &dispatcher,
+                vec![records(&format!("ct{rep}"), 10, 10, TYPICAL_BYTES)],
+                0,
+            )
+            .await,
+        );
+        one.extend(
+            time_batches(
+                &dispatcher,
+                vec![records(&format!("co{rep}"), 10, 1, TYPICAL_BYTES)],
+                0,
+            )
+            .await,
+        );
+    }
+    (Summary::of(&ten), Summary::of(&one))
+}
+
+/// Ingest and dispatch of one body of `size` bytes, each timed on its own.
+pub struct PayloadPoint {
+    pub size: usize,
+    pub ingest: Summary,
+    pub dispatch: Summary,
+}
+
+impl PayloadPoint {
+    /// Median ingest + median dispatch, per byte.
+    pub fn ns_per_byte(&self) -> f64 {
+        (self.ingest.median + self.dispatch.median) * 1e3 / self.size as f64
+    }
+}
+
+/// Iterations for a body size: fewer for big bodies, never under 20.
+fn iterations_for(size: usize, budget_bytes: usize) -> usize {
+    (budget_bytes / size).clamp(20, 500)
+}
+
+pub async fn payload_point(receiver: &Receiver, size: usize, warmup: usize) -> PayloadPoint {
+    let n = iterations_for(size, 48 << 20);
+    let requests = presigned_requests(&format!("p{size}"), warmup + n, size);
+    let ingest = Summary::of(
+        &time_ingest(requests, warmup, QUEUE_RESET_EVERY, &Metrics::off(), || {}).await,
+    );
+    let dispatcher = dispatcher(&receiver.url);
+    let batches = (0..warmup + n)
+        .map(|i| {
+            let id = event_id(&format!("q{size}"), i);
+            vec![Record {
+                body: envelope(&id, i % CHATS, size),
+                group: crate::fixtures::group_of(i % CHATS),
+                dedup_id: id,
+            }]
+        })
+        .collect();
+    let dispatch = Summary::of(&time_batches(&dispatcher, batches, warmup).await);
+    PayloadPoint {
+        size,
+        ingest,
+        dispatch,
+    }
+}
