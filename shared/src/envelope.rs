@@ -282,7 +282,7 @@ fn chat_group(session: &str, peer: &str) -> String {
     } else {
         format!(
             "{session}:chat:h{}",
-            hex_prefix(&hmac_sha256::Hash::hash(peer.as_bytes()), 16)
+            hex_prefix(sha256(peer.as_bytes()).as_ref(), 16)
         )
     }
 }
@@ -290,7 +290,11 @@ fn chat_group(session: &str, peer: &str) -> String {
 /// Event id for an envelope without `id`: a hash of the exact body, so a sender retrying the
 /// same body produces the same id and SQS deduplicates it.
 pub fn derived_event_id(raw: &[u8]) -> String {
-    format!("evt_{}", hex_prefix(&hmac_sha256::Hash::hash(raw), 16))
+    format!("evt_{}", hex_prefix(sha256(raw).as_ref(), 16))
+}
+
+fn sha256(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
 }
 
 /// What the dispatcher reads from a stored body: its type (for logs and metrics) and its

@@ -7,7 +7,8 @@
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
 
 /// Metric names: the template's alarms and dashboard use exactly these.
 pub mod metric {
@@ -38,40 +39,46 @@ pub const DEFAULT_NAMESPACE: &str = "ChatRelay";
 
 /// JSON logs for Lambda (CloudWatch filters on the `level` field). The level comes from
 /// `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), else `info`, and applies to the
-/// relay's own code only; see [`production_filter`]. `RUST_LOG`, when set, replaces it all.
+/// relay's own code only; see [`production_filter`]. `RUST_LOG`, when set to `target=level`
+/// directives, replaces it all.
 pub fn init_json_logs() {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
-        production_filter(&level)
-    });
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| {
+            production_filter(
+                &std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
+            )
+        });
     let _ = tracing::subscriber::set_global_default(json_subscriber(filter, std::io::stdout));
 }
 
 /// `level` for the relay's crates, `warn` for every dependency: the SDK and HTTP stacks log
 /// requests in detail at debug and trace, and those requests carry payloads and signatures.
-pub fn production_filter(level: &str) -> EnvFilter {
-    let level = level.to_lowercase();
-    EnvFilter::new(format!(
-        "warn,relay_shared={level},ingest={level},dispatcher={level}"
-    ))
+/// An unknown level falls back to `info`. (`Targets` rather than `EnvFilter`: the same
+/// `target=level` directives without a regex engine in every binary.)
+pub fn production_filter(level: &str) -> Targets {
+    let level: LevelFilter = level.parse().unwrap_or(LevelFilter::INFO);
+    Targets::new()
+        .with_default(LevelFilter::WARN)
+        .with_targets(["relay_shared", "ingest", "dispatcher"].map(|target| (target, level)))
 }
 
 /// The Lambdas' log format, writing to `writer`: one flat JSON object per event, no timestamp
 /// (Lambda stamps every line itself). Tests capture it to check what reaches the logs.
-pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+pub fn json_subscriber<W>(filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
+    let format = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
         .with_target(false)
-        .with_env_filter(filter)
         .without_time()
-        .with_writer(writer)
-        .finish()
+        .with_writer(writer);
+    tracing_subscriber::registry().with(format).with(filter)
 }
 
 /// Where EMF lines go: stdout on Lambda; a buffer in tests; nowhere in the local stack.

@@ -99,12 +99,20 @@ pub async fn bind(address: std::net::SocketAddr) -> Result<tokio::net::TcpListen
 }
 
 /// Human-readable logs for the terminal (the Lambdas log JSON instead).
+/// `RUST_LOG` takes `target=level` directives (e.g. `info,relay_shared=debug`).
 pub fn init_terminal_logs(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| default_level.parse().unwrap_or_default());
+    let format = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .compact()
+        .compact();
+    let _ = tracing_subscriber::registry()
+        .with(format)
+        .with(filter)
         .try_init();
 }

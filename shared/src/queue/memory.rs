@@ -44,6 +44,9 @@ struct State {
     messages: VecDeque<Stored>,
     /// (group, dedup id) → end of its deduplication window.
     dedup: HashMap<(String, String), Instant>,
+    /// The same keys in the order their windows end, so expiry pops from the front instead of
+    /// scanning every stored id on each send.
+    dedup_expiry: VecDeque<(Instant, (String, String))>,
     next_seq: u64,
 }
 
@@ -109,12 +112,19 @@ impl MemoryQueue {
         }
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
-        state.dedup.retain(|_, until| *until > now);
+        while let Some((until, _)) = state.dedup_expiry.front() {
+            if *until > now {
+                break;
+            }
+            let (_, key) = state.dedup_expiry.pop_front().expect("front exists");
+            state.dedup.remove(&key);
+        }
         let key = (message.group_id.clone(), message.dedup_id.clone());
         if state.dedup.contains_key(&key) {
             return Ok(()); // SQS accepts a duplicate within the window and drops it.
         }
-        state.dedup.insert(key, now + DEDUP_WINDOW);
+        state.dedup.insert(key.clone(), now + DEDUP_WINDOW);
+        state.dedup_expiry.push_back((now + DEDUP_WINDOW, key));
         let seq = state.next_seq;
         state.next_seq += 1;
         state.messages.push_back(Stored {
@@ -192,7 +202,7 @@ impl MemoryQueue {
                     target.messages.push_back(message);
                 }
                 drop(target);
-                dl.queue.changed.notify_waiters();
+                dl.queue.changed.notify_one();
             }
         }
         taken
@@ -249,7 +259,7 @@ fn too_many(count: usize) -> QueueError {
 impl Queue for MemoryQueue {
     async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
         self.store(message)?;
-        self.changed.notify_waiters();
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -261,7 +271,7 @@ impl Queue for MemoryQueue {
             return Err(too_many(messages.len()));
         }
         let results = messages.into_iter().map(|m| self.store(m)).collect();
-        self.changed.notify_waiters();
+        self.changed.notify_one();
         Ok(results)
     }
 
@@ -304,7 +314,7 @@ impl Queue for MemoryQueue {
             state.messages.remove(index);
         }
         drop(state);
-        self.changed.notify_waiters();
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -317,7 +327,7 @@ impl Queue for MemoryQueue {
         self.with_in_flight(receipt_handle, |state, index| {
             state.messages[index].visible_at = visible_at;
         })?;
-        self.changed.notify_waiters();
+        self.changed.notify_one();
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use super::{NewMessage, Queue, QueueError, ReceivedMessage};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use std::time::Duration;
@@ -27,10 +28,10 @@ impl SqsQueue {
     /// Builds the client from the SDK's standard environment (region, credentials,
     /// `AWS_ENDPOINT_URL_SQS`). Done once, at init.
     pub async fn from_env(queue_url: impl Into<String>) -> Self {
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build();
-        let config = aws_config::from_env().timeout_config(timeouts).load().await;
+        let config = aws_config::from_env()
+            .timeout_config(timeouts(Duration::ZERO))
+            .load()
+            .await;
         SqsQueue::new(Client::new(&config), queue_url)
     }
 
@@ -41,6 +42,17 @@ impl SqsQueue {
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }
+}
+
+/// SQS answers in milliseconds; a call that stalls must fail fast enough for ingest to answer
+/// 503 before the sender's own 5 s timeout (2 s per attempt, 4 s with the SDK's retries).
+/// A receive waits `long_poll` longer.
+fn timeouts(long_poll: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(2) + long_poll)
+        .operation_timeout(Duration::from_secs(4) + long_poll)
+        .build()
 }
 
 /// Client-side refusals (4xx) are the caller's mistake; everything else may pass.
@@ -154,6 +166,8 @@ impl Queue for SqsQueue {
             .max_number_of_messages(max as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts(wait)))
             .send()
             .await
             .map_err(classify)?;
