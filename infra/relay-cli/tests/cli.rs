@@ -55,6 +55,19 @@ async fn start_stack_with(
     }
 }
 
+/// `relay send` of a built-in sample to the stack's ingest, signed with the ingest secret.
+async fn send_sample(stack: &Stack, event: &str) -> std::process::Output {
+    relay_send(&[
+        "--url",
+        &stack.ingest_url,
+        "--secret",
+        INGEST_SECRET,
+        "--event",
+        event,
+    ])
+    .await
+}
+
 async fn relay_send(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(RELAY)
         .arg("send")
@@ -68,15 +81,7 @@ async fn relay_send(args: &[&str]) -> std::process::Output {
 async fn send_local_receive_delivers_every_event_type_verified() {
     let stack = start_stack(&[], "1,1").await;
     for event in ["status", "qr", "message"] {
-        let out = relay_send(&[
-            "--url",
-            &stack.ingest_url,
-            "--secret",
-            INGEST_SECRET,
-            "--event",
-            event,
-        ])
-        .await;
+        let out = send_sample(&stack, event).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -152,15 +157,7 @@ async fn send_local_receive_delivers_every_event_type_verified() {
 #[tokio::test]
 async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt() {
     let stack = start_stack(&["--fail-with", "500", "--fail-times", "2"], "1,1,1").await;
-    let out = relay_send(&[
-        "--url",
-        &stack.ingest_url,
-        "--secret",
-        INGEST_SECRET,
-        "--event",
-        "message",
-    ])
-    .await;
+    let out = send_sample(&stack, "message").await;
     assert!(out.status.success());
     let attempts = stack
         .receive
@@ -282,15 +279,7 @@ async fn the_local_stack_runs_against_a_real_sqs_endpoint() {
     let banner = stack.local.wait_for("queue:", 1, WAIT).await;
     assert!(banner[0].contains(&queues.queue_url), "{banner:?}");
     for event in ["status", "message"] {
-        let out = relay_send(&[
-            "--url",
-            &stack.ingest_url,
-            "--secret",
-            INGEST_SECRET,
-            "--event",
-            event,
-        ])
-        .await;
+        let out = send_sample(&stack, event).await;
         assert!(
             out.status.success(),
             "{}",
@@ -317,15 +306,7 @@ async fn the_local_stack_runs_against_a_real_sqs_endpoint() {
 async fn an_event_parked_in_the_dlq_is_delivered_after_relay_redrive() {
     // Two attempts (schedule "0"), both failed: the event lands in the local DLQ.
     let stack = start_stack(&["--fail-with", "503", "--fail-times", "2"], "0").await;
-    let out = relay_send(&[
-        "--url",
-        &stack.ingest_url,
-        "--secret",
-        INGEST_SECRET,
-        "--event",
-        "status",
-    ])
-    .await;
+    let out = send_sample(&stack, "status").await;
     assert!(out.status.success());
     stack.receive.wait_for("-> 503", 2, WAIT).await;
     stack
