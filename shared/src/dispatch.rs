@@ -223,3 +223,171 @@ fn group_in_order(jobs: impl Iterator<Item = Job>) -> Vec<Vec<Job>> {
     }
     groups
 }
+
+#[cfg(test)]
+mod tests {
+    //! The FIFO release rule and the backoff a failure schedules, pinned against a queue that
+    //! records what the dispatcher asks of it and a loopback receiver with scripted answers.
+    use super::*;
+    use crate::queue::{NewMessage, QueueError, ReceivedMessage};
+    use crate::signature::SecretSet;
+    use async_trait::async_trait;
+    use axum::http::StatusCode;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct RecordingQueue {
+        visibility: Mutex<Vec<(String, Duration)>>,
+    }
+
+    #[async_trait]
+    impl Queue for RecordingQueue {
+        async fn send(&self, _: NewMessage) -> Result<(), QueueError> {
+            unreachable!("the dispatcher never sends")
+        }
+        async fn send_batch(
+            &self,
+            _: Vec<NewMessage>,
+        ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+            unreachable!("the dispatcher never sends")
+        }
+        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+            unreachable!("the dispatcher never receives")
+        }
+        async fn delete(&self, _: &str) -> Result<(), QueueError> {
+            unreachable!("the event source mapping deletes, not the dispatcher")
+        }
+        async fn change_visibility(
+            &self,
+            receipt: &str,
+            timeout: Duration,
+        ) -> Result<(), QueueError> {
+            self.visibility
+                .lock()
+                .unwrap()
+                .push((receipt.to_owned(), timeout));
+            Ok(())
+        }
+    }
+
+    /// A receiver answering by the message's `id`: 204 unless `script` names another status.
+    async fn receiver(script: HashMap<&'static str, (u16, Option<&'static str>)>) -> reqwest::Url {
+        let app = axum::Router::new().fallback(move |body: String| {
+            let script = script.clone();
+            async move {
+                let id: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let (status, retry_after) = script
+                    .get(id["id"].as_str().unwrap())
+                    .copied()
+                    .unwrap_or((204, None));
+                let mut response = axum::response::IntoResponse::into_response(
+                    StatusCode::from_u16(status).unwrap(),
+                );
+                if let Some(value) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", value.parse().unwrap());
+                }
+                response
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn record(id: &str, group: &str, attempt: u32) -> SqsMessage {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(format!("mid-{id}"));
+        record.receipt_handle = Some(format!("rh-{id}"));
+        record.body = Some(format!(
+            r#"{{"event":"status","data":{{"connected":true}},"timestamp":"2025-12-21T18:22:44Z","id":"{id}"}}"#
+        ));
+        record.attributes = HashMap::from([
+            (attr::GROUP_ID.to_owned(), group.to_owned()),
+            (attr::RECEIVE_COUNT.to_owned(), attempt.to_string()),
+        ]);
+        record
+    }
+
+    async fn dispatch(
+        script: HashMap<&'static str, (u16, Option<&'static str>)>,
+        records: Vec<SqsMessage>,
+    ) -> (Vec<String>, Vec<(String, Duration)>) {
+        let queue = Arc::new(RecordingQueue::default());
+        let secrets = Arc::new(SecretSet::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
+        let deliverer =
+            Deliverer::new(receiver(script).await, secrets, Duration::from_secs(5)).unwrap();
+        let schedule = RetrySchedule::parse("10,20,30").unwrap();
+        let dispatcher = Dispatcher::new(deliverer, queue.clone(), schedule, Metrics::off())
+            .with_jitter(Arc::new(|| 0.5));
+        let mut event = SqsEvent::default();
+        event.records = records;
+        let response = dispatcher.handle_batch(event).await;
+        let failed = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        let visibility = queue.visibility.lock().unwrap().clone();
+        (failed, visibility)
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[tokio::test]
+    async fn a_failed_head_waits_its_backoff_and_the_rest_of_its_group_is_released_unsent() {
+        let script = HashMap::from([("a1", (500, None))]);
+        let records = vec![
+            record("a1", "a", 2),
+            record("a2", "a", 2),
+            record("b1", "b", 1),
+            record("a3", "a", 1),
+        ];
+        let (failed, mut visibility) = dispatch(script, records).await;
+        assert_eq!(
+            failed,
+            ["mid-a1", "mid-a2", "mid-a3"],
+            "b1 delivered; a2 and a3 held behind a1"
+        );
+        visibility.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            visibility,
+            [
+                ("rh-a1".into(), S(20)),
+                ("rh-a2".into(), S(0)),
+                ("rh-a3".into(), S(0))
+            ],
+            "a1 waits the schedule's step for attempt 2; the held ones are visible at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_after_and_the_last_attempt_set_the_visibility() {
+        let script = HashMap::from([
+            ("r", (503, Some("120"))),
+            ("t", (429, None)),
+            ("last", (500, None)),
+        ]);
+        let records = vec![
+            record("r", "g1", 1),
+            record("t", "g2", 1),
+            record("last", "g3", 4),
+        ];
+        let (failed, mut visibility) = dispatch(script, records).await;
+        assert_eq!(failed.len(), 3);
+        visibility.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            visibility,
+            [
+                ("rh-last".into(), S(0)), // attempt 4 of 4: released so SQS moves it to the DLQ
+                ("rh-r".into(), S(120)),  // Retry-After beats the 10 s step
+                ("rh-t".into(), S(60)),   // 429: at least the overload floor
+            ]
+        );
+    }
+}
