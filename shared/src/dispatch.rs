@@ -85,14 +85,6 @@ impl Dispatcher {
         self
     }
 
-    pub fn deliverer(&self) -> &Deliverer {
-        &self.deliverer
-    }
-
-    pub fn schedule(&self) -> &RetrySchedule {
-        &self.schedule
-    }
-
     /// The handler: delivers a batch and returns the messages that must stay in the queue.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let groups = group_in_order(event.records.into_iter().map(Job::from_record));

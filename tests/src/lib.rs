@@ -34,7 +34,8 @@ pub fn repo_root() -> PathBuf {
 /// A moto SQS server for one test; killed when dropped.
 pub struct MotoServer {
     pub endpoint: String,
-    child: Child,
+    /// Held only to be killed on drop (`kill_on_drop`).
+    _child: Child,
 }
 
 impl MotoServer {
@@ -58,7 +59,10 @@ impl MotoServer {
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", binary.display()));
         let endpoint = format!("http://127.0.0.1:{port}");
-        let server = MotoServer { endpoint, child };
+        let server = MotoServer {
+            endpoint,
+            _child: child,
+        };
         server.wait_ready().await;
         server
     }
@@ -149,10 +153,6 @@ impl MotoServer {
             queue_url,
             dlq_url,
         }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
     }
 }
 

@@ -79,14 +79,6 @@ impl MemoryQueue {
         self
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn dead_letter(&self) -> Option<&DeadLetter> {
-        self.dead_letter.as_ref()
-    }
-
     /// Messages stored (visible or in flight).
     pub fn len(&self) -> usize {
         self.state.lock().unwrap().messages.len()
@@ -129,7 +121,7 @@ impl MemoryQueue {
         state.next_seq += 1;
         state.messages.push_back(Stored {
             seq,
-            message_id: format!("{:08x}-mem-{seq:012}", std::process::id()),
+            message_id: format!("{}-{seq:012}", self.name),
             body: message.body,
             group_id: message.group_id,
             dedup_id: message.dedup_id,
