@@ -14,11 +14,11 @@ use crate::backoff::RetrySchedule;
 use crate::deliver::{Deliverer, Outcome};
 use crate::envelope::probe;
 use crate::queue::{Queue, attr};
-use crate::telemetry::{Metrics, dimension, metric};
+use crate::telemetry::{Metrics, dimension, metric, unix_millis};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Random numbers in [0, 1) for jitter; injectable so tests are exact.
 pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
@@ -143,11 +143,9 @@ impl Dispatcher {
                 );
                 self.metrics.count(metric::DELIVERED, None);
                 if let Some(sent) = job.sent_timestamp_ms {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    let end_to_end = unix_millis().saturating_sub(sent);
                     self.metrics
-                        .millis(metric::END_TO_END_LATENCY, now.saturating_sub(sent) as f64);
+                        .millis(metric::END_TO_END_LATENCY, end_to_end as f64);
                 }
                 true
             }

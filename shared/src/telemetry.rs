@@ -34,6 +34,14 @@ pub mod dimension {
     pub const STATUS_CLASS: &str = "StatusClass";
 }
 
+/// Wall-clock unix milliseconds: EMF timestamps, the in-process queue's `SentTimestamp`, and
+/// end-to-end latency against it.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Default namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_NAMESPACE: &str = "ChatRelay";
 
@@ -146,9 +154,7 @@ impl Metrics {
             document.insert(key.to_owned(), Value::from(dim_value));
         }
         document.insert(name.to_owned(), json!(value));
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let timestamp = unix_millis();
         document.insert(
             "_aws".to_owned(),
             json!({

@@ -10,10 +10,11 @@
 //! Time is `tokio::time::Instant`, so tests may pause and advance the clock.
 
 use super::{MAX_BATCH, MAX_VISIBILITY, NewMessage, Queue, QueueError, ReceivedMessage};
+use crate::telemetry::unix_millis;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -233,12 +234,6 @@ impl MemoryQueue {
         }
         Ok(act(&mut state, index))
     }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn too_many(count: usize) -> QueueError {
