@@ -31,8 +31,11 @@ pub struct Dispatcher {
     jitter: JitterSource,
 }
 
-/// One record, with what the dispatcher reads from its attributes.
-struct Job {
+/// One record, with what the dispatcher reads from its attributes and body. Parsing never
+/// fails: a record with missing or garbled fields still becomes a job (and is then retried or
+/// dead-lettered), so a hostile or broken record cannot stop a batch.
+#[derive(Debug)]
+pub struct Job {
     message_id: String,
     receipt_handle: String,
     body: Option<String>,
@@ -44,7 +47,7 @@ struct Job {
 }
 
 impl Job {
-    fn from_record(record: SqsMessage) -> Self {
+    pub fn from_record(record: SqsMessage) -> Self {
         let attribute = |name: &str| record.attributes.get(name).cloned();
         let message_id = record.message_id.clone().unwrap_or_default();
         let body = record.body.clone();
