@@ -47,7 +47,7 @@ import { Webhook } from 'standardwebhooks';
  * @property {number} [maxRetryAfterMs] Cap applied to a relay's Retry-After. Default 300000.
  * @property {number} [unauthorizedRetryMs] How long 401 answers are retried, from the first
  *   401 of an unbroken run of them. Default 600000 (10 minutes). Past it, an event answered 401
- *   is dropped with an error after one attempt, until the relay accepts an event again.
+ *   is dropped with an error after one attempt, until the relay answers something else.
  * @property {number} [maxAttempts] Attempts per event before it is dropped. Default Infinity
  *   (an unreachable relay is waited for; the backlog bound is the safety valve).
  * @property {Logger} [logger] Default: console.
