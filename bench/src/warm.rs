@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
@@ -138,8 +138,11 @@ pub fn dispatcher(url: &str) -> Dispatcher {
         Duration::from_secs(5),
     )
     .expect("HTTP client");
-    let queue = Arc::new(MemoryQueue::new("bench-dispatch", Duration::from_secs(60)));
-    Dispatcher::new(deliverer, queue, RetrySchedule::default(), Metrics::off())
+    let queues = DispatchQueues {
+        source: Arc::new(MemoryQueue::new("bench-dispatch", Duration::from_secs(60))),
+        dead_letter: Arc::new(MemoryQueue::new("bench-dlq", Duration::from_secs(60))),
+    };
+    Dispatcher::new(deliverer, queues, RetrySchedule::default(), Metrics::off())
 }
 
 /// Times `handle_batch` on each batch; every batch must come back with no failures.

@@ -5,7 +5,7 @@
 //! Values come through a lookup function so the local stack can layer command-line flags
 //! over the environment and tests can pass plain maps.
 
-use crate::backoff::RetrySchedule;
+use crate::backoff::{DeadLetterStatuses, RetryPolicy, RetrySchedule};
 use crate::signature::SecretSet;
 use crate::telemetry::DEFAULT_NAMESPACE;
 use std::fmt;
@@ -18,6 +18,13 @@ pub const WEBHOOK_SECRETS: &str = "WEBHOOK_SECRETS";
 pub const DELIVERY_TIMEOUT_MS: &str = "DELIVERY_TIMEOUT_MS";
 pub const RETRY_SCHEDULE: &str = "RETRY_SCHEDULE";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+pub const DEAD_LETTER_STATUSES: &str = "DEAD_LETTER_STATUSES";
+pub const QR_TTL_SECONDS: &str = "QR_TTL_SECONDS";
+pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+pub const ATTEMPTS_TABLE: &str = "ATTEMPTS_TABLE";
+
+/// The longest `QR_TTL_SECONDS`: a WhatsApp login code is long dead after an hour.
+pub const MAX_QR_TTL_SECS: u64 = 3600;
 
 /// The longest per-attempt timeout: a group of 10 is delivered serially inside one Lambda
 /// invocation, and the dispatcher's timeout must cover all of them.
@@ -104,22 +111,48 @@ impl<'a> Reader<'a> {
     }
 
     fn queue_url(&mut self) -> Option<String> {
-        let url = self.required(QUEUE_URL, "expected the SQS FIFO queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>.fifo")?;
+        self.fifo_url(QUEUE_URL)
+    }
+
+    /// A FIFO queue URL (`QUEUE_URL`, `DEAD_LETTER_QUEUE_URL`).
+    fn fifo_url(&mut self, var: &'static str) -> Option<String> {
+        let url = self.required(var, "expected an SQS FIFO queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>.fifo")?;
         match reqwest::Url::parse(&url) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && url.ends_with(".fifo") => {
                 Some(url)
             }
             Ok(_) => {
                 self.fail(
-                    QUEUE_URL,
+                    var,
                     format!("{url:?} is not an http(s) URL of a FIFO queue (ending in .fifo)"),
                 );
                 None
             }
             Err(e) => {
-                self.fail(QUEUE_URL, format!("{url:?} is not a URL ({e})"));
+                self.fail(var, format!("{url:?} is not a URL ({e})"));
                 None
             }
+        }
+    }
+
+    /// A DynamoDB table name: 3 to 255 of `a-z A-Z 0-9 _ - .`.
+    fn table_name(&mut self, var: &'static str) -> Option<String> {
+        let name = self.required(
+            var,
+            "expected the DynamoDB table that counts delivery attempts",
+        )?;
+        let valid = (3..=255).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if valid {
+            Some(name)
+        } else {
+            self.fail(
+                var,
+                format!("{name:?} is not a DynamoDB table name (3 to 255 letters, digits, _ - .)"),
+            );
+            None
         }
     }
 
@@ -171,7 +204,8 @@ pub struct DeliveryConfig {
     pub webhook_url: reqwest::Url,
     pub webhook_secrets: SecretSet,
     pub delivery_timeout: Duration,
-    pub retry_schedule: RetrySchedule,
+    /// `RETRY_SCHEDULE`, `DEAD_LETTER_STATUSES`, `QR_TTL_SECONDS`.
+    pub retry: RetryPolicy,
 }
 
 impl Reader<'_> {
@@ -179,18 +213,46 @@ impl Reader<'_> {
         let webhook_url = webhook_url(self);
         let webhook_secrets = self.secrets(WEBHOOK_SECRETS);
         let delivery_timeout = delivery_timeout(self);
-        let retry_schedule = match self.value(RETRY_SCHEDULE) {
+        let schedule = match self.value(RETRY_SCHEDULE) {
             None => Some(RetrySchedule::default()),
             Some(text) => RetrySchedule::parse(&text)
                 .map_err(|e| self.fail(RETRY_SCHEDULE, e))
                 .ok(),
         };
+        let dead_letter_statuses = match (self.lookup)(DEAD_LETTER_STATUSES) {
+            None => Some(DeadLetterStatuses::default()),
+            // Set but empty means "none": every failure is retried on the schedule.
+            Some(text) => DeadLetterStatuses::parse(&text)
+                .map_err(|e| self.fail(DEAD_LETTER_STATUSES, e))
+                .ok(),
+        };
+        let qr_ttl = self.qr_ttl();
         Some(DeliveryConfig {
             webhook_url: webhook_url?,
             webhook_secrets: webhook_secrets?,
             delivery_timeout: delivery_timeout?,
-            retry_schedule: retry_schedule?,
+            retry: RetryPolicy {
+                schedule: schedule?,
+                dead_letter_statuses: dead_letter_statuses?,
+                qr_ttl: qr_ttl?,
+            },
         })
+    }
+
+    fn qr_ttl(&mut self) -> Option<Duration> {
+        let Some(text) = self.value(QR_TTL_SECONDS) else {
+            return Some(crate::backoff::DEFAULT_QR_TTL);
+        };
+        match text.parse::<u64>() {
+            Ok(secs) if (1..=MAX_QR_TTL_SECS).contains(&secs) => Some(Duration::from_secs(secs)),
+            _ => {
+                self.fail(
+                    QR_TTL_SECONDS,
+                    format!("{text:?} is not a whole number of seconds from 1 to {MAX_QR_TTL_SECS} (default 60)"),
+                );
+                None
+            }
+        }
     }
 }
 
@@ -198,6 +260,10 @@ impl Reader<'_> {
 #[derive(Debug)]
 pub struct DispatcherConfig {
     pub queue_url: String,
+    /// Where the dispatcher moves exhausted and dead-letter-status messages itself.
+    pub dead_letter_queue_url: String,
+    /// The DynamoDB table that counts real delivery attempts.
+    pub attempts_table: String,
     pub delivery: DeliveryConfig,
     pub metrics_namespace: String,
 }
@@ -210,11 +276,15 @@ impl DispatcherConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let mut reader = Reader::new(lookup);
         let queue_url = reader.queue_url();
+        let dead_letter_queue_url = reader.fifo_url(DEAD_LETTER_QUEUE_URL);
+        let attempts_table = reader.table_name(ATTEMPTS_TABLE);
         let delivery = reader.delivery();
         let metrics_namespace = reader.metrics_namespace();
         reader.finish(|| {
             Some(DispatcherConfig {
                 queue_url: queue_url?,
+                dead_letter_queue_url: dead_letter_queue_url?,
+                attempts_table: attempts_table?,
                 delivery: delivery?,
                 metrics_namespace,
             })
@@ -228,6 +298,8 @@ impl DispatcherConfig {
 pub struct LocalStackConfig {
     pub ingest_secrets: SecretSet,
     pub queue_url: Option<String>,
+    /// With `queue_url`: the DLQ; unset, the queue's own redrive policy names it.
+    pub dead_letter_queue_url: Option<String>,
     pub delivery: DeliveryConfig,
 }
 
@@ -237,11 +309,16 @@ impl LocalStackConfig {
         let ingest_secrets = reader.secrets(INGEST_SECRETS);
         // Only read (and checked) when set: unset means the in-process queue.
         let queue_url = reader.value(QUEUE_URL).map(|_| reader.queue_url());
+        let dead_letter_queue_url = reader
+            .value(DEAD_LETTER_QUEUE_URL)
+            .map(|_| reader.fifo_url(DEAD_LETTER_QUEUE_URL));
         let delivery = reader.delivery();
         reader.finish(|| {
             Some(LocalStackConfig {
                 ingest_secrets: ingest_secrets?,
                 queue_url: queue_url.map(|url| url.expect("read without error")),
+                dead_letter_queue_url: dead_letter_queue_url
+                    .map(|url| url.expect("read without error")),
                 delivery: delivery?,
             })
         })
@@ -301,12 +378,17 @@ mod tests {
                 QUEUE_URL,
                 "https://sqs.us-east-1.amazonaws.com/123456789012/chat-relay.fifo",
             ),
+            (
+                DEAD_LETTER_QUEUE_URL,
+                "https://sqs.us-east-1.amazonaws.com/123456789012/chat-relay-dlq.fifo",
+            ),
+            (ATTEMPTS_TABLE, "chat-relay-attempts"),
             (WEBHOOK_URL, "https://app.example/api/webhook/chat-whatsapp"),
             (WEBHOOK_SECRETS, SECRET),
         ]);
         let config = DispatcherConfig::from_lookup(&env).unwrap();
         assert_eq!(config.delivery.delivery_timeout, Duration::from_secs(5));
-        assert_eq!(config.delivery.retry_schedule, RetrySchedule::default());
+        assert_eq!(config.delivery.retry, RetryPolicy::default());
         assert_eq!(config.metrics_namespace, DEFAULT_NAMESPACE);
     }
 
@@ -319,8 +401,12 @@ mod tests {
             ),
             (WEBHOOK_URL, "ftp://app"),
             (WEBHOOK_SECRETS, "hunter2"),
+            (DEAD_LETTER_QUEUE_URL, "https://sqs.example/dlq"),
+            (ATTEMPTS_TABLE, "a"),
             (DELIVERY_TIMEOUT_MS, "5s"),
             (RETRY_SCHEDULE, "5,later"),
+            (DEAD_LETTER_STATUSES, "410 200"),
+            (QR_TTL_SECONDS, "0"),
         ]);
         let errors = DispatcherConfig::from_lookup(&env).unwrap_err();
         let vars: Vec<&str> = errors.0.iter().map(|e| e.var).collect();
@@ -328,14 +414,18 @@ mod tests {
             vars,
             [
                 QUEUE_URL,
+                DEAD_LETTER_QUEUE_URL,
+                ATTEMPTS_TABLE,
                 WEBHOOK_URL,
                 WEBHOOK_SECRETS,
                 DELIVERY_TIMEOUT_MS,
-                RETRY_SCHEDULE
+                RETRY_SCHEDULE,
+                DEAD_LETTER_STATUSES,
+                QR_TTL_SECONDS,
             ]
         );
         let text = errors.to_string();
-        assert_eq!(text.lines().count(), 5);
+        assert_eq!(text.lines().count(), 9);
         assert!(text.lines().all(|l| l.starts_with("configuration error: ")));
         assert!(!text.contains("hunter2"), "secrets are never echoed");
     }

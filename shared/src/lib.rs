@@ -6,6 +6,7 @@
 //! | [`envelope`] | the wire contract, validation with JSON paths, event and group ids |
 //! | [`signature`] | Standard Webhooks signing and verification, several secrets at once |
 //! | [`queue`] | the queue port and its adapters: SQS and in-process |
+//! | [`attempts`] | the attempts ledger: real delivery attempts per message (DynamoDB or in-process) |
 //! | [`deliver`] | one signed delivery attempt and its outcome |
 //! | [`backoff`] | the retry schedule, jitter and `Retry-After` |
 //! | [`dispatch`] | a batch of queue messages in, the failed ones out; FIFO group rules |
@@ -14,6 +15,7 @@
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
+pub mod attempts;
 pub mod backoff;
 pub mod config;
 pub mod deliver;

@@ -18,13 +18,17 @@ pub mod metric {
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
     pub const DELIVERY_LATENCY: &str = "DeliveryLatency";
     pub const END_TO_END_LATENCY: &str = "EndToEndLatency";
-    pub const ALL: [&str; 6] = [
+    pub const DEAD_LETTERED: &str = "DeadLettered";
+    pub const EXPIRED: &str = "Expired";
+    pub const ALL: [&str; 8] = [
         INGESTED,
         REJECTED,
         DELIVERED,
         DELIVERY_FAILED,
         DELIVERY_LATENCY,
         END_TO_END_LATENCY,
+        DEAD_LETTERED,
+        EXPIRED,
     ];
 }
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{MAX_BATCH, Queue};
@@ -39,7 +39,11 @@ async fn ingest(app: &axum::Router, body: &str) -> String {
     reply["id"].as_str().unwrap().to_owned()
 }
 
-fn dispatcher(queue: Arc<dyn Queue>, receiver: &Receiver) -> Dispatcher {
+fn dispatcher(
+    queue: Arc<dyn Queue>,
+    dead_letter: Arc<dyn Queue>,
+    receiver: &Receiver,
+) -> Dispatcher {
     let secrets = Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap());
     let deliverer = Deliverer::new(
         receiver.url.parse().unwrap(),
@@ -49,7 +53,10 @@ fn dispatcher(queue: Arc<dyn Queue>, receiver: &Receiver) -> Dispatcher {
     .unwrap();
     Dispatcher::new(
         deliverer,
-        queue,
+        DispatchQueues {
+            source: queue,
+            dead_letter,
+        },
         RetrySchedule::parse("1,1").unwrap(),
         Metrics::off(),
     )
@@ -92,7 +99,8 @@ async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     assert_eq!(event.records.len(), 1);
     let record_id = event.records[0].message_id.clone().unwrap();
     let receipt = event.records[0].receipt_handle.clone().unwrap();
-    let response = dispatcher(queue.clone(), &receiver)
+    let dlq = Arc::new(SqsQueue::new(queues.client.clone(), &queues.dlq_url));
+    let response = dispatcher(queue.clone(), dlq, &receiver)
         .handle_batch(event)
         .await;
     assert!(
@@ -150,7 +158,8 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     ] {
         ingest(&app, &message_event(id, peer, "msg")).await;
     }
-    let dispatcher = dispatcher(queue.clone(), &receiver);
+    let dlq = Arc::new(SqsQueue::new(queues.client.clone(), &queues.dlq_url));
+    let dispatcher = dispatcher(queue.clone(), dlq, &receiver);
 
     let event = receive_as_lambda_event(&queue).await;
     let ids: Vec<String> = event

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::MemoryQueue;
@@ -111,7 +111,12 @@ async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
     )
     .unwrap();
     let schedule = RetrySchedule::from_delays(vec![Duration::ZERO; 3]);
-    let dispatcher = Arc::new(Dispatcher::new(deliverer, queue.clone(), schedule, metrics));
+    let dlq = Arc::new(MemoryQueue::new("observed-dlq", Duration::from_secs(30)));
+    let queues = DispatchQueues {
+        source: queue.clone(),
+        dead_letter: dlq,
+    };
+    let dispatcher = Arc::new(Dispatcher::new(deliverer, queues, schedule, metrics));
     let poller = Poller::new(queue.clone(), dispatcher, Duration::from_millis(100));
     for _ in 0..20 {
         if queue.is_empty() {
