@@ -7,6 +7,7 @@
 //! delivered byte for byte, so unknown extra fields always reach the receiver. The typed
 //! payloads below keep unknown fields too (`extra`), for code that builds or reads envelopes.
 
+use crate::strict_json::RepeatedKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -176,6 +177,15 @@ impl SchemaViolation {
     }
 }
 
+impl From<RepeatedKey> for SchemaViolation {
+    fn from(repeat: RepeatedKey) -> Self {
+        SchemaViolation::new(
+            repeat.path,
+            "expected each key once per object, found it again (JSON parsers disagree on which copy counts)",
+        )
+    }
+}
+
 /// Validates a parsed envelope against SPEC §2 and derives its routing ids.
 ///
 /// `raw` is the exact body the value was parsed from; it feeds the derived event id.
@@ -219,7 +229,7 @@ pub fn validate(value: &Value, raw: &[u8]) -> Result<Routing, SchemaViolation> {
         }
         EventType::Message => chat_group(session, validate_message(data)?),
     };
-    let event_id = sender_id.map_or_else(|| derived_event_id(raw), str::to_owned);
+    let event_id = event_id(sender_id, raw);
     Ok(Routing {
         event_type,
         event_id,
@@ -287,6 +297,12 @@ fn chat_group(session: &str, peer: &str) -> String {
     }
 }
 
+/// The one rule for an event's id, used by ingest ([`validate`]) and the dispatcher
+/// ([`probe`]) alike: the sender's `id`, else the hash of the body.
+fn event_id(sender_id: Option<&str>, raw: &[u8]) -> String {
+    sender_id.map_or_else(|| derived_event_id(raw), str::to_owned)
+}
+
 /// Event id for an envelope without `id`: a hash of the exact body, so a sender retrying the
 /// same body produces the same id and SQS deduplicates it.
 pub fn derived_event_id(raw: &[u8]) -> String {
@@ -301,6 +317,11 @@ fn sha256(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
 /// event id (the sender's `id`, else the derived one). The id comes from the body, not from
 /// queue attributes, so it stays the same `webhook-id` whatever path the message took
 /// (a redrive gives the copy a new deduplication id).
+///
+/// It reads only the top-level `event` and `id`, skipping the rest without building it. It
+/// agrees with [`validate`] on every body ingest accepts: both compare keys unescaped, both
+/// read a `null` id as absent, and ingest refuses any body with a repeated key, the one case
+/// where parsers disagree (serde's derive refuses it, `serde_json::Value` keeps the last).
 pub fn probe(raw: &[u8]) -> (Option<EventType>, String) {
     #[derive(Deserialize)]
     struct Probe {
@@ -312,9 +333,7 @@ pub fn probe(raw: &[u8]) -> (Option<EventType>, String) {
         .as_ref()
         .and_then(|p| p.event.as_deref())
         .and_then(EventType::parse);
-    let id = probe
-        .and_then(|p| p.id)
-        .unwrap_or_else(|| derived_event_id(raw));
+    let id = event_id(probe.as_ref().and_then(|p| p.id.as_deref()), raw);
     (event_type, id)
 }
 
@@ -647,6 +666,80 @@ mod tests {
         );
         assert!(v.expected.len() < 200, "{v}");
         assert!(!v.expected.contains(&"A".repeat(50)));
+    }
+
+    /// What ingest does with a body: the strict parse, then validation.
+    fn accept(raw: &str) -> Result<Routing, SchemaViolation> {
+        let (value, repeats) = crate::strict_json::parse(raw).expect("JSON");
+        if let Some(repeat) = repeats.into_iter().next() {
+            return Err(repeat.into());
+        }
+        validate(&value, raw.as_bytes())
+    }
+
+    #[test]
+    fn a_repeated_key_anywhere_is_refused_with_its_path() {
+        const QR: &str = r#""data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z""#;
+        for (raw, path) in [
+            (format!(r#"{{"id":"a","id":"b",{QR}}}"#), "id"),
+            (format!(r#"{{"id":"a","id":"b",{QR}}}"#), "id"),
+            (
+                format!(r#"{{"event":"qr","event":"status",{QR}}}"#),
+                "event",
+            ),
+            (
+                format!(r#"{{"event":"qr",{QR},"extra":{{"x":[{{"y":1,"y":1}}]}}}}"#),
+                "extra.x[0].y",
+            ),
+            (
+                seeds()[5]
+                    .to_string()
+                    .replace(r#""to":"bot""#, r#""to":"bot","id":"again""#),
+                "data.message.id",
+            ),
+        ] {
+            let v = accept(&raw).expect_err(&raw);
+            assert_eq!(v.path, path, "{raw}");
+            assert_eq!(
+                v.to_string(),
+                format!(
+                    "{path}: expected each key once per object, found it again (JSON parsers disagree on which copy counts)"
+                )
+            );
+        }
+    }
+
+    /// The dispatcher's `probe` reads the same type and id as ingest on every body ingest
+    /// accepts, however the keys and values are spelled.
+    #[test]
+    fn probe_agrees_with_validate_on_accepted_bodies() {
+        const DATA: &str = r#""data":{"qr":"x","available":true}"#;
+        const TS: &str = r#""timestamp":"2025-12-21T18:20:00Z""#;
+        let mut bodies: Vec<String> = vec![
+            format!(r#"{{"event":"qr",{DATA},{TS}}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"plain"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"escaped-key"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"all-escaped"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"a\/b-c"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":null}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS}}}"#),
+            format!(r#"{{ "event" : "qr" , {DATA} , {TS} , "ID":"upper", "id ":"space" }}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"meta":{{"id":"nested","event":"status"}}}}"#),
+            format!(r#"{{"id":"first","event":"qr",{DATA},{TS}}}"#),
+            format!("{{\n\t\"event\":\"qr\",{DATA},\r\n{TS},\"x\":\"\\ud83d\\ude00 é\"}}"),
+        ];
+        bodies.extend(seeds().iter().map(Value::to_string));
+        for raw in &bodies {
+            let routing = accept(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(
+                probe(raw.as_bytes()),
+                (Some(routing.event_type), routing.event_id.clone()),
+                "{raw}"
+            );
+        }
+        assert_eq!(accept(&bodies[2]).unwrap().event_id, "escaped-key");
+        assert_eq!(accept(&bodies[4]).unwrap().event_id, "a/b-c");
+        assert!(accept(&bodies[5]).unwrap().event_id.starts_with("evt_"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use crate::envelope::{self, EventType, Routing, SchemaViolation};
 use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
 use crate::signature::{SecretSet, VerifyError};
+use crate::strict_json;
 use crate::telemetry::{Metrics, dimension, metric};
 use axum::Router;
 use axum::body::Body;
@@ -152,7 +153,10 @@ impl Ingest {
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
         let text = self.authenticate(headers, body)?;
-        let value: Value = serde_json::from_str(text).map_err(malformed)?;
+        let (value, repeats) = strict_json::parse(text).map_err(malformed)?;
+        if let Some(repeat) = repeats.into_iter().next() {
+            return Err(Rejection::Schema(repeat.into()));
+        }
         let routing = envelope::validate(&value, body).map_err(Rejection::Schema)?;
         check_storable(text)?;
         self.queue
@@ -170,11 +174,12 @@ impl Ingest {
         body: &[u8],
     ) -> Result<Vec<ItemResult>, Rejection> {
         let text = self.authenticate(headers, body)?;
-        let items: Vec<&RawValue> = match serde_json::from_str::<Value>(text).map_err(malformed)? {
-            Value::Array(array) if (1..=MAX_BATCH).contains(&array.len()) => {
-                serde_json::from_str(text).expect("a JSON array parses as raw items")
+        // One strict parse (syntax, repeated keys per item), then the items' exact bytes.
+        let (values, repeats) = match strict_json::parse(text).map_err(malformed)? {
+            (Value::Array(array), repeats) if (1..=MAX_BATCH).contains(&array.len()) => {
+                (array, repeats)
             }
-            other => {
+            (other, _) => {
                 let found = match &other {
                     Value::Array(a) => format!("{} envelopes", a.len()),
                     _ => "no array".to_owned(),
@@ -187,12 +192,22 @@ impl Ingest {
                 }));
             }
         };
+        let items: Vec<&RawValue> =
+            serde_json::from_str(text).expect("a JSON array parses as raw items");
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+        for repeat in repeats {
+            let index = repeat
+                .item
+                .expect("a repeated key in an array is inside an item");
+            results[index] = Some(ItemResult::Rejected(Rejection::Schema(repeat.into())));
+        }
         let mut to_store = Vec::new();
-        for (index, item) in items.iter().enumerate() {
+        for (index, (item, value)) in items.iter().zip(&values).enumerate() {
+            if results[index].is_some() {
+                continue;
+            }
             let raw = item.get();
-            let value: Value = serde_json::from_str(raw).expect("items of a parsed array parse");
-            let checked = envelope::validate(&value, raw.as_bytes())
+            let checked = envelope::validate(value, raw.as_bytes())
                 .map_err(|v| Rejection::Schema(v.at_batch_index(index)))
                 .and_then(|routing| check_storable(raw).map(|()| routing));
             match checked {
