@@ -6,7 +6,7 @@
 //! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
-use crate::envelope::{self, EventType, Routing, SchemaViolation};
+use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
 use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
 use crate::signature::{SecretSet, VerifyError};
 use crate::strict_json;
@@ -27,9 +27,11 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Seconds a sender should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
-/// The ingest service: secrets to verify with, and the queue to store in.
+/// The ingest service: secrets to verify with, the key that names chats, and the queue to
+/// store in.
 pub struct Ingest {
     secrets: SecretSet,
+    chat_ids: ChatIdKey,
     queue: Arc<dyn Queue>,
     metrics: Metrics,
 }
@@ -138,9 +140,15 @@ impl IntoResponse for Rejection {
 }
 
 impl Ingest {
-    pub fn new(secrets: SecretSet, queue: Arc<dyn Queue>, metrics: Metrics) -> Self {
+    pub fn new(
+        secrets: SecretSet,
+        chat_ids: ChatIdKey,
+        queue: Arc<dyn Queue>,
+        metrics: Metrics,
+    ) -> Self {
         Ingest {
             secrets,
+            chat_ids,
             queue,
             metrics,
         }
@@ -157,7 +165,8 @@ impl Ingest {
         if let Some(repeat) = repeats.into_iter().next() {
             return Err(Rejection::Schema(repeat.into()));
         }
-        let routing = envelope::validate(&value, body).map_err(Rejection::Schema)?;
+        let routing =
+            envelope::validate(&value, body, &self.chat_ids).map_err(Rejection::Schema)?;
         check_storable(text)?;
         self.queue
             .send(new_message(text, &routing))
@@ -207,7 +216,7 @@ impl Ingest {
                 continue;
             }
             let raw = item.get();
-            let checked = envelope::validate(value, raw.as_bytes())
+            let checked = envelope::validate(value, raw.as_bytes(), &self.chat_ids)
                 .map_err(|v| Rejection::Schema(v.at_batch_index(index)))
                 .and_then(|routing| check_storable(raw).map(|()| routing));
             match checked {

@@ -77,6 +77,7 @@ async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     let receiver = Receiver::start_ok().await;
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));
@@ -139,6 +140,7 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     .await;
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));
@@ -271,6 +273,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
     let receiver = Receiver::start_ok().await;
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));

@@ -25,6 +25,7 @@ fn ingest_app(queue: SqsQueue) -> axum::Router {
     let secrets = SecretSet::parse(INGEST_SECRET).unwrap();
     router(Arc::new(Ingest::new(
         secrets,
+        relay_tests::chat_id_key(),
         Arc::new(queue),
         Metrics::off(),
     )))
@@ -118,7 +119,10 @@ async fn stores_the_exact_body_with_fifo_ids_and_deduplicates_a_resent_body() {
             .find(|m| attribute(m, MessageSystemAttributeName::MessageGroupId) == group)
             .unwrap_or_else(|| panic!("no message in group {group}"))
     };
-    let chat = by_group("default:chat:5511999990000@c.us");
+    // The chat's group names it by a keyed hash: no phone number in SQS.
+    let chat_group = relay_tests::chat_id_key().chat_group("default", "5511999990000@c.us");
+    assert!(!chat_group.contains("5511999990000"), "{chat_group}");
+    let chat = by_group(&chat_group);
     assert_eq!(chat.body(), Some(MESSAGE), "stored byte for byte");
     assert_eq!(
         attribute(chat, MessageSystemAttributeName::MessageDeduplicationId),
@@ -372,6 +376,7 @@ async fn api_gateway_v2_events_reach_the_ingest_router_through_lambda_http() {
     let queue = Arc::new(MemoryQueue::new("apigw", Duration::from_secs(30)));
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));
@@ -418,6 +423,7 @@ async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
     let queue = Arc::new(MemoryQueue::new("headers", Duration::from_secs(30)));
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));

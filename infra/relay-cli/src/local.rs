@@ -13,11 +13,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use relay_shared::config::{
-    DELIVERY_TIMEOUT_MS, INGEST_SECRETS, LocalStackConfig, QUEUE_URL, RETRY_SCHEDULE,
+    CHAT_ID_KEY, DELIVERY_TIMEOUT_MS, INGEST_SECRETS, LocalStackConfig, QUEUE_URL, RETRY_SCHEDULE,
     WEBHOOK_SECRETS, WEBHOOK_URL,
 };
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::Dispatcher;
+use relay_shared::envelope::ChatIdKey;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
@@ -53,6 +54,10 @@ pub struct LocalArgs {
     /// Use this SQS FIFO queue instead of the in-process one (with AWS_ENDPOINT_URL_SQS for moto)
     #[arg(long, env = QUEUE_URL)]
     queue_url: Option<String>,
+    /// 32+ random characters keying the hash that names chats in group ids and logs; required
+    /// with --queue-url, else a random key is made for this run
+    #[arg(long, env = CHAT_ID_KEY, hide_env_values = true)]
+    chat_id_key: Option<String>,
     /// In-process queue: seconds a received message stays invisible before it may be retried
     #[arg(long, default_value_t = 60)]
     visibility_timeout: u64,
@@ -92,6 +97,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
             RETRY_SCHEDULE => args.retry_schedule.clone(),
             DELIVERY_TIMEOUT_MS => args.delivery_timeout_ms.clone(),
             QUEUE_URL => args.queue_url.clone(),
+            CHAT_ID_KEY => args.chat_id_key.clone(),
             _ => None,
         }
     };
@@ -151,8 +157,20 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         schedule.clone(),
         Metrics::off(),
     ));
+    // The in-process queue is lost on restart, so a key that lives as long as the process
+    // cannot split a chat's order across two names; a real queue requires CHAT_ID_KEY (config).
+    let (chat_id_key, key_note) = match config.chat_id_key {
+        Some(key) => (key, None),
+        None => (
+            ChatIdKey::random(),
+            Some(format!(
+                "relay local: {CHAT_ID_KEY} not set: chats are named by a random key made for this run (fine for the in-process queue, which is lost on restart too)"
+            )),
+        ),
+    };
     let ingest = Arc::new(Ingest::new(
         config.ingest_secrets,
+        chat_id_key,
         Arc::clone(&queue),
         Metrics::off(),
     ));
@@ -171,6 +189,9 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.delivery_timeout.as_millis()
     );
     println!("relay local: queue: {queue_note}");
+    if let Some(note) = key_note {
+        println!("{note}");
+    }
     println!("relay local: Ctrl-C stops after in-flight deliveries finish");
     warn_if_unreachable(&delivery.webhook_url).await;
 
