@@ -11,6 +11,7 @@
 //! limit (128), which applies to this visitor as to its own.
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 use std::cell::RefCell;
 use std::fmt;
@@ -25,8 +26,9 @@ pub struct RepeatedKey {
 }
 
 /// Parses `text` like `serde_json::from_str::<Value>` (same syntax errors, last copy wins),
-/// and also returns the repeated keys: the first one of the body, and for a top-level array
-/// the first one of each element.
+/// and also returns the repeated keys: one for the body, and for a top-level array one for
+/// each element (the first found; a repeat is found once its second copy's value is parsed,
+/// so a repeat nested in that value is found first).
 pub fn parse(text: &str) -> Result<(Value, Vec<RepeatedKey>), serde_json::Error> {
     let repeats = RefCell::new(Vec::new());
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -88,7 +90,7 @@ struct Seed<'p> {
 }
 
 impl Seed<'_> {
-    /// Keeps the first repeat of the body and of each top-level element: that is all a
+    /// Keeps the first repeat found in the body and in each top-level element: that is all a
     /// refusal reports, and a hostile body with thousands of repeats costs no more memory.
     fn note_repeat(&self, key: &str) {
         let at = Path::Key(key, self.path);
@@ -168,15 +170,22 @@ impl<'de> Visitor<'de> for Seed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                self.note_repeat(&key);
-            }
             let at = Path::Key(&key, self.path);
             let value = access.next_value_seed(Seed {
                 path: &at,
                 repeats: self.repeats,
             })?;
-            map.insert(key, value);
+            // One map lookup per key, as serde_json's own `Value` does: a `contains_key`
+            // before the value would cost a second one.
+            match map.entry(key) {
+                Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                Entry::Occupied(mut entry) => {
+                    self.note_repeat(entry.key());
+                    entry.insert(value);
+                }
+            }
         }
         Ok(Value::Object(map))
     }
@@ -243,9 +252,14 @@ mod tests {
             [("a[1].c[0].d".into(), None)]
         );
         assert_eq!(
-            repeats(r#"{"a":1,"a":{"b":1,"b":2},"c":1,"c":2}"#),
+            repeats(r#"{"a":1,"a":2,"c":{"b":1,"b":2}}"#),
             [("a".into(), None)],
             "only the first repeat of a body"
+        );
+        assert_eq!(
+            repeats(r#"{"a":1,"a":{"b":1,"b":2}}"#),
+            [("a.b".into(), None)],
+            "a repeat inside the second copy is found first"
         );
         assert!(repeats(r#"{"a":{"id":1},"b":{"id":1},"id":1}"#).is_empty());
         assert!(
