@@ -450,7 +450,13 @@ async fn cold_start(
             binary: bins.ingest.clone(),
             env: [
                 aws_env.clone(),
-                vec![("INGEST_SECRETS".to_owned(), INGEST_SECRET.to_owned())],
+                vec![
+                    ("INGEST_SECRETS".to_owned(), INGEST_SECRET.to_owned()),
+                    (
+                        "CHAT_ID_KEY".to_owned(),
+                        "bench-chat-id-key-0123456789abcdef".to_owned(),
+                    ),
+                ],
                 plan.lambda_env.clone(),
             ]
             .concat(),

@@ -34,7 +34,12 @@ pub const QUEUE_RESET_EVERY: usize = 1000;
 /// The ingest routes over a new in-process queue.
 pub fn ingest_router(metrics: Metrics) -> Router {
     let queue = Arc::new(MemoryQueue::new("bench", Duration::from_secs(60)));
-    router(Arc::new(Ingest::new(ingest_secrets(), queue, metrics)))
+    router(Arc::new(Ingest::new(
+        ingest_secrets(),
+        crate::fixtures::chat_id_key(),
+        queue,
+        metrics,
+    )))
 }
 
 /// `count` signed `POST /events` requests of `size` bytes, distinct ids, spread over chats.

@@ -6,6 +6,7 @@
 //! over the environment and tests can pass plain maps.
 
 use crate::backoff::{DeadLetterStatuses, RetryPolicy, RetrySchedule};
+use crate::envelope::ChatIdKey;
 use crate::signature::SecretSet;
 use crate::telemetry::DEFAULT_NAMESPACE;
 use std::fmt;
@@ -25,6 +26,7 @@ pub const ATTEMPTS_TABLE: &str = "ATTEMPTS_TABLE";
 
 /// The longest `QR_TTL_SECONDS`: a WhatsApp login code is long dead after an hour.
 pub const MAX_QR_TTL_SECS: u64 = 3600;
+pub const CHAT_ID_KEY: &str = "CHAT_ID_KEY";
 
 /// The longest per-attempt timeout: a group of 10 is delivered serially inside one Lambda
 /// invocation, and the dispatcher's timeout must cover all of them.
@@ -110,6 +112,14 @@ impl<'a> Reader<'a> {
             .ok()
     }
 
+    /// `CHAT_ID_KEY`; `why` says why it is needed when it is missing.
+    fn chat_id_key(&mut self, why: &str) -> Option<ChatIdKey> {
+        let text = self.required(CHAT_ID_KEY, why)?;
+        ChatIdKey::new(&text)
+            .map_err(|e| self.fail(CHAT_ID_KEY, e.to_string()))
+            .ok()
+    }
+
     fn queue_url(&mut self) -> Option<String> {
         self.fifo_url(QUEUE_URL)
     }
@@ -170,10 +180,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// How `CHAT_ID_KEY` should look, for the "not set" message.
+const CHAT_ID_KEY_HINT: &str = "expected a random string of at least 32 characters (e.g. `openssl rand -base64 32`) that keys the hash naming each chat in group ids and logs; keep it stable";
+
 /// What the ingest function needs.
 #[derive(Debug)]
 pub struct IngestConfig {
     pub secrets: SecretSet,
+    /// Names chats in group ids (see [`ChatIdKey`]): ingest's own key, never rotated with the
+    /// signing secrets.
+    pub chat_id_key: ChatIdKey,
     pub queue_url: String,
     pub metrics_namespace: String,
 }
@@ -186,11 +202,13 @@ impl IngestConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let mut reader = Reader::new(lookup);
         let secrets = reader.secrets(INGEST_SECRETS);
+        let chat_id_key = reader.chat_id_key(CHAT_ID_KEY_HINT);
         let queue_url = reader.queue_url();
         let metrics_namespace = reader.metrics_namespace();
         reader.finish(|| {
             Some(IngestConfig {
                 secrets: secrets?,
+                chat_id_key: chat_id_key?,
                 queue_url: queue_url?,
                 metrics_namespace,
             })
@@ -297,6 +315,9 @@ impl DispatcherConfig {
 #[derive(Debug)]
 pub struct LocalStackConfig {
     pub ingest_secrets: SecretSet,
+    /// Required with `queue_url`: a real queue outlives the process, so its group names must
+    /// not change at the next start. Without it the caller may use a per-run random key.
+    pub chat_id_key: Option<ChatIdKey>,
     pub queue_url: Option<String>,
     /// With `queue_url`: the DLQ; unset, the queue's own redrive policy names it.
     pub dead_letter_queue_url: Option<String>,
@@ -312,10 +333,17 @@ impl LocalStackConfig {
         let dead_letter_queue_url = reader
             .value(DEAD_LETTER_QUEUE_URL)
             .map(|_| reader.fifo_url(DEAD_LETTER_QUEUE_URL));
+        let chat_id_key = match (reader.value(CHAT_ID_KEY), &queue_url) {
+            (None, None) => None,
+            _ => Some(reader.chat_id_key(
+                "required with QUEUE_URL: a real queue outlives this process, so the key naming its chats must stay the same across restarts; expected a random string of at least 32 characters (e.g. `openssl rand -base64 32`)",
+            )),
+        };
         let delivery = reader.delivery();
         reader.finish(|| {
             Some(LocalStackConfig {
                 ingest_secrets: ingest_secrets?,
+                chat_id_key: chat_id_key.map(|key| key.expect("read without error")),
                 queue_url: queue_url.map(|url| url.expect("read without error")),
                 dead_letter_queue_url: dead_letter_queue_url
                     .map(|url| url.expect("read without error")),
@@ -433,12 +461,72 @@ mod tests {
     #[test]
     fn missing_variables_are_named() {
         let errors = IngestConfig::from_lookup(&lookup(&[])).unwrap_err();
-        assert_eq!(errors.0.len(), 2);
+        assert_eq!(errors.0.len(), 3);
         assert!(
             errors.0[0]
                 .to_string()
                 .starts_with("INGEST_SECRETS: not set")
         );
-        assert!(errors.0[1].to_string().starts_with("QUEUE_URL: not set"));
+        assert!(errors.0[1].to_string().starts_with("CHAT_ID_KEY: not set"));
+        assert!(errors.0[2].to_string().starts_with("QUEUE_URL: not set"));
+    }
+
+    const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/chat-relay.fifo";
+    const CHAT_KEY: &str = "a-chat-id-key-of-thirty-two-chars";
+
+    #[test]
+    fn ingest_reads_a_chat_id_key_of_at_least_32_characters() {
+        let env = |key: &str| {
+            IngestConfig::from_lookup(&lookup(&[
+                (INGEST_SECRETS, SECRET),
+                (QUEUE_URL, QUEUE),
+                (CHAT_ID_KEY, key),
+            ]))
+        };
+        assert!(env(CHAT_KEY).is_ok());
+        let short = "s3cr3t-but-only-31-characters-x";
+        let errors = env(short).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].var, CHAT_ID_KEY);
+        let text = errors.to_string();
+        assert!(
+            text.starts_with("configuration error: CHAT_ID_KEY: is 31 characters long"),
+            "{text}"
+        );
+        assert!(!text.contains(short), "the key is never echoed: {text}");
+    }
+
+    #[test]
+    fn the_local_stack_needs_a_chat_id_key_only_with_a_real_queue() {
+        let base = [
+            (INGEST_SECRETS, SECRET),
+            (
+                WEBHOOK_URL,
+                "http://localhost:3001/api/webhook/chat-whatsapp",
+            ),
+            (WEBHOOK_SECRETS, SECRET),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            LocalStackConfig::from_lookup(&lookup(&pairs))
+        };
+        assert!(with(&[]).unwrap().chat_id_key.is_none(), "in-process queue");
+        assert!(
+            with(&[(CHAT_ID_KEY, CHAT_KEY)])
+                .unwrap()
+                .chat_id_key
+                .is_some()
+        );
+        let errors = with(&[(QUEUE_URL, QUEUE)]).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].var, CHAT_ID_KEY);
+        assert!(
+            errors.0[0].problem.contains("required with QUEUE_URL"),
+            "{errors}"
+        );
+        assert!(with(&[(QUEUE_URL, QUEUE), (CHAT_ID_KEY, CHAT_KEY)]).is_ok());
+        let errors = with(&[(CHAT_ID_KEY, "short")]).unwrap_err();
+        assert_eq!(errors.0[0].var, CHAT_ID_KEY, "a key given is checked too");
     }
 }

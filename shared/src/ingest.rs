@@ -6,9 +6,10 @@
 //! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
-use crate::envelope::{self, EventType, Routing, SchemaViolation};
+use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
 use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
 use crate::signature::{SecretSet, VerifyError};
+use crate::strict_json;
 use crate::telemetry::{Metrics, dimension, metric};
 use axum::Router;
 use axum::body::Body;
@@ -26,9 +27,11 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Seconds a sender should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
-/// The ingest service: secrets to verify with, and the queue to store in.
+/// The ingest service: secrets to verify with, the key that names chats, and the queue to
+/// store in.
 pub struct Ingest {
     secrets: SecretSet,
+    chat_ids: ChatIdKey,
     queue: Arc<dyn Queue>,
     metrics: Metrics,
 }
@@ -137,9 +140,15 @@ impl IntoResponse for Rejection {
 }
 
 impl Ingest {
-    pub fn new(secrets: SecretSet, queue: Arc<dyn Queue>, metrics: Metrics) -> Self {
+    pub fn new(
+        secrets: SecretSet,
+        chat_ids: ChatIdKey,
+        queue: Arc<dyn Queue>,
+        metrics: Metrics,
+    ) -> Self {
         Ingest {
             secrets,
+            chat_ids,
             queue,
             metrics,
         }
@@ -152,8 +161,12 @@ impl Ingest {
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
         let text = self.authenticate(headers, body)?;
-        let value: Value = serde_json::from_str(text).map_err(malformed)?;
-        let routing = envelope::validate(&value, body).map_err(Rejection::Schema)?;
+        let (value, repeats) = strict_json::parse(text).map_err(malformed)?;
+        if let Some(repeat) = repeats.into_iter().next() {
+            return Err(Rejection::Schema(repeat.into()));
+        }
+        let routing =
+            envelope::validate(&value, body, &self.chat_ids).map_err(Rejection::Schema)?;
         check_storable(text)?;
         self.queue
             .send(new_message(text, &routing))
@@ -170,11 +183,12 @@ impl Ingest {
         body: &[u8],
     ) -> Result<Vec<ItemResult>, Rejection> {
         let text = self.authenticate(headers, body)?;
-        let items: Vec<&RawValue> = match serde_json::from_str::<Value>(text).map_err(malformed)? {
-            Value::Array(array) if (1..=MAX_BATCH).contains(&array.len()) => {
-                serde_json::from_str(text).expect("a JSON array parses as raw items")
+        // One strict parse (syntax, repeated keys per item), then the items' exact bytes.
+        let (values, repeats) = match strict_json::parse(text).map_err(malformed)? {
+            (Value::Array(array), repeats) if (1..=MAX_BATCH).contains(&array.len()) => {
+                (array, repeats)
             }
-            other => {
+            (other, _) => {
                 let found = match &other {
                     Value::Array(a) => format!("{} envelopes", a.len()),
                     _ => "no array".to_owned(),
@@ -187,12 +201,22 @@ impl Ingest {
                 }));
             }
         };
+        let items: Vec<&RawValue> =
+            serde_json::from_str(text).expect("a JSON array parses as raw items");
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+        for repeat in repeats {
+            let index = repeat
+                .item
+                .expect("a repeated key in an array is inside an item");
+            results[index] = Some(ItemResult::Rejected(Rejection::Schema(repeat.into())));
+        }
         let mut to_store = Vec::new();
-        for (index, item) in items.iter().enumerate() {
+        for (index, (item, value)) in items.iter().zip(&values).enumerate() {
+            if results[index].is_some() {
+                continue;
+            }
             let raw = item.get();
-            let value: Value = serde_json::from_str(raw).expect("items of a parsed array parse");
-            let checked = envelope::validate(&value, raw.as_bytes())
+            let checked = envelope::validate(value, raw.as_bytes(), &self.chat_ids)
                 .map_err(|v| Rejection::Schema(v.at_batch_index(index)))
                 .and_then(|routing| check_storable(raw).map(|()| routing));
             match checked {

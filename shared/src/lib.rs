@@ -4,6 +4,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`envelope`] | the wire contract, validation with JSON paths, event and group ids |
+//! | [`strict_json`] | JSON parsing that finds keys repeated in one object |
 //! | [`signature`] | Standard Webhooks signing and verification, several secrets at once |
 //! | [`queue`] | the queue port and its adapters: SQS and in-process |
 //! | [`attempts`] | the attempts ledger: real delivery attempts per message (DynamoDB or in-process) |
@@ -25,4 +26,5 @@ pub mod ingest;
 pub mod poller;
 pub mod queue;
 pub mod signature;
+pub mod strict_json;
 pub mod telemetry;

@@ -257,6 +257,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     // Ingest every event through the real router, recording each chat's order.
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         Arc::clone(&queues.queue),
         Metrics::off(),
     )));

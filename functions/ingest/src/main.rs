@@ -15,6 +15,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = IngestConfig::from_env().unwrap_or_else(|errors| errors.exit());
     let queue = Arc::new(SqsQueue::from_env(config.queue_url).await);
     let metrics = Metrics::new(config.metrics_namespace, MetricsSink::Stdout);
-    let ingest = Arc::new(Ingest::new(config.secrets, queue, metrics));
+    let ingest = Arc::new(Ingest::new(
+        config.secrets,
+        config.chat_id_key,
+        queue,
+        metrics,
+    ));
     lambda_http::run(router(ingest)).await
 }

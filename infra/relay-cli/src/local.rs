@@ -13,11 +13,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use relay_shared::config::{
-    DEAD_LETTER_QUEUE_URL, DEAD_LETTER_STATUSES, DELIVERY_TIMEOUT_MS, INGEST_SECRETS,
+    CHAT_ID_KEY, DEAD_LETTER_QUEUE_URL, DEAD_LETTER_STATUSES, DELIVERY_TIMEOUT_MS, INGEST_SECRETS,
     LocalStackConfig, QR_TTL_SECONDS, QUEUE_URL, RETRY_SCHEDULE, WEBHOOK_SECRETS, WEBHOOK_URL,
 };
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
+use relay_shared::envelope::ChatIdKey;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
@@ -62,6 +63,10 @@ pub struct LocalArgs {
     /// With --queue-url: the SQS FIFO DLQ (default: the one the queue's redrive policy names)
     #[arg(long, env = DEAD_LETTER_QUEUE_URL)]
     dead_letter_queue_url: Option<String>,
+    /// 32+ random characters keying the hash that names chats in group ids and logs; required
+    /// with --queue-url, else a random key is made for this run
+    #[arg(long, env = CHAT_ID_KEY, hide_env_values = true)]
+    chat_id_key: Option<String>,
     /// In-process queue: seconds a received message stays invisible before it may be retried
     #[arg(long, default_value_t = 60)]
     visibility_timeout: u64,
@@ -104,6 +109,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
             QR_TTL_SECONDS => args.qr_ttl_seconds.clone(),
             QUEUE_URL => args.queue_url.clone(),
             DEAD_LETTER_QUEUE_URL => args.dead_letter_queue_url.clone(),
+            CHAT_ID_KEY => args.chat_id_key.clone(),
             _ => None,
         }
     };
@@ -182,8 +188,20 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let queue = Arc::clone(&queues.source);
     let retry = delivery.retry.clone();
     let dispatcher = Arc::new(Dispatcher::new(deliverer, queues, retry, Metrics::off()));
+    // The in-process queue is lost on restart, so a key that lives as long as the process
+    // cannot split a chat's order across two names; a real queue requires CHAT_ID_KEY (config).
+    let (chat_id_key, key_note) = match config.chat_id_key {
+        Some(key) => (key, None),
+        None => (
+            ChatIdKey::random(),
+            Some(format!(
+                "relay local: {CHAT_ID_KEY} not set: chats are named by a random key made for this run (fine for the in-process queue, which is lost on restart too)"
+            )),
+        ),
+    };
     let ingest = Arc::new(Ingest::new(
         config.ingest_secrets,
+        chat_id_key,
         Arc::clone(&queue),
         Metrics::off(),
     ));
@@ -204,6 +222,9 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.retry.qr_ttl.as_secs()
     );
     println!("relay local: queue: {queue_note}");
+    if let Some(note) = key_note {
+        println!("{note}");
+    }
     println!("relay local: Ctrl-C stops after in-flight deliveries finish");
     warn_if_unreachable(&delivery.webhook_url).await;
 
