@@ -70,6 +70,14 @@ pub enum Rejection {
         "the queue is unavailable and nothing was stored: keep the event and retry in {RETRY_AFTER_SECS} s"
     )]
     QueueUnavailable,
+    #[error(
+        "the queue refused this event ({0}): sending the same event again will be refused again"
+    )]
+    QueueRefusedEvent(String),
+    #[error(
+        "the relay's queue refused the request: a configuration problem on the relay's side (its log names the cause), not an outage; retrying helps only once the operator fixes it"
+    )]
+    QueueMisconfigured,
     #[error("no such route: use POST /events, POST /events/batch or GET /health")]
     NotFound,
     #[error("method not allowed: use POST /events, POST /events/batch or GET /health")]
@@ -88,6 +96,8 @@ impl Rejection {
             Rejection::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             Rejection::Schema(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::QueueRefusedEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::QueueMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -103,6 +113,8 @@ impl Rejection {
             Rejection::MalformedJson { .. } => "malformed_json",
             Rejection::Schema(_) => "schema_violation",
             Rejection::QueueUnavailable => "queue_unavailable",
+            Rejection::QueueRefusedEvent(_) => "queue_refused_event",
+            Rejection::QueueMisconfigured => "queue_misconfigured",
             Rejection::NotFound => "not_found",
             Rejection::MethodNotAllowed => "method_not_allowed",
         }
@@ -305,10 +317,18 @@ fn accepted(routing: Routing) -> Accepted {
     }
 }
 
+/// Only an outage is a `503` (the sender keeps the event and retries). A refusal is
+/// deterministic: a `503` would make the sender retry it forever and block its ordered backlog.
 fn queue_failure(routing: &Routing, error: &QueueError) -> Rejection {
-    // The operator needs the cause; the sender only needs to retry.
+    // The operator needs the cause; the sender gets what it can act on.
     tracing::error!(event_id = %routing.event_id, group = %routing.group_id, error = %error, "queue did not store the event");
-    Rejection::QueueUnavailable
+    match error {
+        QueueError::Unavailable(_) => Rejection::QueueUnavailable,
+        QueueError::MessageRefused(reason) => {
+            Rejection::QueueRefusedEvent(reason.chars().take(300).collect())
+        }
+        QueueError::Refused(_) => Rejection::QueueMisconfigured,
+    }
 }
 
 fn malformed(e: serde_json::Error) -> Rejection {

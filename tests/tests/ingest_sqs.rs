@@ -308,6 +308,88 @@ async fn an_unreachable_queue_gives_503_with_retry_after() {
     );
 }
 
+/// A queue that does not exist is a refusal SQS will repeat for every event: not an outage, so
+/// not a 503 that would make the sender retry the same event forever behind its backlog.
+#[tokio::test]
+async fn a_permanent_queue_refusal_is_a_500_not_a_503() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("ingest-refused", 3, 30).await;
+    let missing = queues
+        .queue_url
+        .replace("ingest-refused.fifo", "no-such-queue.fifo");
+    let app = ingest_app(SqsQueue::new(queues.client.clone(), &missing));
+    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{reply}");
+    assert!(headers.get("retry-after").is_none());
+    assert_eq!(reply["error"], "queue_misconfigured");
+    assert!(reply["message"].as_str().unwrap().contains("not an outage"));
+
+    // The same through the batch route: each item says so.
+    let batch = format!("[{MESSAGE},{STATUS}]");
+    let (status, _, reply) = call(
+        &app,
+        "POST",
+        "/events/batch",
+        signed_headers(INGEST_SECRET, "req-2", &batch),
+        batch.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{reply}");
+    for item in reply["results"].as_array().unwrap() {
+        assert_eq!(item["statusCode"], 500, "{item}");
+        assert_eq!(item["error"], "queue_misconfigured");
+    }
+}
+
+/// A refusal of one message's content (SQS's `InvalidMessageContents`, say) is a 422 for that
+/// event alone: the sender drops it and goes on with its backlog.
+#[tokio::test]
+async fn a_queue_refusing_the_event_itself_is_a_422() {
+    use relay_shared::queue::{NewMessage, Queue, QueueError, ReceivedMessage};
+    struct RefusingQueue;
+    #[async_trait::async_trait]
+    impl Queue for RefusingQueue {
+        async fn send(&self, _: NewMessage) -> Result<(), QueueError> {
+            Err(QueueError::MessageRefused(
+                "InvalidMessageContents: invalid binary character".into(),
+            ))
+        }
+        async fn send_batch(
+            &self,
+            messages: Vec<NewMessage>,
+        ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+            Ok(messages
+                .iter()
+                .map(|_| Err(QueueError::MessageRefused("InvalidMessageContents".into())))
+                .collect())
+        }
+        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
+        Arc::new(RefusingQueue),
+        Metrics::off(),
+    )));
+    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert!(headers.get("retry-after").is_none());
+    assert_eq!(reply["error"], "queue_refused_event");
+    let message = reply["message"].as_str().unwrap();
+    assert!(
+        message.contains("InvalidMessageContents") && message.contains("refused again"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn a_batch_stores_each_valid_item_and_reports_each_refusal() {
     let moto = MotoServer::start().await;
