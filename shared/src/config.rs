@@ -18,6 +18,11 @@ pub const WEBHOOK_SECRETS: &str = "WEBHOOK_SECRETS";
 pub const DELIVERY_TIMEOUT_MS: &str = "DELIVERY_TIMEOUT_MS";
 pub const RETRY_SCHEDULE: &str = "RETRY_SCHEDULE";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+pub const CHAT_ID_KEY: &str = "CHAT_ID_KEY";
+pub const DEAD_LETTER_STATUSES: &str = "DEAD_LETTER_STATUSES";
+pub const QR_TTL_SECONDS: &str = "QR_TTL_SECONDS";
+pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+pub const ATTEMPTS_TABLE: &str = "ATTEMPTS_TABLE";
 
 /// The longest per-attempt timeout: a group of 10 is delivered serially inside one Lambda
 /// invocation, and the dispatcher's timeout must cover all of them.
@@ -97,7 +102,10 @@ impl<'a> Reader<'a> {
     }
 
     fn secrets(&mut self, var: &'static str) -> Option<SecretSet> {
-        let list = self.required(var, "expected space-separated whsec_<base64> secrets")?;
+        let hint = format!(
+            "expected space-separated whsec_<base64> secrets, or {var}_ARN naming a Secrets Manager secret that holds them"
+        );
+        let list = self.required(var, &hint)?;
         SecretSet::parse(&list)
             .map_err(|e| self.fail(var, e.to_string()))
             .ok()

@@ -25,14 +25,14 @@ impl SqsQueue {
         }
     }
 
-    /// Builds the client from the SDK's standard environment (region, credentials,
-    /// `AWS_ENDPOINT_URL_SQS`). Done once, at init.
+    /// Builds the client from [`sdk_config`]. Done once, at init.
     pub async fn from_env(queue_url: impl Into<String>) -> Self {
-        let config = aws_config::from_env()
-            .timeout_config(timeouts(Duration::ZERO))
-            .load()
-            .await;
-        SqsQueue::new(Client::new(&config), queue_url)
+        SqsQueue::from_config(&sdk_config().await, queue_url)
+    }
+
+    /// Builds the client from an SDK configuration the caller shares with other clients.
+    pub fn from_config(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        SqsQueue::new(Client::new(config), queue_url)
     }
 
     pub fn client(&self) -> &Client {
@@ -42,6 +42,16 @@ impl SqsQueue {
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }
+}
+
+/// The SDK's standard environment (region, credentials, `AWS_ENDPOINT_URL_SQS` and the other
+/// `AWS_ENDPOINT_URL_*` overrides) with the relay's timeouts: loaded once per function, at init,
+/// and shared by its SQS and Secrets Manager clients.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::from_env()
+        .timeout_config(timeouts(Duration::ZERO))
+        .load()
+        .await
 }
 
 /// SQS answers in milliseconds; a call that stalls must fail fast enough for ingest to answer
