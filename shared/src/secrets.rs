@@ -16,7 +16,7 @@
 use crate::config::{CHAT_ID_KEY, ConfigError, ConfigErrors, INGEST_SECRETS, WEBHOOK_SECRETS};
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -87,13 +87,26 @@ impl SecretStore for SecretsManager {
                         e.message().unwrap_or("no detail")
                     )
                 }
-                _ => DisplayErrorContext(&err).to_string(),
+                _ => error_chain(&err),
             })?;
         output
             .secret_string()
             .map(str::to_owned)
             .ok_or_else(|| "the secret has no SecretString (a binary secret?)".to_owned())
     }
+}
+
+/// "dispatch failure: io error: …: Connection refused": each cause's message, without the
+/// SDK's `Debug` dump.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The secret variables' values, wherever they came from. `Debug` shows names only.
