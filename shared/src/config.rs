@@ -103,7 +103,7 @@ impl<'a> Reader<'a> {
 
     fn secrets(&mut self, var: &'static str) -> Option<SecretSet> {
         let hint = format!(
-            "expected space-separated whsec_<base64> secrets, or {var}_ARN naming a Secrets Manager secret that holds them"
+            "expected space-separated whsec_<base64> secrets (the Lambda functions take {var}_ARN instead, naming a Secrets Manager secret)"
         );
         let list = self.required(var, &hint)?;
         SecretSet::parse(&list)
