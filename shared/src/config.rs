@@ -106,7 +106,10 @@ impl<'a> Reader<'a> {
     }
 
     fn secrets(&mut self, var: &'static str) -> Option<SecretSet> {
-        let list = self.required(var, "expected space-separated whsec_<base64> secrets")?;
+        let hint = format!(
+            "expected space-separated whsec_<base64> secrets (the Lambda functions take {var}_ARN instead, naming a Secrets Manager secret)"
+        );
+        let list = self.required(var, &hint)?;
         SecretSet::parse(&list)
             .map_err(|e| self.fail(var, e.to_string()))
             .ok()

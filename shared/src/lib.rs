@@ -14,6 +14,7 @@
 //! | [`poller`] | receive → dispatch → delete: the event source mapping, outside Lambda |
 //! | [`ingest`] | HTTP request in, stored event or clear refusal out |
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
+//! | [`secrets`] | secret variables from the environment or, by ARN, from Secrets Manager |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
 pub mod attempts;
@@ -25,6 +26,7 @@ pub mod envelope;
 pub mod ingest;
 pub mod poller;
 pub mod queue;
+pub mod secrets;
 pub mod signature;
 pub mod strict_json;
 pub mod telemetry;

@@ -18,7 +18,9 @@ pub mod metric {
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
     pub const DELIVERY_LATENCY: &str = "DeliveryLatency";
     pub const END_TO_END_LATENCY: &str = "EndToEndLatency";
+    /// An event the dispatcher moved to the DLQ itself (attempts exhausted, or a final status).
     pub const DEAD_LETTERED: &str = "DeadLettered";
+    /// A `qr` event older than `QR_TTL_SECONDS`, dropped on purpose.
     pub const EXPIRED: &str = "Expired";
     pub const ALL: [&str; 8] = [
         INGESTED,

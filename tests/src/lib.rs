@@ -1,6 +1,7 @@
 //! Test support shared by the integration and end-to-end suites: a real SQS-protocol server
-//! (moto, started per test on a free loopback port), a real HTTP receiver that verifies
-//! deliveries with the public `standardwebhooks` crate, and request-signing helpers.
+//! (moto, started per test on a free loopback port; it serves Secrets Manager too), a real
+//! HTTP receiver that verifies deliveries with the public `standardwebhooks` crate, and
+//! request-signing helpers.
 //!
 //! Nothing here skips: a missing moto is a test failure that says how to install it.
 
@@ -108,17 +109,40 @@ impl MotoServer {
         );
     }
 
-    /// An SQS client pointed at this server, with fake credentials.
-    pub async fn client(&self) -> Client {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// An SDK configuration pointed at this server (every service), with fake credentials.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "test", "test", None, None, "moto",
             ))
             .load()
-            .await;
-        Client::new(&config)
+            .await
+    }
+
+    /// An SQS client pointed at this server, with fake credentials.
+    pub async fn client(&self) -> Client {
+        Client::new(&self.sdk_config().await)
+    }
+
+    /// Stores `value` as the `SecretString` of a new Secrets Manager secret; returns its ARN.
+    pub async fn create_secret(&self, name: &str, value: &str) -> String {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create secret {name}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                )
+            })
+            .arn()
+            .expect("a new secret has an ARN")
+            .to_owned()
     }
 
     /// Creates `{name}.fifo` and `{name}-dlq.fifo` wired as the template wires them.

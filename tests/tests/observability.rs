@@ -316,7 +316,7 @@ fn check_emf(lines: &[String]) {
             names.insert(name.to_owned());
         }
     }
-    let expected: BTreeSet<String> = metric::ALL.map(String::from).into();
+    let expected: BTreeSet<String> = metric::ALL.into_iter().map(String::from).collect();
     assert_eq!(
         names, expected,
         "every metric the template uses is emitted, and no other"

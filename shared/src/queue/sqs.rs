@@ -25,14 +25,13 @@ impl SqsQueue {
         }
     }
 
-    /// Builds the client from the SDK's standard environment (region, credentials,
-    /// `AWS_ENDPOINT_URL_SQS`). Done once, at init.
+    /// Builds the client from [`sdk_config`]. Done once, at init.
     pub async fn from_env(queue_url: impl Into<String>) -> Self {
-        SqsQueue::from_config(&load_sdk_config().await, queue_url)
+        SqsQueue::from_config(&sdk_config().await, queue_url)
     }
 
     /// A queue on a client built from an SDK configuration loaded once for every client of the
-    /// process (see [`load_sdk_config`]).
+    /// process (see [`sdk_config`]).
     pub fn from_config(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
         let config = aws_sdk_sqs::config::Builder::from(config)
             .timeout_config(timeouts(Duration::ZERO))
@@ -89,10 +88,14 @@ impl SqsQueue {
     }
 }
 
-/// The SDK configuration from the standard environment (region, credentials, endpoint
-/// overrides such as `AWS_ENDPOINT_URL_SQS`): loaded once per process, shared by its clients.
-pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::from_env().load().await
+/// The SDK's standard environment (region, credentials, `AWS_ENDPOINT_URL_SQS` and the other
+/// `AWS_ENDPOINT_URL_*` overrides) with the relay's timeouts: loaded once per function, at init,
+/// and shared by its SQS and Secrets Manager clients.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::from_env()
+        .timeout_config(timeouts(Duration::ZERO))
+        .load()
+        .await
 }
 
 /// SQS answers in milliseconds; a call that stalls must fail fast enough for ingest to answer
