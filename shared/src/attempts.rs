@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a count is kept: longer than any message can live in the queue (the template keeps
-/// messages 4 days), so a count never expires while its message can still come back.
-pub const ENTRY_TTL: Duration = Duration::from_secs(5 * 24 * 60 * 60);
+/// messages 14 days, SQS's maximum), so a count never expires while its message can come back.
+pub const ENTRY_TTL: Duration = Duration::from_secs(15 * 24 * 60 * 60);
 
 /// The ledger could not be read or written. The dispatcher carries on without it (see
 /// `dispatch`): the queue's `maxReceiveCount` is the safety net.

@@ -20,6 +20,10 @@ pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
 /// down for a full day still gets its events" with every wait jittered to its shortest (0.8×)
 /// and the last ones trimmed to what SQS's visibility limit leaves: 31.7 h at the least.
 pub const DEFAULT_SCHEDULE: &str = "5,30,120,600,1800,3600,7200,14400,28800,43200,43200";
+/// The most waits a schedule may have: 20 × 12 h (the longest a wait can be, `Retry-After`
+/// included) is 10 days, inside the queue's 14-day retention, so no message expires from the
+/// queue while it is still being retried.
+pub const MAX_WAITS: usize = 20;
 /// Jitter spreads retries of many messages: each wait is scaled by a factor in [0.8, 1.2].
 pub const JITTER: f64 = 0.2;
 /// A timeout or a 429 says the receiver is overloaded: wait at least this long.
@@ -58,10 +62,16 @@ pub enum FailureSignal {
 }
 
 impl RetrySchedule {
-    /// Parses `"5,30,120"` (seconds). Each wait must be 0 to 43200 (SQS's limit).
+    /// Parses `"5,30,120"` (seconds). Each wait must be 0 to 43200 (SQS's limit), and there
+    /// are at most [`MAX_WAITS`] of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut delays = Vec::new();
         for (index, part) in text.split(',').enumerate() {
+            if index == MAX_WAITS {
+                return Err(format!(
+                    "more than {MAX_WAITS} waits: at 12 h each they would outlast the queue's 14-day retention"
+                ));
+            }
             let part = part.trim();
             let secs: u64 = part.parse().map_err(|_| {
                 format!("entry #{} ({part:?}) is not a whole number of seconds; expected e.g. \"{DEFAULT_SCHEDULE}\"", index + 1)
@@ -356,6 +366,12 @@ mod tests {
         );
         assert!(RetrySchedule::parse("43201").unwrap_err().contains("12 h"));
         assert!(RetrySchedule::parse("-1").is_err());
+        assert!(RetrySchedule::parse(&["1"; MAX_WAITS].join(",")).is_ok());
+        assert!(
+            RetrySchedule::parse(&["1"; MAX_WAITS + 1].join(","))
+                .unwrap_err()
+                .contains("14-day")
+        );
     }
 
     #[test]

@@ -250,6 +250,10 @@ mod tests {
                 QUEUE_URL,
                 "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
             ),
+            (
+                crate::config::CHAT_ID_KEY,
+                "a-chat-id-key-of-at-least-32-characters",
+            ),
         ]);
         let resolved = resolve(&base, &store).await.unwrap();
         assert_eq!(resolved.fetched(), 1);

@@ -100,6 +100,11 @@ async fn webhook_secrets_fetched_by_arn_sign_deliveries_the_receiver_accepts() {
     let base = env(&[
         (arn(WEBHOOK_SECRETS), &webhook_arn),
         (QUEUE_URL, QUEUE),
+        (
+            relay_shared::config::DEAD_LETTER_QUEUE_URL,
+            "https://sqs.us-east-1.amazonaws.com/000000000000/relay-dlq.fifo",
+        ),
+        (relay_shared::config::ATTEMPTS_TABLE, "relay-attempts"),
         (WEBHOOK_URL, "https://app.example/api/webhook/chat-whatsapp"),
     ]);
     let resolved = secrets::resolve(&base, &store).await.expect("resolve");

@@ -128,6 +128,27 @@ fn max_receive_count_is_a_safety_net_above_the_one_retry_schedule() {
     );
 }
 
+/// No message may expire from the queue while it is still being retried: the longest schedule
+/// the dispatcher accepts, every wait at SQS's 12 h maximum, fits inside the retention.
+#[test]
+fn the_queue_keeps_messages_longer_than_the_longest_schedule() {
+    let t = template();
+    let retention = number(at(
+        &t,
+        &[
+            "Resources",
+            "EventQueue",
+            "Properties",
+            "MessageRetentionPeriod",
+        ],
+    ));
+    let longest = relay_shared::backoff::MAX_WAITS as u64 * 43_200;
+    assert!(
+        retention > longest + 24 * 3600,
+        "retention {retention} s against {longest} s of waits"
+    );
+}
+
 #[test]
 fn both_queues_take_exactly_what_ingest_accepts() {
     let t = template();

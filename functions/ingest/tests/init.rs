@@ -87,6 +87,9 @@ async fn a_stored_secret_gets_ingest_through_init_to_its_first_poll() {
     use tokio::io::AsyncReadExt;
     let moto = MotoServer::start().await;
     let arn = moto.create_secret("chat-relay/ingest", INGEST_SECRET).await;
+    let key_arn = moto
+        .create_secret("chat-relay/chat-id-key", relay_tests::CHAT_ID_KEY)
+        .await;
     let runtime_api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = runtime_api.local_addr().unwrap().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ingest"))
@@ -99,6 +102,7 @@ async fn a_stored_secret_gets_ingest_through_init_to_its_first_poll() {
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/ingest")
         .env("INGEST_SECRETS_ARN", &arn)
+        .env("CHAT_ID_KEY_ARN", &key_arn)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
