@@ -161,7 +161,8 @@ export async function startRelay(options) {
   // A clean environment: nothing from the developer's shell leaks into the relay's config.
   const env = { ...process.env };
   for (const name of ['INGEST_SECRETS', 'WEBHOOK_URL', 'WEBHOOK_SECRETS', 'RETRY_SCHEDULE',
-    'DELIVERY_TIMEOUT_MS', 'QUEUE_URL', 'AWS_ENDPOINT_URL_SQS']) delete env[name];
+    'DELIVERY_TIMEOUT_MS', 'QUEUE_URL', 'AWS_ENDPOINT_URL_SQS', 'DEAD_LETTER_QUEUE_URL',
+    'DEAD_LETTER_STATUSES', 'QR_TTL_SECONDS', 'CHAT_ID_KEY']) delete env[name];
   env.RUST_LOG ??= 'info';
   Object.assign(env, options.env ?? {});
 

@@ -125,6 +125,8 @@ describe('the queue goes away mid-run and comes back (moto behind a switchable p
       env: {
         QUEUE_URL: proxiedQueueUrl,
         DEAD_LETTER_QUEUE_URL: dlqUrl.replace(moto.endpoint, proxy.url),
+        // A real queue outlives the relay, so the key naming its chats must be stable (and set).
+        CHAT_ID_KEY: 'queue-outage-test-chat-id-key-0123456789',
         AWS_ENDPOINT_URL_SQS: proxy.url,
         AWS_ACCESS_KEY_ID: 'test',
         AWS_SECRET_ACCESS_KEY: 'test',
