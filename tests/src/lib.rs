@@ -468,6 +468,25 @@ impl Process {
         }
     }
 
+    /// Sends SIGTERM, waits for the exit status, and returns it with every line the process
+    /// printed, its last words included.
+    pub async fn terminate_with_output(self) -> (std::process::ExitStatus, Vec<String>) {
+        let lines = Arc::clone(&self.lines);
+        let status = self.terminate().await;
+        // The readers finish the pipes after the exit; give them a moment to reach the end.
+        let mut seen = 0;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = lines.lock().unwrap().len();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        let printed = lines.lock().unwrap().clone();
+        (status, printed)
+    }
+
     /// Sends SIGTERM (a clean stop) and waits for the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {

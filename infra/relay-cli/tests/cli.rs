@@ -515,3 +515,27 @@ async fn without_chat_id_key_the_local_stack_says_it_makes_one_per_run() {
         .wait_for("verified webhook-id=", 1, WAIT)
         .await;
 }
+
+/// The in-process queue is lost on exit: Ctrl-C/SIGTERM says how much goes with it.
+#[tokio::test]
+async fn stopping_the_local_stack_says_how_many_events_it_drops() {
+    // Every attempt fails and waits an hour: nothing can be delivered before the stop.
+    let stack = start_stack(&["--fail-with", "500", "--fail-times", "1000"], "3600").await;
+    for event in ["status", "qr", "message"] {
+        assert!(send_sample(&stack, event).await.status.success());
+    }
+    // status and message each failed once; qr is held behind status in its group.
+    stack.receive.wait_for("-> 500", 2, WAIT).await;
+    let (status, lines) = stack.local.terminate_with_output().await;
+    assert!(status.success(), "{status:?}");
+    let last = lines
+        .iter()
+        .find(|l| l.contains("stopped;"))
+        .unwrap_or_else(|| panic!("no closing line: {lines:#?}"));
+    assert!(
+        last.contains(
+            "dropped with the in-process queue: 3 event(s) (2 waiting for a retry or in flight)"
+        ),
+        "{last}"
+    );
+}
