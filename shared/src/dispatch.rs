@@ -38,6 +38,14 @@ pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 /// margin covers it with room to spare. See [`MAX_VISIBILITY`] for the rule it protects.
 pub const RECEIVE_MARGIN: Duration = Duration::from_secs(10 * 60);
 
+/// SQS deletes a message this long after it was sent, whatever it is doing: the template's
+/// `MessageRetentionPeriod` (14 days, SQS's maximum).
+pub const QUEUE_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// A message this old goes to the DLQ instead of waiting any longer (behind a failing head, or
+/// for its own next attempt): a day before SQS would delete it. Out of order beats lost.
+pub const AGING_LIMIT: Duration = Duration::from_secs(13 * 24 * 3600);
+
 /// How many times a refused visibility change is asked again, each time for half as long.
 const VISIBILITY_TRIES: u32 = 4;
 
@@ -127,6 +135,8 @@ enum Settled {
 enum DeadLetterReason {
     Exhausted,
     Status(u16),
+    /// About to outlive the queue's retention.
+    Aging,
 }
 
 impl DeadLetterReason {
@@ -134,6 +144,7 @@ impl DeadLetterReason {
         match self {
             DeadLetterReason::Exhausted => "exhausted",
             DeadLetterReason::Status(_) => "status",
+            DeadLetterReason::Aging => "aging",
         }
     }
 }
@@ -194,6 +205,17 @@ impl Dispatcher {
             }
         }
         for held in jobs {
+            if let (true, Some(body)) = (self.aging(&held), held.body.clone()) {
+                let reason = DeadLetterReason::Aging;
+                match self
+                    .move_to_dead_letter(&held, body, 0, reason, started)
+                    .await
+                {
+                    Settled::Done => {}
+                    Settled::Retry => failed.push(held.message_id),
+                }
+                continue;
+            }
             tracing::info!(
                 event_id = %held.event_id,
                 event_type = held.type_name(),
@@ -267,6 +289,7 @@ impl Dispatcher {
             _ if attempt >= self.policy.schedule.max_attempts() => {
                 Some(DeadLetterReason::Exhausted)
             }
+            _ if self.aging(job) => Some(DeadLetterReason::Aging),
             _ => None,
         };
         let log_failure = |outcome: &str, retry_in_s: Option<u64>| {
@@ -294,6 +317,12 @@ impl Dispatcher {
         let set = self.set_visibility(job, wanted, started).await;
         log_failure("retry", set.map(|d| d.as_secs()));
         Settled::Retry
+    }
+
+    /// Older than [`AGING_LIMIT`] by the queue's own clock (`SentTimestamp`).
+    fn aging(&self, job: &Job) -> bool {
+        job.sent_timestamp_ms
+            .is_some_and(|sent| unix_millis().saturating_sub(sent) > AGING_LIMIT.as_millis() as u64)
     }
 
     /// A `qr` older than the QR lifetime, by the earlier of its own timestamp and the time the
@@ -372,7 +401,7 @@ impl Dispatcher {
                     event_type = job.type_name(),
                     group = %job.group,
                     reason = reason.label(),
-                    status = match reason { DeadLetterReason::Status(s) => Some(s), DeadLetterReason::Exhausted => None },
+                    status = match reason { DeadLetterReason::Status(s) => Some(s), _ => None },
                     outcome = "dead-lettered",
                     "moved to the dead-letter queue; the rest of its group goes on"
                 );
@@ -750,6 +779,39 @@ mod tests {
         assert_eq!(run.refused.len(), 2, "{:?}", run.refused);
         let (_, set) = run.visibility[0];
         assert!(set <= S(5 * 3600) && set > S(2 * 3600), "{set:?}");
+    }
+
+    #[tokio::test]
+    async fn a_message_about_to_outlive_the_queue_goes_to_the_dlq_instead() {
+        let old = (unix_millis() - AGING_LIMIT.as_millis() as u64 - 60_000).to_string();
+        let aged = |mut record: SqsMessage| {
+            record
+                .attributes
+                .insert(attr::SENT_TIMESTAMP.to_owned(), old.clone());
+            record
+        };
+        let script = HashMap::from([("g-head", (500, None)), ("h-head", (500, None))]);
+        let records = vec![
+            // g: a young head fails; an aged follower leaves for the DLQ, a young one waits.
+            record("g-head", "g", 1),
+            aged(record("g-aged", "g", 1)),
+            record("g-young", "g", 1),
+            // h: an aged head fails its attempt: DLQ, and its chat goes on.
+            aged(record("h-head", "h", 1)),
+            record("h-next", "h", 1),
+        ];
+        let run = Setup::new(script).dispatch(records).await;
+        let mut moved: Vec<&str> = run
+            .dead_lettered
+            .iter()
+            .map(|m| m.dedup_id.split(".d").next().unwrap())
+            .collect();
+        moved.sort();
+        assert_eq!(moved, ["g-aged", "h-head"]);
+        let mut sent = run.sent.clone();
+        sent.sort();
+        assert_eq!(sent, ["g-head", "h-head", "h-next"]);
+        assert_eq!(run.failed, ["mid-g-head", "mid-g-young"]);
     }
 
     #[tokio::test]
