@@ -20,10 +20,11 @@
 
 use crate::attempts::{AttemptLedger, MemoryLedger};
 use crate::backoff::{FailureSignal, RetryPolicy};
+use crate::clock::unix_millis;
 use crate::deliver::{Deliverer, Failure, Outcome};
 use crate::envelope::{EventType, probe};
 use crate::queue::{MAX_VISIBILITY, NewMessage, Queue, QueueError, attr};
-use crate::telemetry::{Metrics, dimension, metric, unix_millis};
+use crate::telemetry::{Metrics, dimension, metric};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use std::sync::Arc;
@@ -113,7 +114,7 @@ impl Job {
     fn dead_letter_dedup_id(&self) -> String {
         let base = self.dedup_id.as_deref().unwrap_or(&self.message_id);
         let suffix = format!(".d{}", self.sent_timestamp_ms.unwrap_or_default());
-        let keep = crate::queue::MAX_DEDUP_ID_LEN.saturating_sub(suffix.len());
+        let keep = crate::queue::MAX_ID_LEN.saturating_sub(suffix.len());
         let mut cut = base.len().min(keep);
         while !base.is_char_boundary(cut) {
             cut -= 1;

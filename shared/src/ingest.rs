@@ -7,7 +7,7 @@
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
 use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
-use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
+use crate::queue::{MAX_BATCH, MAX_MESSAGE_BYTES, NewMessage, Queue, QueueError};
 use crate::signature::{SecretSet, VerifyError};
 use crate::strict_json;
 use crate::telemetry::{Metrics, dimension, metric};
@@ -22,8 +22,6 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The queue's message limit (SQS, set explicitly on the queue): 1 MiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Seconds a sender should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
@@ -51,7 +49,7 @@ pub enum Rejection {
     #[error("Content-Type must be application/json, found {0}")]
     UnsupportedMediaType(String),
     #[error(
-        "body is over the limit of {MAX_BODY_BYTES} bytes (1 MiB, the queue's message size limit)"
+        "body is over the limit of {MAX_MESSAGE_BYTES} bytes (1 MiB, the queue's message size limit)"
     )]
     TooLarge,
     #[error("{0}")]
@@ -124,7 +122,7 @@ impl Rejection {
     pub fn body(&self) -> Value {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         match self {
-            Rejection::TooLarge => body["limit"] = json!(MAX_BODY_BYTES),
+            Rejection::TooLarge => body["limit"] = json!(MAX_MESSAGE_BYTES),
             Rejection::MalformedJson { line, column, .. } => {
                 body["line"] = json!(line);
                 body["column"] = json!(column);
@@ -256,7 +254,7 @@ impl Ingest {
     /// Content type, size and signature: the checks before the body is parsed.
     fn authenticate<'b>(&self, headers: &HeaderMap, body: &'b [u8]) -> Result<&'b str, Rejection> {
         check_content_type(headers)?;
-        if body.len() > MAX_BODY_BYTES {
+        if body.len() > MAX_MESSAGE_BYTES {
             return Err(Rejection::TooLarge);
         }
         self.secrets
@@ -396,7 +394,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
 /// The body, read only if the content type is right, and never past the limit.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Rejection> {
     check_content_type(headers)?;
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
+    axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
         .await
         .map_err(|_| Rejection::TooLarge)
 }

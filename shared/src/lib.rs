@@ -13,12 +13,14 @@
 //! | [`dispatch`] | a batch of queue messages in, the failed ones out; FIFO group rules |
 //! | [`poller`] | receive → dispatch → delete: the event source mapping, outside Lambda |
 //! | [`ingest`] | HTTP request in, stored event or clear refusal out |
+//! | [`clock`] | the one unix wall clock |
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
 //! | [`secrets`] | secret variables from the environment or, by ARN, from Secrets Manager |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
 pub mod attempts;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod dispatch;

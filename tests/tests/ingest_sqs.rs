@@ -4,10 +4,12 @@
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use relay_shared::ingest::{Ingest, MAX_BODY_BYTES, router};
+use relay_shared::clock::unix_seconds as unix_now;
+use relay_shared::ingest::{Ingest, router};
+use relay_shared::queue::MAX_MESSAGE_BYTES;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::signature::{SecretSet, unix_now};
+use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
 use relay_tests::{
     FifoQueues, INGEST_SECRET, MotoServer, WEBHOOK_SECRET, free_port, signed_headers,
@@ -151,7 +153,7 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
     unsigned.insert("content-type", "application/json".parse().unwrap());
     let huge = format!(
         r#"{{"event":"qr","data":{{"qr":"{}","available":true}},"timestamp":"2025-12-21T18:20:00Z"}}"#,
-        "A".repeat(MAX_BODY_BYTES)
+        "A".repeat(MAX_MESSAGE_BYTES)
     );
     let malformed = "{\"event\":\"qr\",\n \"data\": {]}";
     let bad_direction = MESSAGE.replace("\"incoming\"", "\"sideways\"");

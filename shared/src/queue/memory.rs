@@ -11,8 +11,10 @@
 //!
 //! Time is `tokio::time::Instant`, so tests may pause and advance the clock.
 
-use super::{MAX_BATCH, MAX_VISIBILITY, NewMessage, Queue, QueueError, ReceivedMessage};
-use crate::telemetry::unix_millis;
+use super::{
+    MAX_BATCH, MAX_MESSAGE_BYTES, MAX_VISIBILITY, NewMessage, Queue, QueueError, ReceivedMessage,
+};
+use crate::clock::unix_millis;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,8 +24,6 @@ use tokio::time::Instant;
 
 /// SQS FIFO deduplication window.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
-/// SQS's default: 1 MiB here, as the relay's queues are configured.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Where a message goes after too many receives.
 #[derive(Clone)]

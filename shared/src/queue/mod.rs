@@ -17,8 +17,15 @@ use std::time::Duration;
 /// (it catches a message whose every batch crashes the dispatcher).
 pub const SAFETY_NET_RECEIVES: u32 = 100;
 
+// SQS's limits, which the relay's code depends on: defined here, beside the port, once.
+
 /// SQS returns at most 10 messages per receive, and takes at most 10 per batch send.
 pub const MAX_BATCH: usize = 10;
+/// The largest message body: SQS's maximum, 1 MiB, set explicitly on the relay's queues. Ingest
+/// answers 413 above it; the in-process queue refuses above it.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// SQS's limit on `MessageGroupId` and `MessageDeduplicationId`: 128 characters.
+pub const MAX_ID_LEN: usize = 128;
 /// SQS's largest visibility timeout: 12 hours, counted from when the message was received.
 ///
 /// AWS, `ChangeMessageVisibility`: "You can continue to call ChangeMessageVisibility to extend
@@ -182,14 +189,11 @@ pub async fn move_messages(source: &dyn Queue, target: &dyn Queue) -> Result<usi
 }
 
 fn redrive_dedup_id(message: &ReceivedMessage) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    // The time plus a process-wide sequence: unique even for two moves in one millisecond.
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let base = message.dedup_id.as_deref().unwrap_or(&message.message_id);
-    let suffix = format!(".r{stamp}");
-    let keep = MAX_DEDUP_ID_LEN.saturating_sub(suffix.len());
+    let suffix = format!(".r{}-{sequence}", crate::clock::unix_millis());
+    let keep = MAX_ID_LEN.saturating_sub(suffix.len());
     format!("{}{suffix}", &base[..base.len().min(keep)])
 }
-
-/// SQS's limit on `MessageDeduplicationId`.
-pub const MAX_DEDUP_ID_LEN: usize = 128;
