@@ -302,19 +302,17 @@ fn sha256(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
 /// queue attributes, so it stays the same `webhook-id` whatever path the message took
 /// (a redrive gives the copy a new deduplication id).
 pub fn probe(raw: &[u8]) -> (Option<EventType>, String) {
-    #[derive(Deserialize)]
-    struct Probe {
-        event: Option<String>,
-        id: Option<String>,
-    }
-    let probe = serde_json::from_slice::<Probe>(raw).ok();
-    let event_type = probe
-        .as_ref()
-        .and_then(|p| p.event.as_deref())
-        .and_then(EventType::parse);
-    let id = probe
-        .and_then(|p| p.id)
-        .unwrap_or_else(|| derived_event_id(raw));
+    // The same parse as ingest's (a `Value`, where the last of duplicate keys wins), so a body
+    // with two `id` or `event` keys is read here exactly as it was answered with `202`.
+    let value = serde_json::from_slice::<Value>(raw).ok();
+    let field = |name: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+    };
+    let event_type = field("event").and_then(EventType::parse);
+    let id = field("id").map_or_else(|| derived_event_id(raw), str::to_owned);
     (event_type, id)
 }
 
@@ -657,5 +655,19 @@ mod tests {
             (Some(EventType::Message), "out-3EB0C767D097B7C7C031".into())
         );
         assert_eq!(probe(b"not json"), (None, derived_event_id(b"not json")));
+    }
+
+    #[test]
+    fn duplicate_keys_are_probed_as_ingest_validated_them() {
+        // Found by the ingest_event fuzz target: the dispatcher delivered under a derived id
+        // while ingest had answered 202 with the last `id`.
+        let raw = r#"{"event":"status","event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","id":"b"}"#;
+        let value: Value = serde_json::from_str(raw).unwrap();
+        let routing = validate(&value, raw.as_bytes()).unwrap();
+        assert_eq!(routing.event_id, "b");
+        assert_eq!(
+            probe(raw.as_bytes()),
+            (Some(routing.event_type), routing.event_id)
+        );
     }
 }
