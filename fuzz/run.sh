@@ -74,9 +74,10 @@ merge_target() {
     rm -rf "$fresh"
     mkdir -p "$fresh" "$WORK/$target"
     echo "== merge $target"
-    # -merge=1 keeps, from the later directories, only inputs that add coverage to the first.
+    # -merge=1 keeps, from the later directories, only inputs that add coverage to the first;
+    # -use_counters=0 counts an edge once, not by hit-count buckets: a corpus of hundreds.
     cargo_fuzz run "$target" "$fresh" "fuzz/corpus/$target" "$WORK/$target" -- \
-        -merge=1 -dict="$(dict_for "$target")" -max_len=8192 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new' || true
+        -merge=1 -use_counters=0 -max_len=8192 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new' || true
     # Seeds are kept whatever their coverage, under their names: they are the readable
     # examples of each input. libFuzzer names what it keeps by SHA-1; drop those copies.
     local seed
