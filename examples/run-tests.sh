@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the two drop-in examples (chat-whatsapp sender, chatbot-atimo route), including the
 # sender against the real relay: build it first with `cargo build -p relay-cli` (or set RELAY_BIN).
+# The queue-outage test also needs moto: `make tools` (or set MOTO_SERVER).
 # Installs the pinned npm dependencies (npm ci) only when node_modules is missing or
 # package-lock.json changed since the last install.
 set -euo pipefail

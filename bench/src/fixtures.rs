@@ -39,9 +39,15 @@ pub fn envelope(id: &str, chat: usize, size: usize) -> String {
     with(&content)
 }
 
+/// The key naming chats in group ids (`CHAT_ID_KEY`) in every benchmark.
+pub fn chat_id_key() -> relay_shared::envelope::ChatIdKey {
+    relay_shared::envelope::ChatIdKey::new("bench-chat-id-key-0123456789abcdef")
+        .expect("a valid chat id key")
+}
+
 /// The FIFO group ingest derives for [`envelope`]`(_, chat, _)`.
 pub fn group_of(chat: usize) -> String {
-    format!("default:chat:5511{chat:09}@c.us")
+    chat_id_key().chat_group("default", &format!("5511{chat:09}@c.us"))
 }
 
 /// Event ids of fixed width, so envelopes of one size stay exactly that size.
@@ -197,7 +203,8 @@ mod tests {
             let body = envelope(&event_id("t", 3), 3, size);
             assert_eq!(body.len(), size);
             let value: Value = serde_json::from_str(&body).unwrap();
-            let routing = relay_shared::envelope::validate(&value, body.as_bytes()).unwrap();
+            let routing =
+                relay_shared::envelope::validate(&value, body.as_bytes(), &chat_id_key()).unwrap();
             assert_eq!(routing.group_id, group_of(3));
             assert_eq!(routing.event_id, "t-0000003");
         }

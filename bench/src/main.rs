@@ -424,8 +424,23 @@ async fn cold_start(
     let moto_send = Summary::of(&sends);
     let receiver = Receiver::start(epoch, 0, Duration::ZERO).await;
     let secrets = ingest_secrets();
+    // Secrets by ARN, as the template deploys them: init includes the Secrets Manager fetch
+    // (ingest two secrets, the dispatcher one).
+    let ingest_arn = moto
+        .create_secret("bench/ingest-secrets", INGEST_SECRET)
+        .await;
+    let chat_id_key_arn = moto
+        .create_secret("bench/chat-id-key", &"k".repeat(64))
+        .await;
+    let webhook_arn = moto
+        .create_secret("bench/webhook-secrets", WEBHOOK_SECRET)
+        .await;
     let aws_env = vec![
         ("AWS_ENDPOINT_URL_SQS".to_owned(), moto.endpoint.clone()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
+            moto.endpoint.clone(),
+        ),
         ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
     ];
     let hello_event = apigw_v2_event("hello", &[], "{}");
@@ -450,7 +465,10 @@ async fn cold_start(
             binary: bins.ingest.clone(),
             env: [
                 aws_env.clone(),
-                vec![("INGEST_SECRETS".to_owned(), INGEST_SECRET.to_owned())],
+                vec![
+                    ("INGEST_SECRETS_ARN".to_owned(), ingest_arn),
+                    ("CHAT_ID_KEY_ARN".to_owned(), chat_id_key_arn),
+                ],
                 plan.lambda_env.clone(),
             ]
             .concat(),
@@ -484,7 +502,7 @@ async fn cold_start(
                 aws_env,
                 vec![
                     ("WEBHOOK_URL".to_owned(), receiver.url.clone()),
-                    ("WEBHOOK_SECRETS".to_owned(), WEBHOOK_SECRET.to_owned()),
+                    ("WEBHOOK_SECRETS_ARN".to_owned(), webhook_arn),
                 ],
                 plan.lambda_env.clone(),
             ]
@@ -604,7 +622,7 @@ async fn cold_start(
             Verdict::Info,
         );
     }
-    report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each.");
+    report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the dispatcher one).");
     report.json("coldstart", json!({
         "hello": hello.to_json(), "ingest": series[1].to_json(), "dispatcher": series[2].to_json(),
         "moto_send_message": moto_send.to_json_ms(),

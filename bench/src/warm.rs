@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
@@ -34,7 +34,12 @@ pub const QUEUE_RESET_EVERY: usize = 1000;
 /// The ingest routes over a new in-process queue.
 pub fn ingest_router(metrics: Metrics) -> Router {
     let queue = Arc::new(MemoryQueue::new("bench", Duration::from_secs(60)));
-    router(Arc::new(Ingest::new(ingest_secrets(), queue, metrics)))
+    router(Arc::new(Ingest::new(
+        ingest_secrets(),
+        crate::fixtures::chat_id_key(),
+        queue,
+        metrics,
+    )))
 }
 
 /// `count` signed `POST /events` requests of `size` bytes, distinct ids, spread over chats.
@@ -138,8 +143,11 @@ pub fn dispatcher(url: &str) -> Dispatcher {
         Duration::from_secs(5),
     )
     .expect("HTTP client");
-    let queue = Arc::new(MemoryQueue::new("bench-dispatch", Duration::from_secs(60)));
-    Dispatcher::new(deliverer, queue, RetrySchedule::default(), Metrics::off())
+    let queues = DispatchQueues {
+        source: Arc::new(MemoryQueue::new("bench-dispatch", Duration::from_secs(60))),
+        dead_letter: Arc::new(MemoryQueue::new("bench-dlq", Duration::from_secs(60))),
+    };
+    Dispatcher::new(deliverer, queues, RetrySchedule::default(), Metrics::off())
 }
 
 /// Times `handle_batch` on each batch; every batch must come back with no failures.

@@ -7,8 +7,12 @@
 //   - signs each attempt with Standard Webhooks (`standardwebhooks` on npm) using the relay's
 //     INGEST secret, and POSTs it with the global `fetch`, 5 s timeout per attempt;
 //   - retries network errors, timeouts, 5xx, 408 and 429 with exponential backoff and jitter,
-//     honouring `Retry-After` (seconds or HTTP date); any other 4xx is final: a warning with the
-//     relay's error message is logged and the event dropped (retrying cannot fix it);
+//     honouring `Retry-After` (seconds or HTTP date);
+//   - retries a 401 too, but only for a bounded time (default 10 minutes from the first 401 of
+//     a run of them), logging an error each time: a 401 can be a clock that is off or a secret
+//     rotation done in the wrong order, which someone can fix while the event waits;
+//   - any other 4xx is final: a warning with the relay's error message is logged and the event
+//     dropped (retrying cannot fix it);
 //   - keeps undelivered events in a bounded in-memory FIFO backlog (default 1000; when full the
 //     oldest is dropped with a warning) and delivers them one at a time, in order;
 //   - never throws into the caller: `sendWebhook` returns a promise that always resolves, with
@@ -41,6 +45,9 @@ import { Webhook } from 'standardwebhooks';
  * @property {number} [retryBaseDelayMs] First retry delay (doubles each attempt). Default 1000.
  * @property {number} [retryMaxDelayMs] Cap of the backoff delay. Default 60000.
  * @property {number} [maxRetryAfterMs] Cap applied to a relay's Retry-After. Default 300000.
+ * @property {number} [unauthorizedRetryMs] How long 401 answers are retried, from the first
+ *   401 of an unbroken run of them. Default 600000 (10 minutes). Past it, an event answered 401
+ *   is dropped with an error after one attempt, until the relay answers something else.
  * @property {number} [maxAttempts] Attempts per event before it is dropped. Default Infinity
  *   (an unreachable relay is waited for; the backlog bound is the safety valve).
  * @property {Logger} [logger] Default: console.
@@ -71,6 +78,7 @@ const DEFAULTS = Object.freeze({
   retryBaseDelayMs: 1000,
   retryMaxDelayMs: 60_000,
   maxRetryAfterMs: 300_000,
+  unauthorizedRetryMs: 600_000,
   maxAttempts: Infinity,
 });
 
@@ -97,6 +105,7 @@ export function createSender(options = {}) {
   const maxDelay = Math.max(baseDelay, positive(options.retryMaxDelayMs, DEFAULTS.retryMaxDelayMs));
   const maxRetryAfter = positive(options.maxRetryAfterMs, DEFAULTS.maxRetryAfterMs);
   const maxAttempts = positive(options.maxAttempts, DEFAULTS.maxAttempts);
+  const unauthorizedRetryMs = nonNegative(options.unauthorizedRetryMs, DEFAULTS.unauthorizedRetryMs);
   const doFetch = options.fetch ?? globalThis.fetch;
   const log = safeLogger(options.logger ?? console);
 
@@ -138,6 +147,13 @@ export function createSender(options = {}) {
   let sleeping = null;
   /** @type {Set<() => void>} */
   const idleWaiters = new Set();
+  /**
+   * When the current run of 401 answers began (null: the last answer was not a 401). One
+   * clock for the whole sender, so a secret that stays wrong costs 10 minutes once, not once
+   * per event.
+   * @type {number | null}
+   */
+  let unauthorizedSince = null;
 
   /**
    * Queue one event for delivery. Resolves once it is delivered or given up; never rejects.
@@ -253,6 +269,8 @@ export function createSender(options = {}) {
       }
       const status = response.status;
       const text = await readText(response, timeoutMs);
+      if (status === 401) return unauthorized(item, text);
+      unauthorizedSince = null;
       if (status >= 200 && status < 300) {
         if (item.attempts > 1) log.info(`[relay-sender] ${item.event} ${item.id}: delivered after ${item.attempts} attempts`);
         return { done: true, result: { ok: true, id: item.id, status } };
@@ -262,7 +280,7 @@ export function createSender(options = {}) {
         return {
           done: false,
           status,
-          why: `HTTP ${status}`,
+          why: `HTTP ${status}${describeRefusal(text)}`,
           retryAfterMs: retryAfterMs === undefined ? undefined : Math.min(retryAfterMs, maxRetryAfter),
         };
       }
@@ -272,6 +290,32 @@ export function createSender(options = {}) {
     } finally {
       item.active = false;
     }
+  }
+
+  /**
+   * A 401: the relay did not accept the signature. Retried (each attempt is signed again, with
+   * a fresh timestamp) while the run of 401s is younger than `unauthorizedRetryMs`; logged as
+   * an error every time, because only a person can fix it.
+   * @param {Item} item
+   * @param {string} text the relay's answer (its JSON error body; never the event)
+   * @returns {{done: true, result: SendResult} | {done: false, why: string, status: number}}
+   */
+  function unauthorized(item, text) {
+    if (!signer) {
+      // Unsigned (no WEBHOOK_SECRET): waiting cannot fix it, the secret is read once at start.
+      log.error(`[relay-sender] ${item.event} ${item.id}: refused with HTTP 401${describeRefusal(text)}; WEBHOOK_SECRET is not set; dropped`);
+      return { done: true, result: { ok: false, id: item.id, status: 401, reason: 'rejected' } };
+    }
+    const now = Date.now();
+    unauthorizedSince ??= now;
+    const left = unauthorizedSince + unauthorizedRetryMs - now;
+    const cause = 'check that WEBHOOK_SECRET is one of the relay\'s INGEST_SECRETS and that this machine\'s clock is right';
+    if (left > 0) {
+      log.error(`[relay-sender] ${item.event} ${item.id}: attempt ${item.attempts} refused with HTTP 401${describeRefusal(text)}; ${cause}; retrying for up to ${Math.ceil(left / 1000)} s more`);
+      return { done: false, status: 401, why: 'HTTP 401' };
+    }
+    log.error(`[relay-sender] ${item.event} ${item.id}: refused with HTTP 401${describeRefusal(text)} for ${Math.round((now - unauthorizedSince) / 1000)} s; ${cause}; dropped`);
+    return { done: true, result: { ok: false, id: item.id, status: 401, reason: 'rejected' } };
   }
 
   /**
@@ -606,6 +650,14 @@ function errorName(/** @type {unknown} */ err) {
  */
 function positive(value, fallback) {
   return typeof value === 'number' && value > 0 ? value : fallback;
+}
+
+/**
+ * @param {unknown} value
+ * @param {number} fallback
+ */
+function nonNegative(value, fallback) {
+  return typeof value === 'number' && value >= 0 ? value : fallback;
 }
 
 /**

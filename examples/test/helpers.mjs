@@ -1,5 +1,6 @@
 // Test helpers: secrets, free ports, a recording HTTP server, the real `relay local` child
-// process, a capturing logger. Every child process started here is killed at exit.
+// process, a moto SQS server, a capturing logger. Every child process started here is killed
+// at exit.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -142,8 +143,9 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 
 /**
  * Starts `relay local` on 127.0.0.1:port and resolves once it prints its listening line.
+ * `env` adds variables after the developer's relay settings are cleared (e.g. QUEUE_URL).
  * @param {{port: number, webhookUrl: string, webhookSecret: string, ingestSecret: string,
- *   retrySchedule?: string, deliveryTimeoutMs?: number}} options
+ *   retrySchedule?: string, deliveryTimeoutMs?: number, env?: Record<string, string>}} options
  */
 export async function startRelay(options) {
   const bin = requireRelayBin();
@@ -161,6 +163,7 @@ export async function startRelay(options) {
   for (const name of ['INGEST_SECRETS', 'WEBHOOK_URL', 'WEBHOOK_SECRETS', 'RETRY_SCHEDULE',
     'DELIVERY_TIMEOUT_MS', 'QUEUE_URL', 'AWS_ENDPOINT_URL_SQS']) delete env[name];
   env.RUST_LOG ??= 'info';
+  Object.assign(env, options.env ?? {});
 
   const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
@@ -203,6 +206,126 @@ export async function startRelay(options) {
       child.kill('SIGKILL');
       await exited;
     },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// moto, a real SQS-protocol server, from MOTO_SERVER or <repo>/.venv/bin/moto_server.
+
+export const motoBin = process.env.MOTO_SERVER || path.join(repoRoot, '.venv', 'bin', 'moto_server');
+
+/**
+ * Starts moto_server on a free loopback port and resolves once it answers. Fails (never skips)
+ * when it is not installed.
+ */
+export async function startMoto() {
+  if (!existsSync(motoBin)) {
+    throw new Error(
+      `moto_server is missing at ${motoBin}: run \`make tools\` (or scripts/tools.sh), which installs ` +
+        'the pinned moto[server] into .venv (or point MOTO_SERVER at one)',
+    );
+  }
+  const port = await freePort();
+  const child = spawn(motoBin, ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  let output = '';
+  child.stderr.on('data', (chunk) => {
+    output = (output + chunk.toString()).slice(-20_000);
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  exited.then(() => children.delete(child));
+  const endpoint = `http://127.0.0.1:${port}`;
+  let gone = false;
+  exited.then(() => { gone = true; });
+  await waitFor(async () => {
+    if (gone) throw new Error(`moto_server exited before answering:\n${output}`);
+    return fetch(`${endpoint}/moto-api/`).then(() => true, () => false);
+  }, { timeoutMs: 60_000, intervalMs: 100, message: `moto_server on ${endpoint}` });
+  return {
+    endpoint,
+    port,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/**
+ * One SQS action against `endpoint` in SQS's JSON protocol (what the AWS SDKs speak), with
+ * plain fetch. moto routes a request to a service by the credential scope of its
+ * Authorization header, so a placeholder one naming `sqs` is sent (moto does not check it).
+ * @param {string} endpoint
+ * @param {string} action e.g. "CreateQueue"
+ * @param {object} input
+ */
+export async function sqs(endpoint, action, input) {
+  const response = await fetch(`${endpoint}/`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.0',
+      'x-amz-target': `AmazonSQS.${action}`,
+      authorization: 'AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0',
+    },
+    body: JSON.stringify(input),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`SQS ${action} answered ${response.status}: ${text.slice(0, 500)}`);
+  return text ? JSON.parse(text) : {};
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of `target` that can be switched off: while off, open
+ * connections are destroyed and new ones are closed as soon as they arrive.
+ * @param {number} targetPort
+ */
+export async function startSwitchableProxy(targetPort) {
+  /** @type {Set<net.Socket>} */
+  const sockets = new Set();
+  let on = true;
+  let refused = 0;
+  const server = net.createServer((client) => {
+    if (!on) {
+      refused += 1;
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const { port } = /** @type {net.AddressInfo} */ (server.address());
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    get on() {
+      return on;
+    },
+    /** Connections refused while off. */
+    get refused() {
+      return refused;
+    },
+    off() {
+      on = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    resume() {
+      on = true;
+    },
+    close: () => new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve(undefined));
+    }),
   };
 }
 

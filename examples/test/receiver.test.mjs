@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, it, beforeEach } from 'node:test';
 import { Webhook } from 'standardwebhooks';
-import { createHandler, createMemoryStore, parseEnvelope } from '../chatbot-atimo/app/api/webhook/chat-whatsapp/handler.ts';
-import { captureLogger, newSecret } from './helpers.mjs';
+import { createHandler, createMemoryStore, createRedisStore, parseEnvelope } from '../chatbot-atimo/app/api/webhook/chat-whatsapp/handler.ts';
+import { captureLogger, newSecret, sleep } from './helpers.mjs';
 
 const SECRET = newSecret();
 const URL_ = 'http://localhost:3000/api/webhook/chat-whatsapp';
@@ -228,23 +228,29 @@ describe('chatbot-atimo route: verify, dedupe, dispatch', () => {
     assert.equal((await res.json()).handled, false);
   });
 
-  it('a pluggable store (async, like Redis) is used for has/add with the TTL', async () => {
+  it('a pluggable store (async, like Redis): claim with the lease, complete with the TTL', async () => {
     const ops = [];
     const map = new Map();
     const store = {
-      async has(id) { ops.push(['has', id]); return map.has(id); },
-      async add(id, ttl) { ops.push(['add', id, ttl]); map.set(id, ttl); },
+      async claim(id, lease) { ops.push(['claim', id, lease]); if (map.has(id)) return map.get(id); map.set(id, 'in_progress'); return 'claimed'; },
+      async complete(id, ttl) { ops.push(['complete', id, ttl]); map.set(id, 'done'); },
+      async release(id) { ops.push(['release', id]); map.delete(id); },
     };
-    const handler = createHandler({ secret: SECRET, store, handlers: rec.handlers, dedupeTtlSeconds: 3600, logger: log.logger });
+    const handler = createHandler({ secret: SECRET, store, handlers: rec.handlers, dedupeTtlSeconds: 3600, claimLeaseSeconds: 30, logger: log.logger });
     const d = delivery(statusBody);
     await handler(d.request());
     await handler(d.request());
-    assert.deepEqual(ops, [['has', d.id], ['add', d.id, 3600], ['has', d.id]]);
+    assert.deepEqual(ops, [['claim', d.id, 30], ['complete', d.id, 3600], ['claim', d.id, 30]]);
     assert.equal(rec.calls.length, 1);
+    // Refusals after the claim (bad JSON, contract) release it.
+    const bad = delivery('{"event":');
+    assert.equal((await handler(bad.request())).status, 400);
+    assert.deepEqual(ops.slice(-2), [['claim', bad.id, 30], ['release', bad.id]]);
   });
 
   it('a failing store does not lose the event (processed anyway, warning logged)', async () => {
-    const store = { has: async () => { throw new Error('redis down'); }, add: async () => { throw new Error('redis down'); } };
+    const down = async () => { throw new Error('redis down'); };
+    const store = { claim: down, complete: down, release: down };
     const handler = createHandler({ secret: SECRET, store, handlers: rec.handlers, logger: log.logger });
     assert.equal((await handler(delivery(statusBody).request())).status, 200);
     assert.equal(rec.calls.length, 1);
@@ -265,6 +271,123 @@ describe('chatbot-atimo route: verify, dedupe, dispatch', () => {
     }
   });
 });
+
+/**
+ * A Redis stand-in with the semantics createRedisStore relies on (SET NX EX answers "OK" or
+ * null, GET, DEL, expiry), answering each command after a network-like pause so concurrent
+ * requests interleave between commands as they would against a real server.
+ */
+function fakeRedis() {
+  /** @type {Map<string, {value: string, expiresAt: number}>} */
+  const data = new Map();
+  /** @type {unknown[][]} */
+  const commands = [];
+  const live = (key) => {
+    const entry = data.get(key);
+    if (entry && entry.expiresAt <= Date.now()) data.delete(key);
+    return data.get(key);
+  };
+  return {
+    data,
+    commands,
+    async set(key, value, { ex, nx } = {}) {
+      commands.push(['set', key, value, { ex, nx }]);
+      await sleep(2);
+      if (nx && live(key)) return null;
+      data.set(key, { value, expiresAt: Date.now() + ex * 1000 });
+      return 'OK';
+    },
+    async get(key) {
+      commands.push(['get', key]);
+      await sleep(2);
+      return live(key)?.value ?? null;
+    },
+    async del(key) {
+      commands.push(['del', key]);
+      await sleep(2);
+      return data.delete(key) ? 1 : 0;
+    },
+  };
+}
+
+/** Handlers that take a while (so deliveries overlap) and fail while `fail.next` > 0. */
+function slowHandlers(fail = { next: 0 }) {
+  /** @type {string[]} */
+  const calls = [];
+  const run = async (_event, context) => {
+    calls.push(context.webhookId);
+    await sleep(50);
+    if (fail.next > 0) {
+      fail.next -= 1;
+      throw new Error('database briefly down');
+    }
+  };
+  return { calls, fail, handlers: { status: run, qr: run, message: run } };
+}
+
+for (const [name, makeStore] of [
+  ['in-memory store', () => ({ store: createMemoryStore(), redis: null })],
+  ['Redis / KV store (SET NX EX)', () => { const redis = fakeRedis(); return { store: createRedisStore(redis), redis }; }],
+]) {
+  describe(`concurrent copies of one webhook-id: ${name}`, () => {
+    it('two concurrent deliveries → handled once; the other answers 409 (relay retries) and then duplicate', async () => {
+      const { store, redis } = makeStore();
+      const h = slowHandlers();
+      const POST = createHandler({ secret: SECRET, store, handlers: h.handlers, logger: captureLogger().logger });
+      const d = delivery(messageBody);
+      const answers = await Promise.all([POST(d.request()), POST(d.request())]);
+      assert.deepEqual(answers.map((r) => r.status).sort(), [200, 409]);
+      assert.deepEqual(h.calls, [d.id], 'the handler ran once');
+      const conflict = answers.find((r) => r.status === 409);
+      assert.equal((await conflict?.json()).error, 'in_progress');
+      // The relay's retry of the 409 copy finds the id done.
+      const retry = await POST(d.request());
+      assert.equal(retry.status, 200);
+      assert.equal((await retry.json()).status, 'duplicate');
+      assert.deepEqual(h.calls, [d.id]);
+      if (redis) {
+        // The claim is one atomic set-if-absent with the lease; success stores "done" for 48 h.
+        assert.deepEqual(redis.commands[0], ['set', `webhook:chat-whatsapp:${d.id}`, 'processing', { ex: 60, nx: true }]);
+        assert.ok(redis.commands.some((c) => c[0] === 'set' && c[2] === 'done' && c[3].ex === 2 * 24 * 3600 && !c[3].nx));
+      }
+    });
+
+    it('ten concurrent copies → the handler runs once', async () => {
+      const { store } = makeStore();
+      const h = slowHandlers();
+      const POST = createHandler({ secret: SECRET, store, handlers: h.handlers, logger: captureLogger().logger });
+      const d = delivery(statusBody);
+      const answers = await Promise.all(Array.from({ length: 10 }, () => POST(d.request())));
+      assert.equal(h.calls.length, 1);
+      assert.equal(answers.filter((r) => r.status === 200).length, 1);
+      assert.equal(answers.filter((r) => r.status === 409).length, 9);
+    });
+
+    it('a failing handler releases the claim: the relay\'s retry is handled', async () => {
+      const { store, redis } = makeStore();
+      const h = slowHandlers({ next: 1 });
+      const POST = createHandler({ secret: SECRET, store, handlers: h.handlers, logger: captureLogger().logger });
+      const d = delivery(messageBody);
+      const [first, concurrent] = await Promise.all([POST(d.request()), POST(d.request())]);
+      assert.equal(first.status, 500, 'the handler failed');
+      assert.equal(concurrent.status, 409, 'the concurrent copy did not run, and was not acknowledged either');
+      if (redis) assert.equal(redis.data.size, 0, 'claim deleted');
+      const retry = await POST(d.request());
+      assert.equal(retry.status, 200);
+      assert.equal((await retry.json()).status, 'ok');
+      assert.deepEqual(h.calls, [d.id, d.id], 'handled again after the failure');
+      assert.equal((await (await POST(d.request())).json()).status, 'duplicate');
+    });
+
+    it('a claim whose server died mid-handler expires with its lease', async () => {
+      const { store } = makeStore();
+      assert.equal(await store.claim('evt_crashed', 1), 'claimed');
+      assert.equal(await store.claim('evt_crashed', 1), 'in_progress');
+      await sleep(1100);
+      assert.equal(await store.claim('evt_crashed', 1), 'claimed');
+    });
+  });
+}
 
 describe('route.ts POST (env defaults)', () => {
   it('reads WEBHOOK_SECRET from the environment and answers 200, then duplicate', async () => {
@@ -296,21 +419,34 @@ describe('route.ts POST (env defaults)', () => {
 });
 
 describe('in-memory idempotency store', () => {
-  it('forgets ids after their TTL', () => {
+  it('claims once, forgets done ids after their TTL', () => {
     let now = 1_000_000;
     const store = createMemoryStore({ now: () => now });
-    store.add('a', 60);
-    assert.equal(store.has('a'), true);
+    assert.equal(store.claim('a', 10), 'claimed');
+    assert.equal(store.claim('a', 10), 'in_progress');
+    store.complete('a', 60);
+    assert.equal(store.claim('a', 10), 'done');
+    store.release('a'); // a done id is not released by a late failure elsewhere
     now += 59_000;
-    assert.equal(store.has('a'), true);
+    assert.equal(store.claim('a', 10), 'done');
     now += 2_000;
-    assert.equal(store.has('a'), false);
+    assert.equal(store.claim('a', 10), 'claimed');
+  });
+
+  it('release forgets a claim in progress', () => {
+    const store = createMemoryStore();
+    assert.equal(store.claim('a', 60), 'claimed');
+    store.release('a');
+    assert.equal(store.claim('a', 60), 'claimed');
   });
 
   it('keeps at most maxEntries, forgetting the oldest', () => {
     const store = createMemoryStore({ maxEntries: 3 });
-    for (const id of ['a', 'b', 'c', 'd', 'e']) store.add(id, 60);
-    assert.deepEqual(['a', 'b', 'c', 'd', 'e'].map((id) => store.has(id)), [false, false, true, true, true]);
+    for (const id of ['a', 'b', 'c', 'd', 'e']) {
+      store.claim(id, 60);
+      store.complete(id, 60);
+    }
+    assert.deepEqual(['c', 'd', 'e', 'a', 'b'].map((id) => store.claim(id, 60)), ['done', 'done', 'done', 'claimed', 'claimed']);
   });
 });
 

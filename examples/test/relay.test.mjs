@@ -262,14 +262,21 @@ describe('refusals from the relay are not retried', { timeout: 120_000 }, () => 
     assert.equal(JSON.parse(receiver.requests[0].body).event, 'status');
   });
 
-  it('401 (wrong ingest secret): one request, dropped with a warning', async () => {
-    const { sender, log } = recordingSender(`${proxy.url}/events`, { secret: newSecret() });
+  it('401 (wrong ingest secret): retried for unauthorizedRetryMs with an error each time, then dropped', async () => {
+    const { sender, log } = recordingSender(`${proxy.url}/events`, { secret: newSecret(), unauthorizedRetryMs: 400 });
     res.add(() => sender.close());
     const result = await sender.send('status', { connected: true });
     assert.equal(result.status, 401);
-    await sleep(400);
-    assert.equal(proxy.requests.filter((r) => r.headers['webhook-id'] === result.id).length, 1);
-    assert.match(log.text(), /HTTP 401: unauthorized/);
+    assert.equal(result.reason, 'rejected');
+    const attempts = proxy.requests.filter((r) => r.headers['webhook-id'] === result.id);
+    assert.ok(attempts.length >= 2, `retried (${attempts.length} attempts)`);
+    assert.ok(attempts.every((r) => r.status === 401));
+    const errors = log.lines.filter((l) => l.level === 'error' && l.text.includes(result.id));
+    assert.equal(errors.length, attempts.length, log.text());
+    assert.match(errors[0].text, /HTTP 401: unauthorized: .*retrying for up to/);
+    assert.match(errors.at(-1)?.text ?? '', /HTTP 401: unauthorized: .*; dropped$/);
+    await sleep(300);
+    assert.equal(proxy.requests.filter((r) => r.headers['webhook-id'] === result.id).length, attempts.length, 'not retried after the drop');
   });
 });
 

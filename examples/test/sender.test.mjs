@@ -93,6 +93,7 @@ describe('envelope and signature', () => {
       if (saved !== undefined) process.env.WEBHOOK_SECRET = saved;
     }
     assert.equal(relay.requests[0].headers['webhook-signature'], undefined);
+    assert.equal(relay.requests.length, 1, 'unsigned: a 401 is final (waiting cannot fix it)');
     assert.match(log.text(), /WEBHOOK_SECRET is not set/);
   });
 
@@ -188,14 +189,95 @@ describe('retries', () => {
     assert.match(log.text(), /HTTP 422: schema_violation: data\.message\.content: required field is missing \(at data\.message\.content\); dropped/);
   });
 
-  it('400, 401, 413 and 415 are final too', async () => {
-    for (const status of [400, 401, 413, 415]) {
+  it('400, 413 and 415 are final too', async () => {
+    for (const status of [400, 413, 415]) {
       const relay = await fakeRelay(() => ({ status, body: JSON.stringify({ error: 'x', message: `m${status}` }) }));
       const result = await sender({ url: relay.eventsUrl, logger: captureLogger().logger }).send('status', { connected: true });
       assert.equal(result.status, status);
       assert.equal(result.reason, 'rejected');
       assert.equal(relay.requests.length, 1, `${status} retried`);
     }
+  });
+
+  it('422 queue_refused_event is final; 500 queue_misconfigured is retried with the relay\'s message', async () => {
+    const refusedBody = { error: 'queue_refused_event', message: 'the queue refused this event: it will not be stored' };
+    const misconfigured = { error: 'queue_misconfigured', message: 'the queue is misconfigured: an operator must fix it' };
+    const relay = await fakeRelay((record) => {
+      const { data } = JSON.parse(record.body);
+      if (data.seq === 0) return { status: 422, body: JSON.stringify(refusedBody) };
+      const tries = relay.requests.filter((r) => r.headers['webhook-id'] === record.headers['webhook-id']).length;
+      return tries <= 2 ? { status: 500, body: JSON.stringify(misconfigured) } : accepted(record);
+    });
+    const log = captureLogger();
+    const s = sender({ url: relay.eventsUrl, logger: log.logger });
+    const refused = s.send('status', { connected: false, seq: 0 });
+    const retried = s.send('status', { connected: false, seq: 1 });
+    assert.deepEqual(await refused, { ok: false, id: (await refused).id, status: 422, reason: 'rejected' });
+    assert.deepEqual(await retried, { ok: true, id: (await retried).id, status: 202 });
+    const count = (seq) => relay.requests.filter((r) => JSON.parse(r.body).data.seq === seq).length;
+    assert.equal(count(0), 1, 'queue_refused_event is not retried');
+    assert.equal(count(1), 3, 'queue_misconfigured is retried like any 5xx');
+    assert.match(log.text(), /HTTP 422: queue_refused_event: the queue refused this event.*; dropped \(not retried\)/);
+    assert.match(log.text(), /attempt 1 failed \(HTTP 500: queue_misconfigured: the queue is misconfigured: an operator must fix it\)/);
+  });
+
+  it('401 is retried, re-signed with a fresh timestamp each attempt, with an error log each time', async () => {
+    const unauthorizedBody = { error: 'unauthorized', message: 'no signature matches any current secret' };
+    const relay = await fakeRelay((record, n) => (n <= 2 ? { status: 401, body: JSON.stringify(unauthorizedBody) } : accepted(record)));
+    const log = captureLogger();
+    // Retry waits of 1 to 2 s: each attempt falls in a later second, so its timestamp differs.
+    const s = sender({ url: relay.eventsUrl, logger: log.logger, retryBaseDelayMs: 2000, retryMaxDelayMs: 2000 });
+    const result = await s.send('message', {
+      message: { id: 'm1', from: '5511999990000@c.us', to: 'bot', content: 'private words', type: 'text', direction: 'incoming', timestamp: '2025-12-21T18:02:52.836Z', status: 'received' },
+    });
+    assert.equal(result.ok, true);
+    assert.equal(relay.requests.length, 3);
+    const stamps = relay.requests.map((r) => Number(r.headers['webhook-timestamp']));
+    assert.equal(new Set(stamps).size, 3, `a fresh timestamp per attempt: ${stamps}`);
+    assert.equal(new Set(relay.requests.map((r) => r.headers['webhook-signature'])).size, 3);
+    for (const r of relay.requests) {
+      verify(r); // each attempt's signature is valid for its own timestamp
+      assert.ok(Math.abs(Number(r.headers['webhook-timestamp']) * 1000 - r.at) < 1500, 'signed when sent');
+    }
+    assert.equal(new Set(relay.requests.map((r) => r.headers['webhook-id'])).size, 1, 'same id');
+    const errors = log.lines.filter((l) => l.level === 'error');
+    assert.equal(errors.length, 2, log.text());
+    for (const e of errors) {
+      assert.match(e.text, /refused with HTTP 401: unauthorized: no signature matches any current secret; check that WEBHOOK_SECRET .* clock .*; retrying for up to \d+ s more/);
+    }
+    assert.doesNotMatch(log.text(), /private words|5511999990000/);
+  });
+
+  it('401 stops being retried after unauthorizedRetryMs: dropped with an error; a success starts a new window', async () => {
+    let refuse = true;
+    const relay = await fakeRelay((record) => (refuse ? { status: 401, body: '{"error":"unauthorized","message":"webhook-timestamp is too old"}' } : accepted(record)));
+    const log = captureLogger();
+    const s = sender({ url: relay.eventsUrl, logger: log.logger, unauthorizedRetryMs: 300 });
+    const first = await s.send('status', { connected: false, seq: 0 });
+    assert.deepEqual(first, { ok: false, id: first.id, status: 401, reason: 'rejected' });
+    const firstAttempts = relay.requests.length;
+    assert.ok(firstAttempts >= 2, `retried: ${firstAttempts} attempts`);
+    assert.match(log.lines.filter((l) => l.level === 'error').at(-1)?.text ?? '', /refused with HTTP 401: unauthorized: webhook-timestamp is too old for \d+ s; .*; dropped/);
+    // The run of 401s is already older than the bound: the next event gets one attempt.
+    const second = await s.send('status', { connected: false, seq: 1 });
+    assert.equal(second.reason, 'rejected');
+    assert.equal(relay.requests.length, firstAttempts + 1);
+    // Fixed (e.g. the secret put back): accepted, and a later 401 is retried again.
+    refuse = false;
+    assert.equal((await s.send('status', { connected: false, seq: 2 })).ok, true);
+    refuse = true;
+    const pending = s.send('status', { connected: false, seq: 3 });
+    await waitFor(() => relay.requests.filter((r) => JSON.parse(r.body).data.seq === 3).length >= 2, { message: 'a new window of 401 retries' });
+    refuse = false;
+    assert.equal((await pending).ok, true);
+  });
+
+  it('unauthorizedRetryMs: 0 makes 401 final at once', async () => {
+    const relay = await fakeRelay(() => ({ status: 401, body: '{"error":"unauthorized","message":"m401"}' }));
+    const result = await sender({ url: relay.eventsUrl, unauthorizedRetryMs: 0 }).send('status', { connected: true });
+    assert.equal(result.status, 401);
+    assert.equal(result.reason, 'rejected');
+    assert.equal(relay.requests.length, 1);
   });
 
   it('network errors are retried until the relay comes up', async () => {

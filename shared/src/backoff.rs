@@ -2,19 +2,24 @@
 //! with jitter, `Retry-After`, a floor for overload signals and SQS's 12-hour cap.
 //!
 //! `RETRY_SCHEDULE` lists the wait after attempt 1, 2, … in seconds. A schedule of `n` waits
-//! allows `n + 1` attempts, so the queue's `maxReceiveCount` is `n + 1`: the one number both
-//! the dispatcher and the template derive from the schedule (the template by counting the
-//! same list). When the last attempt fails the message is released at once and the queue
-//! moves it to the DLQ on its next receive.
+//! allows `n + 1` attempts. Attempts are real deliveries, counted by the dispatcher in its
+//! attempts ledger (not SQS receives); when the last one fails, the dispatcher moves the
+//! message to the DLQ itself. The queue's `maxReceiveCount` is only a high safety net.
+//!
+//! Besides the schedule, the [`RetryPolicy`] holds the receiver answers that no retry can fix
+//! (`DEAD_LETTER_STATUSES`: straight to the DLQ) and how long a `qr` event is worth delivering
+//! (`QR_TTL_SECONDS`).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 /// SQS's longest visibility timeout.
 pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
-/// Default waits: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, 12 h —
-/// 11 attempts over 27.7 hours, so a receiver down for a full day still gets its events.
-pub const DEFAULT_SCHEDULE: &str = "5,30,120,600,1800,3600,7200,14400,28800,43200";
+/// Default waits: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, 12 h, 12 h —
+/// 12 attempts over 39.7 hours. The second 12 h step is what keeps the promise "a receiver
+/// down for a full day still gets its events" with every wait jittered to its shortest (0.8×)
+/// and the last ones trimmed to what SQS's visibility limit leaves: 31.7 h at the least.
+pub const DEFAULT_SCHEDULE: &str = "5,30,120,600,1800,3600,7200,14400,28800,43200,43200";
 /// Jitter spreads retries of many messages: each wait is scaled by a factor in [0.8, 1.2].
 pub const JITTER: f64 = 0.2;
 /// A timeout or a 429 says the receiver is overloaded: wait at least this long.
@@ -91,6 +96,15 @@ impl RetrySchedule {
         &self.delays
     }
 
+    /// The shortest time this schedule can retry for: every wait jittered to its lowest and
+    /// capped at `longest_wait` (what SQS's visibility limit leaves), no `Retry-After`.
+    pub fn shortest_horizon(&self, longest_wait: Duration) -> Duration {
+        self.delays
+            .iter()
+            .map(|d| d.mul_f64(1.0 - JITTER).min(longest_wait))
+            .sum()
+    }
+
     /// Attempts allowed before the DLQ: one more than the waits between them.
     pub fn max_attempts(&self) -> u32 {
         self.delays.len() as u32 + 1
@@ -124,6 +138,91 @@ impl RetrySchedule {
     }
 }
 
+/// Receiver statuses that send an event straight to the DLQ: retrying the same body cannot
+/// change the answer, and waiting a day on it would block its chat for a day.
+///
+/// Default `410 413 422`: Gone (the route was removed on purpose), Content Too Large (the app
+/// will never take this body) and Unprocessable Content (the app understood the event and
+/// refuses it). Not 400, 401, 403 or 404: those are as often a deploy or a secret rotation in
+/// progress, which a retry outlives; a DLQ'd event needs a person to redrive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterStatuses(Vec<u16>);
+
+pub const DEFAULT_DEAD_LETTER_STATUSES: &str = "410 413 422";
+
+impl Default for DeadLetterStatuses {
+    fn default() -> Self {
+        DeadLetterStatuses::parse(DEFAULT_DEAD_LETTER_STATUSES).expect("the default is valid")
+    }
+}
+
+impl DeadLetterStatuses {
+    /// Parses statuses separated by spaces or commas; an empty text means none. 2xx codes are
+    /// refused (they are deliveries), and so is anything outside 100–599.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut statuses = Vec::new();
+        for part in text.split([',', ' ']).filter(|p| !p.trim().is_empty()) {
+            let part = part.trim();
+            match part.parse::<u16>() {
+                Ok(status) if (300..600).contains(&status) || (100..200).contains(&status) => {
+                    statuses.push(status)
+                }
+                Ok(status) if (200..300).contains(&status) => {
+                    return Err(format!(
+                        "{status} is a success, not a failure; expected e.g. \"{DEFAULT_DEAD_LETTER_STATUSES}\""
+                    ));
+                }
+                _ => {
+                    return Err(format!(
+                        "{part:?} is not an HTTP status (100-599); expected e.g. \"{DEFAULT_DEAD_LETTER_STATUSES}\""
+                    ));
+                }
+            }
+        }
+        Ok(DeadLetterStatuses(statuses))
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.contains(&status)
+    }
+}
+
+impl fmt::Display for DeadLetterStatuses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let codes: Vec<String> = self.0.iter().map(u16::to_string).collect();
+        f.write_str(&codes.join(" "))
+    }
+}
+
+/// A `qr` event is a login code that whatsapp-web.js replaces about every 20 s: past this age
+/// it is not delivered (nor pushed live), and not dead-lettered either.
+pub const DEFAULT_QR_TTL: Duration = Duration::from_secs(60);
+
+/// Everything that decides what happens after an attempt fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub schedule: RetrySchedule,
+    pub dead_letter_statuses: DeadLetterStatuses,
+    pub qr_ttl: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetrySchedule::default().into()
+    }
+}
+
+/// A schedule with the default dead-letter statuses and QR lifetime.
+impl From<RetrySchedule> for RetryPolicy {
+    fn from(schedule: RetrySchedule) -> Self {
+        RetryPolicy {
+            schedule,
+            dead_letter_statuses: DeadLetterStatuses::default(),
+            qr_ttl: DEFAULT_QR_TTL,
+        }
+    }
+}
+
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date. Garbage gives `None`; a date in
 /// the past gives zero; anything beyond SQS's 12 hours is capped there.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -152,8 +251,15 @@ mod tests {
     #[test]
     fn default_schedule_reaches_a_day_and_fits_sqs() {
         let schedule = RetrySchedule::default();
-        assert_eq!(schedule.max_attempts(), 11);
+        assert_eq!(schedule.max_attempts(), 12);
         assert!(schedule.total() >= S(24 * 3600), "{:?}", schedule.total());
+        // The longest wait the dispatcher can ask for is what SQS leaves after its margin.
+        let longest = MAX_DELAY - crate::dispatch::RECEIVE_MARGIN;
+        assert!(
+            schedule.shortest_horizon(longest) >= S(24 * 3600),
+            "with the lowest jitter everywhere: {:?}",
+            schedule.shortest_horizon(longest)
+        );
         assert!(schedule.delays().iter().all(|d| *d <= MAX_DELAY));
         assert_eq!(schedule.to_string(), DEFAULT_SCHEDULE);
     }
@@ -213,6 +319,27 @@ mod tests {
             schedule.delay_after(1, FailureSignal::Plain, Some(S(999_999)), 0.5),
             Some(MAX_DELAY)
         );
+    }
+
+    #[test]
+    fn dead_letter_statuses_parse_spaces_and_commas_and_refuse_successes() {
+        let statuses = DeadLetterStatuses::parse("410, 413 422").unwrap();
+        assert!(statuses.contains(410) && statuses.contains(413) && statuses.contains(422));
+        assert!(!statuses.contains(500));
+        assert_eq!(statuses, DeadLetterStatuses::default());
+        assert_eq!(statuses.to_string(), "410 413 422");
+        assert_eq!(DeadLetterStatuses::parse("").unwrap().to_string(), "");
+        assert!(
+            DeadLetterStatuses::parse("204")
+                .unwrap_err()
+                .contains("success")
+        );
+        assert!(
+            DeadLetterStatuses::parse("41O")
+                .unwrap_err()
+                .contains("\"41O\"")
+        );
+        assert!(DeadLetterStatuses::parse("600").is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Values come through a lookup function so the local stack can layer command-line flags
 //! over the environment and tests can pass plain maps.
 
-use crate::backoff::RetrySchedule;
+use crate::backoff::{DeadLetterStatuses, RetryPolicy, RetrySchedule};
+use crate::envelope::ChatIdKey;
 use crate::signature::SecretSet;
 use crate::telemetry::DEFAULT_NAMESPACE;
 use std::fmt;
@@ -18,6 +19,14 @@ pub const WEBHOOK_SECRETS: &str = "WEBHOOK_SECRETS";
 pub const DELIVERY_TIMEOUT_MS: &str = "DELIVERY_TIMEOUT_MS";
 pub const RETRY_SCHEDULE: &str = "RETRY_SCHEDULE";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+pub const DEAD_LETTER_STATUSES: &str = "DEAD_LETTER_STATUSES";
+pub const QR_TTL_SECONDS: &str = "QR_TTL_SECONDS";
+pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+pub const ATTEMPTS_TABLE: &str = "ATTEMPTS_TABLE";
+
+/// The longest `QR_TTL_SECONDS`: a WhatsApp login code is long dead after an hour.
+pub const MAX_QR_TTL_SECS: u64 = 3600;
+pub const CHAT_ID_KEY: &str = "CHAT_ID_KEY";
 
 /// The longest per-attempt timeout: a group of 10 is delivered serially inside one Lambda
 /// invocation, and the dispatcher's timeout must cover all of them.
@@ -97,29 +106,66 @@ impl<'a> Reader<'a> {
     }
 
     fn secrets(&mut self, var: &'static str) -> Option<SecretSet> {
-        let list = self.required(var, "expected space-separated whsec_<base64> secrets")?;
+        let hint = format!(
+            "expected space-separated whsec_<base64> secrets (the Lambda functions take {var}_ARN instead, naming a Secrets Manager secret)"
+        );
+        let list = self.required(var, &hint)?;
         SecretSet::parse(&list)
             .map_err(|e| self.fail(var, e.to_string()))
             .ok()
     }
 
+    /// `CHAT_ID_KEY`; `why` says why it is needed when it is missing.
+    fn chat_id_key(&mut self, why: &str) -> Option<ChatIdKey> {
+        let text = self.required(CHAT_ID_KEY, why)?;
+        ChatIdKey::new(&text)
+            .map_err(|e| self.fail(CHAT_ID_KEY, e.to_string()))
+            .ok()
+    }
+
     fn queue_url(&mut self) -> Option<String> {
-        let url = self.required(QUEUE_URL, "expected the SQS FIFO queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>.fifo")?;
+        self.fifo_url(QUEUE_URL)
+    }
+
+    /// A FIFO queue URL (`QUEUE_URL`, `DEAD_LETTER_QUEUE_URL`).
+    fn fifo_url(&mut self, var: &'static str) -> Option<String> {
+        let url = self.required(var, "expected an SQS FIFO queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>.fifo")?;
         match reqwest::Url::parse(&url) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && url.ends_with(".fifo") => {
                 Some(url)
             }
             Ok(_) => {
                 self.fail(
-                    QUEUE_URL,
+                    var,
                     format!("{url:?} is not an http(s) URL of a FIFO queue (ending in .fifo)"),
                 );
                 None
             }
             Err(e) => {
-                self.fail(QUEUE_URL, format!("{url:?} is not a URL ({e})"));
+                self.fail(var, format!("{url:?} is not a URL ({e})"));
                 None
             }
+        }
+    }
+
+    /// A DynamoDB table name: 3 to 255 of `a-z A-Z 0-9 _ - .`.
+    fn table_name(&mut self, var: &'static str) -> Option<String> {
+        let name = self.required(
+            var,
+            "expected the DynamoDB table that counts delivery attempts",
+        )?;
+        let valid = (3..=255).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if valid {
+            Some(name)
+        } else {
+            self.fail(
+                var,
+                format!("{name:?} is not a DynamoDB table name (3 to 255 letters, digits, _ - .)"),
+            );
+            None
         }
     }
 
@@ -137,10 +183,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// How `CHAT_ID_KEY` should look, for the "not set" message.
+const CHAT_ID_KEY_HINT: &str = "expected a random string of at least 32 characters (e.g. `openssl rand -base64 32`) that keys the hash naming each chat in group ids and logs; keep it stable";
+
 /// What the ingest function needs.
 #[derive(Debug)]
 pub struct IngestConfig {
     pub secrets: SecretSet,
+    /// Names chats in group ids (see [`ChatIdKey`]): ingest's own key, never rotated with the
+    /// signing secrets.
+    pub chat_id_key: ChatIdKey,
     pub queue_url: String,
     pub metrics_namespace: String,
 }
@@ -153,11 +205,13 @@ impl IngestConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let mut reader = Reader::new(lookup);
         let secrets = reader.secrets(INGEST_SECRETS);
+        let chat_id_key = reader.chat_id_key(CHAT_ID_KEY_HINT);
         let queue_url = reader.queue_url();
         let metrics_namespace = reader.metrics_namespace();
         reader.finish(|| {
             Some(IngestConfig {
                 secrets: secrets?,
+                chat_id_key: chat_id_key?,
                 queue_url: queue_url?,
                 metrics_namespace,
             })
@@ -171,7 +225,8 @@ pub struct DeliveryConfig {
     pub webhook_url: reqwest::Url,
     pub webhook_secrets: SecretSet,
     pub delivery_timeout: Duration,
-    pub retry_schedule: RetrySchedule,
+    /// `RETRY_SCHEDULE`, `DEAD_LETTER_STATUSES`, `QR_TTL_SECONDS`.
+    pub retry: RetryPolicy,
 }
 
 impl Reader<'_> {
@@ -179,18 +234,46 @@ impl Reader<'_> {
         let webhook_url = webhook_url(self);
         let webhook_secrets = self.secrets(WEBHOOK_SECRETS);
         let delivery_timeout = delivery_timeout(self);
-        let retry_schedule = match self.value(RETRY_SCHEDULE) {
+        let schedule = match self.value(RETRY_SCHEDULE) {
             None => Some(RetrySchedule::default()),
             Some(text) => RetrySchedule::parse(&text)
                 .map_err(|e| self.fail(RETRY_SCHEDULE, e))
                 .ok(),
         };
+        let dead_letter_statuses = match (self.lookup)(DEAD_LETTER_STATUSES) {
+            None => Some(DeadLetterStatuses::default()),
+            // Set but empty means "none": every failure is retried on the schedule.
+            Some(text) => DeadLetterStatuses::parse(&text)
+                .map_err(|e| self.fail(DEAD_LETTER_STATUSES, e))
+                .ok(),
+        };
+        let qr_ttl = self.qr_ttl();
         Some(DeliveryConfig {
             webhook_url: webhook_url?,
             webhook_secrets: webhook_secrets?,
             delivery_timeout: delivery_timeout?,
-            retry_schedule: retry_schedule?,
+            retry: RetryPolicy {
+                schedule: schedule?,
+                dead_letter_statuses: dead_letter_statuses?,
+                qr_ttl: qr_ttl?,
+            },
         })
+    }
+
+    fn qr_ttl(&mut self) -> Option<Duration> {
+        let Some(text) = self.value(QR_TTL_SECONDS) else {
+            return Some(crate::backoff::DEFAULT_QR_TTL);
+        };
+        match text.parse::<u64>() {
+            Ok(secs) if (1..=MAX_QR_TTL_SECS).contains(&secs) => Some(Duration::from_secs(secs)),
+            _ => {
+                self.fail(
+                    QR_TTL_SECONDS,
+                    format!("{text:?} is not a whole number of seconds from 1 to {MAX_QR_TTL_SECS} (default 60)"),
+                );
+                None
+            }
+        }
     }
 }
 
@@ -198,6 +281,10 @@ impl Reader<'_> {
 #[derive(Debug)]
 pub struct DispatcherConfig {
     pub queue_url: String,
+    /// Where the dispatcher moves exhausted and dead-letter-status messages itself.
+    pub dead_letter_queue_url: String,
+    /// The DynamoDB table that counts real delivery attempts.
+    pub attempts_table: String,
     pub delivery: DeliveryConfig,
     pub metrics_namespace: String,
 }
@@ -210,11 +297,15 @@ impl DispatcherConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let mut reader = Reader::new(lookup);
         let queue_url = reader.queue_url();
+        let dead_letter_queue_url = reader.fifo_url(DEAD_LETTER_QUEUE_URL);
+        let attempts_table = reader.table_name(ATTEMPTS_TABLE);
         let delivery = reader.delivery();
         let metrics_namespace = reader.metrics_namespace();
         reader.finish(|| {
             Some(DispatcherConfig {
                 queue_url: queue_url?,
+                dead_letter_queue_url: dead_letter_queue_url?,
+                attempts_table: attempts_table?,
                 delivery: delivery?,
                 metrics_namespace,
             })
@@ -227,7 +318,12 @@ impl DispatcherConfig {
 #[derive(Debug)]
 pub struct LocalStackConfig {
     pub ingest_secrets: SecretSet,
+    /// Required with `queue_url`: a real queue outlives the process, so its group names must
+    /// not change at the next start. Without it the caller may use a per-run random key.
+    pub chat_id_key: Option<ChatIdKey>,
     pub queue_url: Option<String>,
+    /// With `queue_url`: the DLQ; unset, the queue's own redrive policy names it.
+    pub dead_letter_queue_url: Option<String>,
     pub delivery: DeliveryConfig,
 }
 
@@ -237,11 +333,23 @@ impl LocalStackConfig {
         let ingest_secrets = reader.secrets(INGEST_SECRETS);
         // Only read (and checked) when set: unset means the in-process queue.
         let queue_url = reader.value(QUEUE_URL).map(|_| reader.queue_url());
+        let dead_letter_queue_url = reader
+            .value(DEAD_LETTER_QUEUE_URL)
+            .map(|_| reader.fifo_url(DEAD_LETTER_QUEUE_URL));
+        let chat_id_key = match (reader.value(CHAT_ID_KEY), &queue_url) {
+            (None, None) => None,
+            _ => Some(reader.chat_id_key(
+                "required with QUEUE_URL: a real queue outlives this process, so the key naming its chats must stay the same across restarts; expected a random string of at least 32 characters (e.g. `openssl rand -base64 32`)",
+            )),
+        };
         let delivery = reader.delivery();
         reader.finish(|| {
             Some(LocalStackConfig {
                 ingest_secrets: ingest_secrets?,
+                chat_id_key: chat_id_key.map(|key| key.expect("read without error")),
                 queue_url: queue_url.map(|url| url.expect("read without error")),
+                dead_letter_queue_url: dead_letter_queue_url
+                    .map(|url| url.expect("read without error")),
                 delivery: delivery?,
             })
         })
@@ -301,12 +409,17 @@ mod tests {
                 QUEUE_URL,
                 "https://sqs.us-east-1.amazonaws.com/123456789012/chat-relay.fifo",
             ),
+            (
+                DEAD_LETTER_QUEUE_URL,
+                "https://sqs.us-east-1.amazonaws.com/123456789012/chat-relay-dlq.fifo",
+            ),
+            (ATTEMPTS_TABLE, "chat-relay-attempts"),
             (WEBHOOK_URL, "https://app.example/api/webhook/chat-whatsapp"),
             (WEBHOOK_SECRETS, SECRET),
         ]);
         let config = DispatcherConfig::from_lookup(&env).unwrap();
         assert_eq!(config.delivery.delivery_timeout, Duration::from_secs(5));
-        assert_eq!(config.delivery.retry_schedule, RetrySchedule::default());
+        assert_eq!(config.delivery.retry, RetryPolicy::default());
         assert_eq!(config.metrics_namespace, DEFAULT_NAMESPACE);
     }
 
@@ -319,8 +432,12 @@ mod tests {
             ),
             (WEBHOOK_URL, "ftp://app"),
             (WEBHOOK_SECRETS, "hunter2"),
+            (DEAD_LETTER_QUEUE_URL, "https://sqs.example/dlq"),
+            (ATTEMPTS_TABLE, "a"),
             (DELIVERY_TIMEOUT_MS, "5s"),
             (RETRY_SCHEDULE, "5,later"),
+            (DEAD_LETTER_STATUSES, "410 200"),
+            (QR_TTL_SECONDS, "0"),
         ]);
         let errors = DispatcherConfig::from_lookup(&env).unwrap_err();
         let vars: Vec<&str> = errors.0.iter().map(|e| e.var).collect();
@@ -328,14 +445,18 @@ mod tests {
             vars,
             [
                 QUEUE_URL,
+                DEAD_LETTER_QUEUE_URL,
+                ATTEMPTS_TABLE,
                 WEBHOOK_URL,
                 WEBHOOK_SECRETS,
                 DELIVERY_TIMEOUT_MS,
-                RETRY_SCHEDULE
+                RETRY_SCHEDULE,
+                DEAD_LETTER_STATUSES,
+                QR_TTL_SECONDS,
             ]
         );
         let text = errors.to_string();
-        assert_eq!(text.lines().count(), 5);
+        assert_eq!(text.lines().count(), 9);
         assert!(text.lines().all(|l| l.starts_with("configuration error: ")));
         assert!(!text.contains("hunter2"), "secrets are never echoed");
     }
@@ -343,12 +464,72 @@ mod tests {
     #[test]
     fn missing_variables_are_named() {
         let errors = IngestConfig::from_lookup(&lookup(&[])).unwrap_err();
-        assert_eq!(errors.0.len(), 2);
+        assert_eq!(errors.0.len(), 3);
         assert!(
             errors.0[0]
                 .to_string()
                 .starts_with("INGEST_SECRETS: not set")
         );
-        assert!(errors.0[1].to_string().starts_with("QUEUE_URL: not set"));
+        assert!(errors.0[1].to_string().starts_with("CHAT_ID_KEY: not set"));
+        assert!(errors.0[2].to_string().starts_with("QUEUE_URL: not set"));
+    }
+
+    const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/chat-relay.fifo";
+    const CHAT_KEY: &str = "a-chat-id-key-of-thirty-two-chars";
+
+    #[test]
+    fn ingest_reads_a_chat_id_key_of_at_least_32_characters() {
+        let env = |key: &str| {
+            IngestConfig::from_lookup(&lookup(&[
+                (INGEST_SECRETS, SECRET),
+                (QUEUE_URL, QUEUE),
+                (CHAT_ID_KEY, key),
+            ]))
+        };
+        assert!(env(CHAT_KEY).is_ok());
+        let short = "s3cr3t-but-only-31-characters-x";
+        let errors = env(short).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].var, CHAT_ID_KEY);
+        let text = errors.to_string();
+        assert!(
+            text.starts_with("configuration error: CHAT_ID_KEY: is 31 characters long"),
+            "{text}"
+        );
+        assert!(!text.contains(short), "the key is never echoed: {text}");
+    }
+
+    #[test]
+    fn the_local_stack_needs_a_chat_id_key_only_with_a_real_queue() {
+        let base = [
+            (INGEST_SECRETS, SECRET),
+            (
+                WEBHOOK_URL,
+                "http://localhost:3001/api/webhook/chat-whatsapp",
+            ),
+            (WEBHOOK_SECRETS, SECRET),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            LocalStackConfig::from_lookup(&lookup(&pairs))
+        };
+        assert!(with(&[]).unwrap().chat_id_key.is_none(), "in-process queue");
+        assert!(
+            with(&[(CHAT_ID_KEY, CHAT_KEY)])
+                .unwrap()
+                .chat_id_key
+                .is_some()
+        );
+        let errors = with(&[(QUEUE_URL, QUEUE)]).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].var, CHAT_ID_KEY);
+        assert!(
+            errors.0[0].problem.contains("required with QUEUE_URL"),
+            "{errors}"
+        );
+        assert!(with(&[(QUEUE_URL, QUEUE), (CHAT_ID_KEY, CHAT_KEY)]).is_ok());
+        let errors = with(&[(CHAT_ID_KEY, "short")]).unwrap_err();
+        assert_eq!(errors.0[0].var, CHAT_ID_KEY, "a key given is checked too");
     }
 }

@@ -15,6 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 /// SPEC §5: 5 s per attempt unless `DELIVERY_TIMEOUT_MS` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most of a receiver's answer that is read. The status and `Retry-After` decide the
+/// outcome; the body is read only so a small answer hands its connection back to the pool.
+/// Beyond this the connection is dropped: a receiver that streams forever cannot exhaust the
+/// dispatcher's memory or hold an attempt open.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// The most a cold start spends opening the first connection to the receiver.
 pub const WARM_UP_LIMIT: Duration = Duration::from_secs(1);
 
@@ -152,8 +158,7 @@ impl Deliverer {
                         .and_then(|v| parse_retry_after(v, SystemTime::now())),
                     _ => None,
                 };
-                // Reading the (small) answer to its end hands the connection back to the pool.
-                let _ = response.bytes().await;
+                drain_bounded(response).await;
                 if (200..300).contains(&status) {
                     Outcome::Delivered { status }
                 } else {
@@ -175,5 +180,22 @@ impl Deliverer {
             }),
         };
         (outcome, started.elapsed())
+    }
+}
+
+/// Reads an answer to its end if it is at most [`MAX_RESPONSE_BYTES`] (the connection goes
+/// back to the pool), else stops there and drops it (the connection is closed). Errors while
+/// reading do not change the outcome: the status line already decided it.
+async fn drain_bounded(mut response: reqwest::Response) {
+    let mut read = 0usize;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > MAX_RESPONSE_BYTES {
+            tracing::debug!(
+                limit = MAX_RESPONSE_BYTES,
+                "receiver's answer is over the limit: connection dropped"
+            );
+            return;
+        }
     }
 }

@@ -1,32 +1,58 @@
-//! A batch of queue messages in, the failed ones out (SPEC §5). This is the dispatcher
-//! Lambda's whole handler, and the local poller calls the very same function.
+//! A batch of queue messages in, the failed ones out. This is the dispatcher Lambda's whole
+//! handler, and the local poller calls the very same function.
 //!
-//! Rules: records are grouped by `MessageGroupId`, keeping the batch's order inside each
-//! group. Groups are delivered concurrently; a group's messages one after another. After the
-//! first failure in a group, that message waits out its backoff (its visibility timeout is
-//! set to the next step of the schedule) and the rest of the group is reported failed without
-//! being sent, and made visible again at once: FIFO keeps the group blocked behind its
-//! invisible head, so they follow it in order instead of waiting out the queue's full
-//! visibility timeout. Only failures are listed in the response (`ReportBatchItemFailures`);
-//! everything else is deleted by the caller.
+//! Rules, per group (`MessageGroupId`, batch order kept inside each group; groups run
+//! concurrently, a group's messages one after another):
+//! - A delivered message is reported done (the caller deletes it).
+//! - A failed attempt is counted in the attempts ledger; the message waits out the schedule's
+//!   next step (its visibility timeout, capped at what SQS's 12 h limit leaves since this
+//!   receive) and the rest of its group in the batch is reported failed unsent and made
+//!   visible again at once: FIFO keeps the group blocked behind its invisible head, so they
+//!   follow it in order without waiting out the queue's own visibility timeout.
+//! - A message whose attempts are exhausted, or whose receiver answered a dead-letter status,
+//!   is copied to the DLQ (same body and group) and reported done, so the caller deletes it
+//!   and its group goes on with the next message in the same batch.
+//! - A `qr` event older than the QR lifetime is reported done without being sent (`Expired`).
+//!
+//! Attempts are counted, not inferred from `ApproximateReceiveCount`: messages held behind a
+//! failing head are received again and again without an attempt, so receive counts would send
+//! whole chats to the DLQ behind one poison message.
 
-use crate::backoff::RetrySchedule;
-use crate::deliver::{Deliverer, Outcome};
-use crate::envelope::probe;
-use crate::queue::{Queue, attr};
+use crate::attempts::{AttemptLedger, MemoryLedger};
+use crate::backoff::{FailureSignal, RetryPolicy};
+use crate::deliver::{Deliverer, Failure, Outcome};
+use crate::envelope::{EventType, probe};
+use crate::queue::{MAX_VISIBILITY, NewMessage, Queue, QueueError, attr};
 use crate::telemetry::{Metrics, dimension, metric, unix_millis};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Random numbers in [0, 1) for jitter; injectable so tests are exact.
 pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 
+/// What the dispatcher cannot know exactly: how long before the handler started the batch was
+/// received (Lambda's poller receives, then invokes). The queue's visibility timeout (360 s in
+/// the template) bounds that gap, since a message not settled by then is visible again; this
+/// margin covers it with room to spare. See [`MAX_VISIBILITY`] for the rule it protects.
+pub const RECEIVE_MARGIN: Duration = Duration::from_secs(10 * 60);
+
+/// How many times a refused visibility change is asked again, each time for half as long.
+const VISIBILITY_TRIES: u32 = 4;
+
+/// The queue the batch came from and the DLQ the dispatcher moves exhausted messages to.
+pub struct DispatchQueues {
+    pub source: Arc<dyn Queue>,
+    pub dead_letter: Arc<dyn Queue>,
+}
+
 pub struct Dispatcher {
     deliverer: Deliverer,
     queue: Arc<dyn Queue>,
-    schedule: RetrySchedule,
+    dead_letter: Arc<dyn Queue>,
+    attempts: Arc<dyn AttemptLedger>,
+    policy: RetryPolicy,
     metrics: Metrics,
     jitter: JitterSource,
 }
@@ -40,9 +66,10 @@ pub struct Job {
     receipt_handle: String,
     body: Option<String>,
     group: String,
+    dedup_id: Option<String>,
     event_id: String,
-    event_type: &'static str,
-    attempt: u32,
+    event_type: Option<EventType>,
+    receive_count: u32,
     sent_timestamp_ms: Option<u64>,
 }
 
@@ -54,9 +81,10 @@ impl Job {
         let (event_type, event_id) = probe(body.as_deref().unwrap_or_default().as_bytes());
         Job {
             group: attribute(attr::GROUP_ID).unwrap_or_else(|| message_id.clone()),
+            dedup_id: attribute(attr::DEDUP_ID),
             event_id,
-            event_type: event_type.map_or("unknown", |t| t.as_str()),
-            attempt: attribute(attr::RECEIVE_COUNT)
+            event_type,
+            receive_count: attribute(attr::RECEIVE_COUNT)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1),
             sent_timestamp_ms: attribute(attr::SENT_TIMESTAMP).and_then(|t| t.parse().ok()),
@@ -65,22 +93,74 @@ impl Job {
             body,
         }
     }
+
+    fn type_name(&self) -> &'static str {
+        self.event_type.map_or("unknown", EventType::as_str)
+    }
+
+    /// The DLQ copy's deduplication id: the original one plus this message's send time. A
+    /// dispatcher that crashes between the copy and the delete copies again under the same id
+    /// (SQS drops the repeat); a message redriven and dead-lettered again within SQS's 5-minute
+    /// window was sent anew, so its copy is not mistaken for the first one and dropped.
+    fn dead_letter_dedup_id(&self) -> String {
+        let base = self.dedup_id.as_deref().unwrap_or(&self.message_id);
+        let suffix = format!(".d{}", self.sent_timestamp_ms.unwrap_or_default());
+        let keep = crate::queue::MAX_DEDUP_ID_LEN.saturating_sub(suffix.len());
+        let mut cut = base.len().min(keep);
+        while !base.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}{suffix}", &base[..cut])
+    }
+}
+
+/// What became of one message.
+enum Settled {
+    /// Delivered, dead-lettered or expired: delete it, go on with its group.
+    Done,
+    /// Waits for a retry: report it failed, hold the rest of its group.
+    Retry,
+}
+
+/// Why a message goes to the DLQ.
+#[derive(Clone, Copy)]
+enum DeadLetterReason {
+    Exhausted,
+    Status(u16),
+}
+
+impl DeadLetterReason {
+    fn label(self) -> &'static str {
+        match self {
+            DeadLetterReason::Exhausted => "exhausted",
+            DeadLetterReason::Status(_) => "status",
+        }
+    }
 }
 
 impl Dispatcher {
+    /// Counts attempts in memory until [`Dispatcher::with_attempts`] gives a shared ledger
+    /// (one dispatcher process: the local stack, tests).
     pub fn new(
         deliverer: Deliverer,
-        queue: Arc<dyn Queue>,
-        schedule: RetrySchedule,
+        queues: DispatchQueues,
+        policy: impl Into<RetryPolicy>,
         metrics: Metrics,
     ) -> Self {
         Dispatcher {
             deliverer,
-            queue,
-            schedule,
+            queue: queues.source,
+            dead_letter: queues.dead_letter,
+            attempts: Arc::new(MemoryLedger::new()),
+            policy: policy.into(),
             metrics,
             jitter: Arc::new(fastrand::f64),
         }
+    }
+
+    pub fn with_attempts(mut self, ledger: Arc<dyn AttemptLedger>) -> Self {
+        self.attempts = ledger;
+        self
     }
 
     pub fn with_jitter(mut self, jitter: JitterSource) -> Self {
@@ -90,19 +170,25 @@ impl Dispatcher {
 
     /// The handler: delivers a batch and returns the messages that must stay in the queue.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        let started = Instant::now();
         let groups = group_in_order(event.records.into_iter().map(Job::from_record));
-        let failed = join_all(groups.into_iter().map(|jobs| self.deliver_group(jobs))).await;
+        let failed = join_all(
+            groups
+                .into_iter()
+                .map(|jobs| self.deliver_group(jobs, started)),
+        )
+        .await;
         let mut response = SqsBatchResponse::default();
         response.set_failures(failed.into_iter().flatten());
         response
     }
 
     /// Delivers one group in order; returns the ids of the messages that failed or were held.
-    async fn deliver_group(&self, jobs: Vec<Job>) -> Vec<String> {
+    async fn deliver_group(&self, jobs: Vec<Job>, started: Instant) -> Vec<String> {
         let mut jobs = jobs.into_iter();
         let mut failed = Vec::new();
         for job in jobs.by_ref() {
-            if !self.deliver(&job).await {
+            if let Settled::Retry = self.settle(&job, started).await {
                 failed.push(job.message_id);
                 break;
             }
@@ -110,35 +196,48 @@ impl Dispatcher {
         for held in jobs {
             tracing::info!(
                 event_id = %held.event_id,
-                event_type = held.event_type,
+                event_type = held.type_name(),
                 group = %held.group,
-                attempt = held.attempt,
                 outcome = "held",
                 "not sent: an earlier message of its group failed"
             );
-            self.set_visibility(&held, Duration::ZERO).await;
+            self.set_visibility(&held, Duration::ZERO, started).await;
             failed.push(held.message_id);
         }
         failed
     }
 
-    /// One attempt for one message; on failure, schedules the next. True if delivered.
-    async fn deliver(&self, job: &Job) -> bool {
+    /// Expiry, then one attempt, then what its outcome calls for.
+    async fn settle(&self, job: &Job, started: Instant) -> Settled {
+        if self.expired(job) {
+            tracing::info!(
+                event_id = %job.event_id,
+                event_type = job.type_name(),
+                group = %job.group,
+                outcome = "expired",
+                "not delivered: the QR code is older than the QR lifetime"
+            );
+            self.metrics.count(metric::EXPIRED, None);
+            return Settled::Done;
+        }
         let Some(body) = job.body.clone() else {
+            // SQS never stores an empty message; only a broken record gets here. It stays in
+            // the queue: the redrive policy's maxReceiveCount moves it to the DLQ.
             tracing::error!(message_id = %job.message_id, group = %job.group, "queue message has no body");
-            self.after_failure(job, None).await;
-            return false;
+            return Settled::Retry;
         };
-        let (outcome, took) = self.deliverer.attempt(&job.event_id, body).await;
+        let earlier = self.earlier_failures(job).await;
+        let attempt = earlier + 1;
+        let (outcome, took) = self.deliverer.attempt(&job.event_id, body.clone()).await;
         let duration_ms = took.as_secs_f64() * 1000.0;
         self.metrics.millis(metric::DELIVERY_LATENCY, duration_ms);
-        match outcome {
+        let failure = match outcome {
             Outcome::Delivered { status } => {
                 tracing::info!(
                     event_id = %job.event_id,
-                    event_type = job.event_type,
+                    event_type = job.type_name(),
                     group = %job.group,
-                    attempt = job.attempt,
+                    attempt,
                     status,
                     duration_ms = duration_ms.round() as u64,
                     outcome = "delivered",
@@ -150,59 +249,197 @@ impl Dispatcher {
                     self.metrics
                         .millis(metric::END_TO_END_LATENCY, end_to_end as f64);
                 }
-                true
+                if earlier > 0 {
+                    self.forget(job).await;
+                }
+                return Settled::Done;
             }
-            Outcome::Failed(failure) => {
-                self.metrics.count(
-                    metric::DELIVERY_FAILED,
-                    Some((dimension::STATUS_CLASS, failure.class())),
-                );
-                let next = self.after_failure(job, Some(&failure)).await;
-                tracing::warn!(
-                    event_id = %job.event_id,
-                    event_type = job.event_type,
-                    group = %job.group,
-                    attempt = job.attempt,
-                    status = failure.status(),
-                    failure = failure.class(),
-                    duration_ms = duration_ms.round() as u64,
-                    retry_in_s = next.map(|d| d.as_secs()),
-                    outcome = if next.is_some() { "retry" } else { "dead-letter" },
-                    "delivery failed: {failure}"
-                );
-                false
+            Outcome::Failed(failure) => failure,
+        };
+        self.metrics.count(
+            metric::DELIVERY_FAILED,
+            Some((dimension::STATUS_CLASS, failure.class())),
+        );
+        let dead_letter = match failure.status() {
+            Some(status) if self.policy.dead_letter_statuses.contains(status) => {
+                Some(DeadLetterReason::Status(status))
+            }
+            _ if attempt >= self.policy.schedule.max_attempts() => {
+                Some(DeadLetterReason::Exhausted)
+            }
+            _ => None,
+        };
+        let log_failure = |outcome: &str, retry_in_s: Option<u64>| {
+            tracing::warn!(
+                event_id = %job.event_id,
+                event_type = job.type_name(),
+                group = %job.group,
+                attempt,
+                status = failure.status(),
+                failure = failure.class(),
+                duration_ms = duration_ms.round() as u64,
+                retry_in_s,
+                outcome,
+                "delivery failed: {failure}"
+            );
+        };
+        if let Some(reason) = dead_letter {
+            log_failure("dead-letter", None);
+            return self
+                .move_to_dead_letter(job, body, earlier, reason, started)
+                .await;
+        }
+        self.record_failure(job).await;
+        let wanted = self.next_wait(attempt, &failure);
+        let set = self.set_visibility(job, wanted, started).await;
+        log_failure("retry", set.map(|d| d.as_secs()));
+        Settled::Retry
+    }
+
+    /// A `qr` older than the QR lifetime, by the earlier of its own timestamp and the time the
+    /// queue accepted it: the code is useless by then, whoever held it up.
+    fn expired(&self, job: &Job) -> bool {
+        if job.event_type != Some(EventType::Qr) {
+            return false;
+        }
+        let stamped = job.body.as_deref().and_then(envelope_timestamp_ms);
+        let Some(born) = [stamped, job.sent_timestamp_ms].into_iter().flatten().min() else {
+            return false;
+        };
+        unix_millis().saturating_sub(born) > self.policy.qr_ttl.as_millis() as u64
+    }
+
+    /// Failed attempts so far. A first receive has none (no lookup); a message received before
+    /// asks the ledger, or, if the ledger cannot answer, counts receives as attempts: that can
+    /// only make it reach the DLQ sooner, never retry it forever.
+    async fn earlier_failures(&self, job: &Job) -> u32 {
+        if job.receive_count <= 1 {
+            return 0;
+        }
+        match self.attempts.failed_attempts(&job.message_id).await {
+            Ok(count) => count,
+            Err(e) => {
+                tracing::warn!(event_id = %job.event_id, group = %job.group, error = %e, "counting receives as attempts");
+                job.receive_count - 1
             }
         }
     }
 
-    /// Sets the failed message's visibility to its backoff; after the last attempt, to zero so
-    /// the queue moves it to the DLQ on its next receive. Returns the backoff, if any.
-    async fn after_failure(
+    async fn record_failure(&self, job: &Job) {
+        if let Err(e) = self.attempts.record_failure(&job.message_id).await {
+            tracing::warn!(event_id = %job.event_id, group = %job.group, error = %e, "failed attempt not counted");
+        }
+    }
+
+    async fn forget(&self, job: &Job) {
+        if let Err(e) = self.attempts.forget(&job.message_id).await {
+            // Harmless: the entry expires by itself, and redriven copies are new messages.
+            tracing::warn!(event_id = %job.event_id, group = %job.group, error = %e, "attempt count not cleared");
+        }
+    }
+
+    /// The schedule's wait after failed attempt `attempt`, honouring `Retry-After`.
+    fn next_wait(&self, attempt: u32, failure: &Failure) -> Duration {
+        let signal = failure.signal();
+        self.policy
+            .schedule
+            .delay_after(attempt, signal, failure.retry_after, (self.jitter)())
+            .unwrap_or(match signal {
+                FailureSignal::Overloaded => crate::backoff::OVERLOAD_FLOOR,
+                FailureSignal::Plain => Duration::ZERO,
+            })
+    }
+
+    /// Copies the message to the DLQ and reports it done, so its group goes on. If the DLQ
+    /// does not take it, the message stays in the queue and comes back after a short wait.
+    async fn move_to_dead_letter(
         &self,
         job: &Job,
-        failure: Option<&crate::deliver::Failure>,
-    ) -> Option<Duration> {
-        let signal = failure.map_or(crate::backoff::FailureSignal::Plain, |f| f.signal());
-        let retry_after = failure.and_then(|f| f.retry_after);
-        let next = self
-            .schedule
-            .delay_after(job.attempt, signal, retry_after, (self.jitter)());
-        self.set_visibility(job, next.unwrap_or(Duration::ZERO))
-            .await;
-        next
-    }
-
-    async fn set_visibility(&self, job: &Job, timeout: Duration) {
-        if let Err(e) = self
-            .queue
-            .change_visibility(&job.receipt_handle, timeout)
-            .await
-        {
-            // The message stays safe in the queue; it just comes back after the queue's own
-            // visibility timeout instead of the planned one.
-            tracing::warn!(event_id = %job.event_id, group = %job.group, error = %e, "could not change visibility");
+        body: String,
+        earlier: u32,
+        reason: DeadLetterReason,
+        started: Instant,
+    ) -> Settled {
+        let copy = NewMessage {
+            body,
+            group_id: job.group.clone(),
+            dedup_id: job.dead_letter_dedup_id(),
+        };
+        match self.dead_letter.send(copy).await {
+            Ok(()) => {
+                tracing::warn!(
+                    event_id = %job.event_id,
+                    event_type = job.type_name(),
+                    group = %job.group,
+                    reason = reason.label(),
+                    status = match reason { DeadLetterReason::Status(s) => Some(s), DeadLetterReason::Exhausted => None },
+                    outcome = "dead-lettered",
+                    "moved to the dead-letter queue; the rest of its group goes on"
+                );
+                self.metrics.count(
+                    metric::DEAD_LETTERED,
+                    Some((dimension::REASON, reason.label())),
+                );
+                if earlier > 0 {
+                    self.forget(job).await;
+                }
+                Settled::Done
+            }
+            Err(e) => {
+                tracing::error!(event_id = %job.event_id, group = %job.group, error = %e, "could not move the message to the dead-letter queue; it stays in the queue");
+                self.set_visibility(job, crate::backoff::OVERLOAD_FLOOR, started)
+                    .await;
+                Settled::Retry
+            }
         }
     }
+
+    /// Sets a message's visibility to `wanted`, capped at what SQS's 12-hour limit leaves since
+    /// this batch was received (see [`MAX_VISIBILITY`], [`RECEIVE_MARGIN`]). A refused change
+    /// is asked again for half as long. Returns what was set; `None` leaves the message to the
+    /// queue's own visibility timeout (it is safe in the queue either way).
+    async fn set_visibility(
+        &self,
+        job: &Job,
+        wanted: Duration,
+        started: Instant,
+    ) -> Option<Duration> {
+        let left = MAX_VISIBILITY.saturating_sub(RECEIVE_MARGIN + started.elapsed());
+        let mut timeout = wanted.min(left);
+        for _ in 0..VISIBILITY_TRIES {
+            match self
+                .queue
+                .change_visibility(&job.receipt_handle, timeout)
+                .await
+            {
+                Ok(()) => return Some(timeout),
+                Err(QueueError::Refused(e)) if timeout >= Duration::from_secs(2) => {
+                    tracing::warn!(event_id = %job.event_id, group = %job.group, error = %e, asked_s = timeout.as_secs(), "visibility change refused; asking for half");
+                    timeout /= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(event_id = %job.event_id, group = %job.group, error = %e, "could not change visibility; the queue's own timeout applies");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The envelope's `timestamp` in unix milliseconds, if it has a valid one.
+fn envelope_timestamp_ms(body: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        timestamp: String,
+    }
+    let stamp: Stamp = serde_json::from_str(body).ok()?;
+    let at = time::OffsetDateTime::parse(
+        &stamp.timestamp,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// Splits records into groups, keeping first-seen group order and record order within each.
@@ -219,31 +456,38 @@ fn group_in_order(jobs: impl Iterator<Item = Job>) -> Vec<Vec<Job>> {
 
 #[cfg(test)]
 mod tests {
-    //! The FIFO release rule and the backoff a failure schedules, pinned against a queue that
-    //! records what the dispatcher asks of it and a loopback receiver with scripted answers.
+    //! The FIFO release rule, the attempt count, the dead-letter moves and the visibility a
+    //! failure sets, pinned against a queue that records what the dispatcher asks of it (and
+    //! refuses what SQS would refuse) and a loopback receiver with scripted answers.
     use super::*;
-    use crate::queue::{NewMessage, QueueError, ReceivedMessage};
+    use crate::backoff::{DeadLetterStatuses, RetrySchedule};
+    use crate::queue::ReceivedMessage;
     use crate::signature::SecretSet;
     use async_trait::async_trait;
     use axum::http::StatusCode;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
+    /// Records visibility changes and sends; refuses visibility over `refuse_above`.
     #[derive(Default)]
     struct RecordingQueue {
         visibility: Mutex<Vec<(String, Duration)>>,
+        refused: Mutex<Vec<Duration>>,
+        sent: Mutex<Vec<NewMessage>>,
+        refuse_above: Option<Duration>,
     }
 
     #[async_trait]
     impl Queue for RecordingQueue {
-        async fn send(&self, _: NewMessage) -> Result<(), QueueError> {
-            unreachable!("the dispatcher never sends")
+        async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
+            self.sent.lock().unwrap().push(message);
+            Ok(())
         }
         async fn send_batch(
             &self,
             _: Vec<NewMessage>,
         ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-            unreachable!("the dispatcher never sends")
+            unreachable!("the dispatcher never sends batches")
         }
         async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
             unreachable!("the dispatcher never receives")
@@ -256,6 +500,10 @@ mod tests {
             receipt: &str,
             timeout: Duration,
         ) -> Result<(), QueueError> {
+            if self.refuse_above.is_some_and(|limit| timeout > limit) {
+                self.refused.lock().unwrap().push(timeout);
+                return Err(QueueError::Refused("InvalidParameterValue".into()));
+            }
             self.visibility
                 .lock()
                 .unwrap()
@@ -264,16 +512,21 @@ mod tests {
         }
     }
 
+    type ScriptMap = HashMap<&'static str, (u16, Option<&'static str>)>;
+
     /// A receiver answering by the message's `id`: 204 unless `script` names another status.
-    async fn receiver(script: HashMap<&'static str, (u16, Option<&'static str>)>) -> reqwest::Url {
+    /// Returns its URL and the ids it was sent, in order.
+    async fn receiver(script: ScriptMap) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
         let app = axum::Router::new().fallback(move |body: String| {
             let script = script.clone();
+            let log = Arc::clone(&log);
             async move {
                 let id: serde_json::Value = serde_json::from_str(&body).unwrap();
-                let (status, retry_after) = script
-                    .get(id["id"].as_str().unwrap())
-                    .copied()
-                    .unwrap_or((204, None));
+                let id = id["id"].as_str().unwrap().to_owned();
+                log.lock().unwrap().push(id.clone());
+                let (status, retry_after) = script.get(id.as_str()).copied().unwrap_or((204, None));
                 let mut response = axum::response::IntoResponse::into_response(
                     StatusCode::from_u16(status).unwrap(),
                 );
@@ -290,44 +543,94 @@ mod tests {
             .parse()
             .unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        url
+        (url, seen)
     }
 
-    fn record(id: &str, group: &str, attempt: u32) -> SqsMessage {
+    fn record_with(id: &str, group: &str, receives: u32, body: String) -> SqsMessage {
         let mut record = SqsMessage::default();
         record.message_id = Some(format!("mid-{id}"));
         record.receipt_handle = Some(format!("rh-{id}"));
-        record.body = Some(format!(
-            r#"{{"event":"status","data":{{"connected":true}},"timestamp":"2025-12-21T18:22:44Z","id":"{id}"}}"#
-        ));
+        record.body = Some(body);
         record.attributes = HashMap::from([
             (attr::GROUP_ID.to_owned(), group.to_owned()),
-            (attr::RECEIVE_COUNT.to_owned(), attempt.to_string()),
+            (attr::DEDUP_ID.to_owned(), id.to_owned()),
+            (attr::RECEIVE_COUNT.to_owned(), receives.to_string()),
+            (attr::SENT_TIMESTAMP.to_owned(), unix_millis().to_string()),
         ]);
         record
     }
 
-    async fn dispatch(
-        script: HashMap<&'static str, (u16, Option<&'static str>)>,
-        records: Vec<SqsMessage>,
-    ) -> (Vec<String>, Vec<(String, Duration)>) {
-        let queue = Arc::new(RecordingQueue::default());
-        let secrets = Arc::new(SecretSet::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
-        let deliverer =
-            Deliverer::new(receiver(script).await, secrets, Duration::from_secs(5)).unwrap();
-        let schedule = RetrySchedule::parse("10,20,30").unwrap();
-        let dispatcher = Dispatcher::new(deliverer, queue.clone(), schedule, Metrics::off())
-            .with_jitter(Arc::new(|| 0.5));
-        let mut event = SqsEvent::default();
-        event.records = records;
-        let response = dispatcher.handle_batch(event).await;
-        let failed = response
-            .batch_item_failures
-            .into_iter()
-            .map(|f| f.item_identifier)
-            .collect();
-        let visibility = queue.visibility.lock().unwrap().clone();
-        (failed, visibility)
+    fn record(id: &str, group: &str, receives: u32) -> SqsMessage {
+        record_with(
+            id,
+            group,
+            receives,
+            format!(
+                r#"{{"event":"status","data":{{"connected":true}},"timestamp":"2025-12-21T18:22:44Z","id":"{id}"}}"#
+            ),
+        )
+    }
+
+    /// What one batch did: failed ids, visibility changes (sorted), DLQ copies, ids sent.
+    struct Run {
+        failed: Vec<String>,
+        visibility: Vec<(String, Duration)>,
+        refused: Vec<Duration>,
+        dead_lettered: Vec<NewMessage>,
+        sent: Vec<String>,
+    }
+
+    struct Setup {
+        script: ScriptMap,
+        ledger: Arc<MemoryLedger>,
+        refuse_above: Option<Duration>,
+        policy: RetryPolicy,
+    }
+
+    impl Setup {
+        fn new(script: ScriptMap) -> Self {
+            Setup {
+                script,
+                ledger: Arc::new(MemoryLedger::new()),
+                refuse_above: None,
+                policy: RetrySchedule::parse("10,20,30").unwrap().into(),
+            }
+        }
+
+        async fn dispatch(self, records: Vec<SqsMessage>) -> Run {
+            let queue = Arc::new(RecordingQueue {
+                refuse_above: self.refuse_above,
+                ..Default::default()
+            });
+            let dlq = Arc::new(RecordingQueue::default());
+            let secrets =
+                Arc::new(SecretSet::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
+            let (url, seen) = receiver(self.script).await;
+            let deliverer = Deliverer::new(url, secrets, Duration::from_secs(5)).unwrap();
+            let queues = DispatchQueues {
+                source: queue.clone(),
+                dead_letter: dlq.clone(),
+            };
+            let dispatcher = Dispatcher::new(deliverer, queues, self.policy, Metrics::off())
+                .with_attempts(self.ledger)
+                .with_jitter(Arc::new(|| 0.5));
+            let mut event = SqsEvent::default();
+            event.records = records;
+            let response = dispatcher.handle_batch(event).await;
+            let mut visibility = queue.visibility.lock().unwrap().clone();
+            visibility.sort_by(|x, y| x.0.cmp(&y.0));
+            Run {
+                failed: response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect(),
+                visibility,
+                refused: queue.refused.lock().unwrap().clone(),
+                dead_lettered: dlq.sent.lock().unwrap().clone(),
+                sent: seen.lock().unwrap().clone(),
+            }
+        }
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -341,46 +644,138 @@ mod tests {
             record("b1", "b", 1),
             record("a3", "a", 1),
         ];
-        let (failed, mut visibility) = dispatch(script, records).await;
+        let run = Setup::new(script).dispatch(records).await;
         assert_eq!(
-            failed,
+            run.failed,
             ["mid-a1", "mid-a2", "mid-a3"],
             "b1 delivered; a2 and a3 held behind a1"
         );
-        visibility.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(run.sent, ["a1", "b1"]);
         assert_eq!(
-            visibility,
+            run.visibility,
             [
-                ("rh-a1".into(), S(20)),
+                ("rh-a1".into(), S(10)),
                 ("rh-a2".into(), S(0)),
                 ("rh-a3".into(), S(0))
             ],
-            "a1 waits the schedule's step for attempt 2; the held ones are visible at once"
+            "a1 was received twice but never attempted: its first failure waits step 1; the held ones are visible at once"
+        );
+        assert!(run.dead_lettered.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_attempt_number_comes_from_the_ledger_not_the_receive_count() {
+        let setup = Setup::new(HashMap::from([("x", (500, None))]));
+        setup.ledger.record_failure("mid-x").await.unwrap();
+        let ledger = Arc::clone(&setup.ledger);
+        let run = setup.dispatch(vec![record("x", "g", 9)]).await;
+        assert_eq!(
+            run.visibility,
+            [("rh-x".into(), S(20))],
+            "attempt 2 → step 2"
+        );
+        assert_eq!(ledger.failed_attempts("mid-x").await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn retry_after_and_overload_raise_the_wait() {
+        let script = HashMap::from([("r", (503, Some("120"))), ("t", (429, None))]);
+        let records = vec![record("r", "g1", 1), record("t", "g2", 1)];
+        let run = Setup::new(script).dispatch(records).await;
+        assert_eq!(run.failed.len(), 2);
+        assert_eq!(
+            run.visibility,
+            [
+                ("rh-r".into(), S(120)), // Retry-After beats the 10 s step
+                ("rh-t".into(), S(60)),  // 429: at least the overload floor
+            ]
         );
     }
 
     #[tokio::test]
-    async fn retry_after_and_the_last_attempt_set_the_visibility() {
-        let script = HashMap::from([
-            ("r", (503, Some("120"))),
-            ("t", (429, None)),
-            ("last", (500, None)),
-        ]);
-        let records = vec![
-            record("r", "g1", 1),
-            record("t", "g2", 1),
-            record("last", "g3", 4),
-        ];
-        let (failed, mut visibility) = dispatch(script, records).await;
-        assert_eq!(failed.len(), 3);
-        visibility.sort_by(|x, y| x.0.cmp(&y.0));
+    async fn an_exhausted_head_goes_to_the_dlq_and_its_group_goes_on() {
+        let setup = Setup::new(HashMap::from([("last", (500, None))]));
+        for _ in 0..3 {
+            setup.ledger.record_failure("mid-last").await.unwrap();
+        }
+        let ledger = Arc::clone(&setup.ledger);
+        let records = vec![record("last", "g", 7), record("next", "g", 7)];
+        let run = setup.dispatch(records).await;
+        assert!(run.failed.is_empty(), "both settled: {:?}", run.failed);
         assert_eq!(
-            visibility,
-            [
-                ("rh-last".into(), S(0)), // attempt 4 of 4: released so SQS moves it to the DLQ
-                ("rh-r".into(), S(120)),  // Retry-After beats the 10 s step
-                ("rh-t".into(), S(60)),   // 429: at least the overload floor
-            ]
+            run.sent,
+            ["last", "next"],
+            "attempt 4 of 4, then its follower"
         );
+        assert_eq!(run.dead_lettered.len(), 1);
+        let copy = &run.dead_lettered[0];
+        assert_eq!(copy.group_id, "g");
+        assert!(copy.dedup_id.starts_with("last.d"), "{}", copy.dedup_id);
+        assert!(copy.body.contains(r#""id":"last""#));
+        assert_eq!(ledger.failed_attempts("mid-last").await, Ok(0), "forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_status_moves_the_event_at_once() {
+        let mut setup = Setup::new(HashMap::from([
+            ("gone", (410, None)),
+            ("teapot", (418, None)),
+        ]));
+        setup.policy.dead_letter_statuses = DeadLetterStatuses::parse("410 418").unwrap();
+        let records = vec![
+            record("gone", "g", 1),
+            record("after", "g", 1),
+            record("teapot", "h", 1),
+        ];
+        let run = setup.dispatch(records).await;
+        assert!(run.failed.is_empty());
+        assert_eq!(run.dead_lettered.len(), 2);
+        assert!(run.sent.contains(&"after".to_owned()));
+        assert!(run.visibility.is_empty());
+    }
+
+    #[tokio::test]
+    async fn visibility_never_exceeds_what_sqs_leaves_and_a_refusal_asks_for_half() {
+        // Retry-After: a day. The most the dispatcher may ask for is 12 h minus its margin.
+        let setup = Setup::new(HashMap::from([("r", (503, Some("86400")))]));
+        let run = setup.dispatch(vec![record("r", "g", 1)]).await;
+        let (_, asked) = run.visibility[0];
+        assert!(asked <= MAX_VISIBILITY - RECEIVE_MARGIN, "{asked:?}");
+        assert!(asked >= MAX_VISIBILITY - RECEIVE_MARGIN - S(5), "{asked:?}");
+
+        // A queue that refuses anything over 5 hours: the dispatcher halves until accepted.
+        let mut setup = Setup::new(HashMap::from([("r", (503, Some("86400")))]));
+        setup.refuse_above = Some(S(5 * 3600));
+        let run = setup.dispatch(vec![record("r", "g", 1)]).await;
+        assert_eq!(run.refused.len(), 2, "{:?}", run.refused);
+        let (_, set) = run.visibility[0];
+        assert!(set <= S(5 * 3600) && set > S(2 * 3600), "{set:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_qr_is_neither_delivered_nor_dead_lettered() {
+        let old = "2020-01-01T00:00:00Z";
+        let fresh = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let qr = |id: &str, at: &str| {
+            format!(
+                r#"{{"event":"qr","data":{{"qr":"data:image/png;base64,AAAA","available":true}},"timestamp":"{at}","id":"{id}"}}"#
+            )
+        };
+        let status_old = format!(
+            r#"{{"event":"status","data":{{"connected":true}},"timestamp":"{old}","id":"old-status"}}"#
+        );
+        let records = vec![
+            record_with("old-qr", "s", 1, qr("old-qr", old)),
+            record_with("new-qr", "s", 1, qr("new-qr", &fresh)),
+            record_with("old-status", "t", 1, status_old),
+        ];
+        let run = Setup::new(HashMap::new()).dispatch(records).await;
+        assert!(run.failed.is_empty());
+        assert!(run.dead_lettered.is_empty());
+        let mut sent = run.sent;
+        sent.sort();
+        assert_eq!(sent, ["new-qr", "old-status"], "status events never expire");
     }
 }

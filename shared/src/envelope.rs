@@ -7,6 +7,8 @@
 //! delivered byte for byte, so unknown extra fields always reach the receiver. The typed
 //! payloads below keep unknown fields too (`extra`), for code that builds or reads envelopes.
 
+use crate::strict_json::RepeatedKey;
+use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -176,10 +178,87 @@ impl SchemaViolation {
     }
 }
 
+impl From<RepeatedKey> for SchemaViolation {
+    fn from(repeat: RepeatedKey) -> Self {
+        SchemaViolation::new(
+            repeat.path,
+            "expected each key once per object, found it again (JSON parsers disagree on which copy counts)",
+        )
+    }
+}
+
+/// The key of the hash that stands for a chat's peer in group ids (`CHAT_ID_KEY`).
+///
+/// The peer of a chat is a phone number (`5511999990000@c.us`), and the group id is logged on
+/// every request and attempt, shown by the SQS console and kept in CloudWatch. So the group
+/// carries HMAC-SHA256(key, peer) instead: one stable group per chat, which nobody holding
+/// the logs can reverse without the key. (A plain SHA-256 would not do: there are few enough
+/// phone numbers to hash them all in hours.)
+///
+/// It is its own key, read only by ingest, and never rotated with the signing secrets: a new
+/// key renames every chat's group, and a chat's messages still queued under the old name would
+/// no longer be ordered with its new ones. Rotate it only with the queue empty.
+pub struct ChatIdKey(hmac::Key);
+
+/// Why a `CHAT_ID_KEY` was refused; never quotes the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatIdKeyError {
+    #[error(
+        "is {chars} characters long: use a random string of at least {} characters, e.g. the output of `openssl rand -base64 32`",
+        ChatIdKey::MIN_CHARS
+    )]
+    TooShort { chars: usize },
+}
+
+impl ChatIdKey {
+    /// 32 characters of a random base64 string carry over 190 bits: past any brute force.
+    pub const MIN_CHARS: usize = 32;
+
+    /// The key from its configured text (its UTF-8 bytes are the HMAC key).
+    pub fn new(text: &str) -> Result<Self, ChatIdKeyError> {
+        let chars = text.chars().count();
+        if chars < Self::MIN_CHARS {
+            return Err(ChatIdKeyError::TooShort { chars });
+        }
+        Ok(ChatIdKey(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            text.as_bytes(),
+        )))
+    }
+
+    /// A fresh random key, for a queue that lives no longer than the process holding it.
+    pub fn random() -> Self {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+            .expect("the system random generator is available");
+        ChatIdKey(key)
+    }
+
+    /// `{session}:chat:{hash}`, the hash being the first 128 bits of HMAC-SHA256(key, peer) in
+    /// hex: 32 characters, within SQS's group-id alphabet, and with a session of at most
+    /// [`MAX_SESSION_LEN`] the whole id stays under [`MAX_SQS_ID_LEN`].
+    pub fn chat_group(&self, session: &str, peer: &str) -> String {
+        let tag = hmac::sign(&self.0, peer.as_bytes());
+        format!("{session}:chat:{}", hex_prefix(tag.as_ref(), 16))
+    }
+}
+
+impl fmt::Debug for ChatIdKey {
+    // Never print key material, not even in a debug dump.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChatIdKey(..)")
+    }
+}
+
 /// Validates a parsed envelope against SPEC §2 and derives its routing ids.
 ///
 /// `raw` is the exact body the value was parsed from; it feeds the derived event id.
-pub fn validate(value: &Value, raw: &[u8]) -> Result<Routing, SchemaViolation> {
+/// `chat_ids` names chats in group ids (see [`ChatIdKey`]).
+pub fn validate(
+    value: &Value,
+    raw: &[u8],
+    chat_ids: &ChatIdKey,
+) -> Result<Routing, SchemaViolation> {
     let root = value.as_object().ok_or_else(|| {
         SchemaViolation::new(
             "body",
@@ -217,9 +296,9 @@ pub fn validate(value: &Value, raw: &[u8]) -> Result<Routing, SchemaViolation> {
             required_str(data, "data", "qr")?;
             status_group(session)
         }
-        EventType::Message => chat_group(session, validate_message(data)?),
+        EventType::Message => chat_ids.chat_group(session, validate_message(data)?),
     };
-    let event_id = sender_id.map_or_else(|| derived_event_id(raw), str::to_owned);
+    let event_id = event_id(sender_id, raw);
     Ok(Routing {
         event_type,
         event_id,
@@ -273,18 +352,10 @@ fn status_group(session: &str) -> String {
     format!("{session}:status")
 }
 
-/// `{session}:chat:{peer}`. A peer that would break SQS's group-id rules (length, characters)
-/// is replaced by a hash of itself: still one stable group per chat, so order is kept.
-fn chat_group(session: &str, peer: &str) -> String {
-    let group = format!("{session}:chat:{peer}");
-    if group.len() <= MAX_SQS_ID_LEN && group.chars().all(is_sqs_id_char) {
-        group
-    } else {
-        format!(
-            "{session}:chat:h{}",
-            hex_prefix(sha256(peer.as_bytes()).as_ref(), 16)
-        )
-    }
+/// The one rule for an event's id, used by ingest ([`validate`]) and the dispatcher
+/// ([`probe`]) alike: the sender's `id`, else the hash of the body.
+fn event_id(sender_id: Option<&str>, raw: &[u8]) -> String {
+    sender_id.map_or_else(|| derived_event_id(raw), str::to_owned)
 }
 
 /// Event id for an envelope without `id`: a hash of the exact body, so a sender retrying the
@@ -301,18 +372,23 @@ fn sha256(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
 /// event id (the sender's `id`, else the derived one). The id comes from the body, not from
 /// queue attributes, so it stays the same `webhook-id` whatever path the message took
 /// (a redrive gives the copy a new deduplication id).
+///
+/// It reads only the top-level `event` and `id`, skipping the rest without building it. It
+/// agrees with [`validate`] on every body ingest accepts: both compare keys unescaped, both
+/// read a `null` id as absent, and ingest refuses any body with a repeated key, the one case
+/// where parsers disagree (serde's derive refuses it, `serde_json::Value` keeps the last).
 pub fn probe(raw: &[u8]) -> (Option<EventType>, String) {
-    // The same parse as ingest's (a `Value`, where the last of duplicate keys wins), so a body
-    // with two `id` or `event` keys is read here exactly as it was answered with `202`.
-    let value = serde_json::from_slice::<Value>(raw).ok();
-    let field = |name: &str| {
-        value
-            .as_ref()
-            .and_then(|v| v.get(name))
-            .and_then(Value::as_str)
-    };
-    let event_type = field("event").and_then(EventType::parse);
-    let id = field("id").map_or_else(|| derived_event_id(raw), str::to_owned);
+    #[derive(Deserialize)]
+    struct Probe {
+        event: Option<String>,
+        id: Option<String>,
+    }
+    let probe = serde_json::from_slice::<Probe>(raw).ok();
+    let event_type = probe
+        .as_ref()
+        .and_then(|p| p.event.as_deref())
+        .and_then(EventType::parse);
+    let id = event_id(probe.as_ref().and_then(|p| p.id.as_deref()), raw);
     (event_type, id)
 }
 
@@ -474,8 +550,14 @@ mod tests {
         ]
     }
 
+    const KEY: &str = "test-chat-id-key-0123456789abcdef";
+
+    fn key() -> ChatIdKey {
+        ChatIdKey::new(KEY).unwrap()
+    }
+
     fn check(value: &Value) -> Result<Routing, SchemaViolation> {
-        validate(value, value.to_string().as_bytes())
+        validate(value, value.to_string().as_bytes(), &key())
     }
 
     fn violation(value: Value) -> SchemaViolation {
@@ -509,29 +591,73 @@ mod tests {
             "default:status",
             "qr shares the status group"
         );
+        let peer = "5511999990000@c.us";
         assert_eq!(
             check(&s[5]).unwrap().group_id,
-            "default:chat:5511999990000@c.us",
+            key().chat_group("default", peer),
             "incoming: peer is from"
         );
         assert_eq!(
             check(&s[6]).unwrap().group_id,
-            "sales:chat:5511999990000@c.us",
+            key().chat_group("sales", peer),
             "outgoing: peer is to"
         );
     }
 
+    /// The peer is a phone number: the group id carries a keyed hash of it, never the digits.
     #[test]
-    fn a_peer_unfit_for_sqs_is_hashed_into_a_stable_group() {
-        let mut m = seeds()[5].clone();
-        m["data"]["message"]["from"] = json!("grupo da família");
-        let a = check(&m).unwrap().group_id;
-        assert!(
-            a.starts_with("default:chat:h") && a.len() == "default:chat:h".len() + 32,
-            "{a}"
+    fn a_chat_group_is_a_keyed_hash_of_the_peer() {
+        let group = check(&seeds()[5]).unwrap().group_id;
+        let hash = group.strip_prefix("default:chat:").expect(&group);
+        assert_eq!(hash.len(), 32, "{group}");
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{group}");
+        assert!(!group.contains("99999"), "{group}");
+        // HMAC-SHA256("test-chat-id-key-0123456789abcdef", "5511999990000@c.us"), first 16 bytes,
+        // as `openssl dgst -sha256 -hmac` computes it.
+        assert_eq!(hash, "f3168106a9d85208961723e0b0cc8afa");
+
+        // One chat, one group: other messages, both directions; another key, other names.
+        let mut other = seeds()[5].clone();
+        other["data"]["message"]["content"] = json!("outra mensagem");
+        assert_eq!(check(&other).unwrap().group_id, group);
+        let mut reply = seeds()[6].clone();
+        reply.as_object_mut().unwrap().remove("session");
+        assert_eq!(check(&reply).unwrap().group_id, group);
+        let rotated = ChatIdKey::new(&KEY.replace('0', "1")).unwrap();
+        let raw = seeds()[5].to_string();
+        assert_ne!(
+            validate(&seeds()[5], raw.as_bytes(), &rotated)
+                .unwrap()
+                .group_id,
+            group
         );
-        m["data"]["message"]["content"] = json!("outra mensagem");
-        assert_eq!(check(&m).unwrap().group_id, a);
+        assert_ne!(
+            validate(&seeds()[5], raw.as_bytes(), &ChatIdKey::random())
+                .unwrap()
+                .group_id,
+            group
+        );
+    }
+
+    #[test]
+    fn any_peer_gives_a_legal_sqs_group_id() {
+        let longest_session = "s".repeat(MAX_SESSION_LEN);
+        for peer in ["grupo da família", "", "😀", &"x".repeat(100_000)] {
+            let group = key().chat_group(&longest_session, peer);
+            assert!(group.len() <= MAX_SQS_ID_LEN, "{group}");
+            assert!(group.chars().all(is_sqs_id_char), "{group}");
+        }
+    }
+
+    #[test]
+    fn a_short_chat_id_key_is_refused_without_echoing_it() {
+        let short = "hunter2-but-longer-31-characters";
+        let error = ChatIdKey::new(&short[..31]).unwrap_err();
+        assert_eq!(error, ChatIdKeyError::TooShort { chars: 31 });
+        assert!(!error.to_string().contains("hunter2"));
+        assert!(error.to_string().contains("at least 32 characters"));
+        assert!(ChatIdKey::new(short).is_ok());
+        assert_eq!(format!("{:?}", key()), "ChatIdKey(..)");
     }
 
     #[test]
@@ -539,7 +665,7 @@ mod tests {
         let s = seeds();
         assert_eq!(check(&s[6]).unwrap().event_id, "out-3EB0C767D097B7C7C031");
         let raw = s[5].to_string();
-        let id = validate(&s[5], raw.as_bytes()).unwrap().event_id;
+        let id = validate(&s[5], raw.as_bytes(), &key()).unwrap().event_id;
         assert_eq!(id, derived_event_id(raw.as_bytes()));
         assert_eq!(id, event_id_of(raw.as_bytes()));
         assert!(id.starts_with("evt_") && id.len() == 36);
@@ -647,6 +773,80 @@ mod tests {
         assert!(!v.expected.contains(&"A".repeat(50)));
     }
 
+    /// What ingest does with a body: the strict parse, then validation.
+    fn accept(raw: &str) -> Result<Routing, SchemaViolation> {
+        let (value, repeats) = crate::strict_json::parse(raw).expect("JSON");
+        if let Some(repeat) = repeats.into_iter().next() {
+            return Err(repeat.into());
+        }
+        validate(&value, raw.as_bytes(), &key())
+    }
+
+    #[test]
+    fn a_repeated_key_anywhere_is_refused_with_its_path() {
+        const QR: &str = r#""data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z""#;
+        for (raw, path) in [
+            (format!(r#"{{"id":"a","id":"b",{QR}}}"#), "id"),
+            (format!(r#"{{"id":"a","id":"b",{QR}}}"#), "id"),
+            (
+                format!(r#"{{"event":"qr","event":"status",{QR}}}"#),
+                "event",
+            ),
+            (
+                format!(r#"{{"event":"qr",{QR},"extra":{{"x":[{{"y":1,"y":1}}]}}}}"#),
+                "extra.x[0].y",
+            ),
+            (
+                seeds()[5]
+                    .to_string()
+                    .replace(r#""to":"bot""#, r#""to":"bot","id":"again""#),
+                "data.message.id",
+            ),
+        ] {
+            let v = accept(&raw).expect_err(&raw);
+            assert_eq!(v.path, path, "{raw}");
+            assert_eq!(
+                v.to_string(),
+                format!(
+                    "{path}: expected each key once per object, found it again (JSON parsers disagree on which copy counts)"
+                )
+            );
+        }
+    }
+
+    /// The dispatcher's `probe` reads the same type and id as ingest on every body ingest
+    /// accepts, however the keys and values are spelled.
+    #[test]
+    fn probe_agrees_with_validate_on_accepted_bodies() {
+        const DATA: &str = r#""data":{"qr":"x","available":true}"#;
+        const TS: &str = r#""timestamp":"2025-12-21T18:20:00Z""#;
+        let mut bodies: Vec<String> = vec![
+            format!(r#"{{"event":"qr",{DATA},{TS}}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"plain"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"escaped-key"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"all-escaped"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":"a\/b-c"}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"id":null}}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS}}}"#),
+            format!(r#"{{ "event" : "qr" , {DATA} , {TS} , "ID":"upper", "id ":"space" }}"#),
+            format!(r#"{{"event":"qr",{DATA},{TS},"meta":{{"id":"nested","event":"status"}}}}"#),
+            format!(r#"{{"id":"first","event":"qr",{DATA},{TS}}}"#),
+            format!("{{\n\t\"event\":\"qr\",{DATA},\r\n{TS},\"x\":\"\\ud83d\\ude00 é\"}}"),
+        ];
+        bodies.extend(seeds().iter().map(Value::to_string));
+        for raw in &bodies {
+            let routing = accept(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(
+                probe(raw.as_bytes()),
+                (Some(routing.event_type), routing.event_id.clone()),
+                "{raw}"
+            );
+        }
+        assert_eq!(accept(&bodies[2]).unwrap().event_id, "escaped-key");
+        assert_eq!(accept(&bodies[4]).unwrap().event_id, "a/b-c");
+        assert!(accept(&bodies[5]).unwrap().event_id.starts_with("evt_"));
+    }
+
     #[test]
     fn stored_body_probes_read_type_and_id() {
         let raw = seeds()[6].to_string();
@@ -655,19 +855,5 @@ mod tests {
             (Some(EventType::Message), "out-3EB0C767D097B7C7C031".into())
         );
         assert_eq!(probe(b"not json"), (None, derived_event_id(b"not json")));
-    }
-
-    #[test]
-    fn duplicate_keys_are_probed_as_ingest_validated_them() {
-        // Found by the ingest_event fuzz target: the dispatcher delivered under a derived id
-        // while ingest had answered 202 with the last `id`.
-        let raw = r#"{"event":"status","event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","id":"b"}"#;
-        let value: Value = serde_json::from_str(raw).unwrap();
-        let routing = validate(&value, raw.as_bytes()).unwrap();
-        assert_eq!(routing.event_id, "b");
-        assert_eq!(
-            probe(raw.as_bytes()),
-            (Some(routing.event_type), routing.event_id)
-        );
     }
 }

@@ -6,9 +6,10 @@
 //! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
-use crate::envelope::{self, EventType, Routing, SchemaViolation};
+use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
 use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
 use crate::signature::{SecretSet, VerifyError};
+use crate::strict_json;
 use crate::telemetry::{Metrics, dimension, metric};
 use axum::Router;
 use axum::body::Body;
@@ -26,9 +27,11 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Seconds a sender should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
-/// The ingest service: secrets to verify with, and the queue to store in.
+/// The ingest service: secrets to verify with, the key that names chats, and the queue to
+/// store in.
 pub struct Ingest {
     secrets: SecretSet,
+    chat_ids: ChatIdKey,
     queue: Arc<dyn Queue>,
     metrics: Metrics,
 }
@@ -67,6 +70,14 @@ pub enum Rejection {
         "the queue is unavailable and nothing was stored: keep the event and retry in {RETRY_AFTER_SECS} s"
     )]
     QueueUnavailable,
+    #[error(
+        "the queue refused this event ({0}): sending the same event again will be refused again"
+    )]
+    QueueRefusedEvent(String),
+    #[error(
+        "the relay's queue refused the request: a configuration problem on the relay's side (its log names the cause), not an outage; retrying helps only once the operator fixes it"
+    )]
+    QueueMisconfigured,
     #[error("no such route: use POST /events, POST /events/batch or GET /health")]
     NotFound,
     #[error("method not allowed: use POST /events, POST /events/batch or GET /health")]
@@ -85,6 +96,8 @@ impl Rejection {
             Rejection::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             Rejection::Schema(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::QueueRefusedEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::QueueMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -100,6 +113,8 @@ impl Rejection {
             Rejection::MalformedJson { .. } => "malformed_json",
             Rejection::Schema(_) => "schema_violation",
             Rejection::QueueUnavailable => "queue_unavailable",
+            Rejection::QueueRefusedEvent(_) => "queue_refused_event",
+            Rejection::QueueMisconfigured => "queue_misconfigured",
             Rejection::NotFound => "not_found",
             Rejection::MethodNotAllowed => "method_not_allowed",
         }
@@ -137,9 +152,15 @@ impl IntoResponse for Rejection {
 }
 
 impl Ingest {
-    pub fn new(secrets: SecretSet, queue: Arc<dyn Queue>, metrics: Metrics) -> Self {
+    pub fn new(
+        secrets: SecretSet,
+        chat_ids: ChatIdKey,
+        queue: Arc<dyn Queue>,
+        metrics: Metrics,
+    ) -> Self {
         Ingest {
             secrets,
+            chat_ids,
             queue,
             metrics,
         }
@@ -152,8 +173,12 @@ impl Ingest {
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
         let text = self.authenticate(headers, body)?;
-        let value: Value = serde_json::from_str(text).map_err(malformed)?;
-        let routing = envelope::validate(&value, body).map_err(Rejection::Schema)?;
+        let (value, repeats) = strict_json::parse(text).map_err(malformed)?;
+        if let Some(repeat) = repeats.into_iter().next() {
+            return Err(Rejection::Schema(repeat.into()));
+        }
+        let routing =
+            envelope::validate(&value, body, &self.chat_ids).map_err(Rejection::Schema)?;
         check_storable(text)?;
         self.queue
             .send(new_message(text, &routing))
@@ -170,11 +195,12 @@ impl Ingest {
         body: &[u8],
     ) -> Result<Vec<ItemResult>, Rejection> {
         let text = self.authenticate(headers, body)?;
-        let items: Vec<&RawValue> = match serde_json::from_str::<Value>(text).map_err(malformed)? {
-            Value::Array(array) if (1..=MAX_BATCH).contains(&array.len()) => {
-                serde_json::from_str(text).expect("a JSON array parses as raw items")
+        // One strict parse (syntax, repeated keys per item), then the items' exact bytes.
+        let (values, repeats) = match strict_json::parse(text).map_err(malformed)? {
+            (Value::Array(array), repeats) if (1..=MAX_BATCH).contains(&array.len()) => {
+                (array, repeats)
             }
-            other => {
+            (other, _) => {
                 let found = match &other {
                     Value::Array(a) => format!("{} envelopes", a.len()),
                     _ => "no array".to_owned(),
@@ -187,12 +213,22 @@ impl Ingest {
                 }));
             }
         };
+        let items: Vec<&RawValue> =
+            serde_json::from_str(text).expect("a JSON array parses as raw items");
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+        for repeat in repeats {
+            let index = repeat
+                .item
+                .expect("a repeated key in an array is inside an item");
+            results[index] = Some(ItemResult::Rejected(Rejection::Schema(repeat.into())));
+        }
         let mut to_store = Vec::new();
-        for (index, item) in items.iter().enumerate() {
+        for (index, (item, value)) in items.iter().zip(&values).enumerate() {
+            if results[index].is_some() {
+                continue;
+            }
             let raw = item.get();
-            let value: Value = serde_json::from_str(raw).expect("items of a parsed array parse");
-            let checked = envelope::validate(&value, raw.as_bytes())
+            let checked = envelope::validate(value, raw.as_bytes(), &self.chat_ids)
                 .map_err(|v| Rejection::Schema(v.at_batch_index(index)))
                 .and_then(|routing| check_storable(raw).map(|()| routing));
             match checked {
@@ -281,10 +317,18 @@ fn accepted(routing: Routing) -> Accepted {
     }
 }
 
+/// Only an outage is a `503` (the sender keeps the event and retries). A refusal is
+/// deterministic: a `503` would make the sender retry it forever and block its ordered backlog.
 fn queue_failure(routing: &Routing, error: &QueueError) -> Rejection {
-    // The operator needs the cause; the sender only needs to retry.
+    // The operator needs the cause; the sender gets what it can act on.
     tracing::error!(event_id = %routing.event_id, group = %routing.group_id, error = %error, "queue did not store the event");
-    Rejection::QueueUnavailable
+    match error {
+        QueueError::Unavailable(_) => Rejection::QueueUnavailable,
+        QueueError::MessageRefused(reason) => {
+            Rejection::QueueRefusedEvent(reason.chars().take(300).collect())
+        }
+        QueueError::Refused(_) => Rejection::QueueMisconfigured,
+    }
 }
 
 fn malformed(e: serde_json::Error) -> Rejection {

@@ -4,16 +4,20 @@
 //! | module | role |
 //! |---|---|
 //! | [`envelope`] | the wire contract, validation with JSON paths, event and group ids |
+//! | [`strict_json`] | JSON parsing that finds keys repeated in one object |
 //! | [`signature`] | Standard Webhooks signing and verification, several secrets at once |
 //! | [`queue`] | the queue port and its adapters: SQS and in-process |
+//! | [`attempts`] | the attempts ledger: real delivery attempts per message (DynamoDB or in-process) |
 //! | [`deliver`] | one signed delivery attempt and its outcome |
 //! | [`backoff`] | the retry schedule, jitter and `Retry-After` |
 //! | [`dispatch`] | a batch of queue messages in, the failed ones out; FIFO group rules |
 //! | [`poller`] | receive → dispatch → delete: the event source mapping, outside Lambda |
 //! | [`ingest`] | HTTP request in, stored event or clear refusal out |
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
+//! | [`secrets`] | secret variables from the environment or, by ARN, from Secrets Manager |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
+pub mod attempts;
 pub mod backoff;
 pub mod config;
 pub mod deliver;
@@ -22,5 +26,7 @@ pub mod envelope;
 pub mod ingest;
 pub mod poller;
 pub mod queue;
+pub mod secrets;
 pub mod signature;
+pub mod strict_json;
 pub mod telemetry;

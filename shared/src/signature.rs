@@ -25,6 +25,12 @@ const SIGNATURE_VERSION: &str = "v1";
 /// Standard Webhooks' replay window: a timestamp more than this far from now is refused.
 pub const TOLERANCE_SECS: i64 = 5 * 60;
 
+/// The most `v1,` signatures one request may list. A sender signs once per secret it holds,
+/// and holds two during a rotation; 16 leaves room for any honest sender while bounding the
+/// decoding and comparing a hostile header could ask for (a 10,000-entry list is refused
+/// before any of it is decoded).
+pub const MAX_SIGNATURES: usize = 16;
+
 /// One or more `whsec_…` secrets, parsed from a space-separated list.
 pub struct SecretSet {
     keys: Vec<hmac::Key>,
@@ -122,17 +128,24 @@ impl SecretSet {
             .trim()
             .parse()
             .map_err(|_| VerifyError::BadHeader(HEADER_WEBHOOK_TIMESTAMP))?;
-        if now - timestamp > TOLERANCE_SECS {
+        // Widened: any two i64s subtract without overflow, so an absurd timestamp such as
+        // i64::MIN is simply stale instead of a panic (debug) or a wrap past the check (release).
+        let age = i128::from(now) - i128::from(timestamp);
+        if age > i128::from(TOLERANCE_SECS) {
             return Err(VerifyError::Stale);
         }
-        if timestamp > now + TOLERANCE_SECS {
+        if -age > i128::from(TOLERANCE_SECS) {
             return Err(VerifyError::Future);
         }
         std::str::from_utf8(body).map_err(|_| VerifyError::NotUtf8)?;
-        let candidates: Vec<Vec<u8>> = signatures
+        let listed = signatures
             .split(' ')
             .filter_map(|s| s.split_once(','))
-            .filter(|(version, _)| *version == SIGNATURE_VERSION)
+            .filter(|(version, _)| *version == SIGNATURE_VERSION);
+        if listed.clone().count() > MAX_SIGNATURES {
+            return Err(VerifyError::TooManySignatures);
+        }
+        let candidates: Vec<Vec<u8>> = listed
             .filter_map(|(_, encoded)| BASE64.decode(encoded).ok())
             .collect();
         let matched = self.keys.iter().any(|key| {
@@ -175,9 +188,7 @@ pub enum VerifyError {
         "missing {0} header: sign each request with Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)"
     )]
     MissingHeader(&'static str),
-    #[error(
-        "{0} header is not valid: webhook-timestamp must be unix seconds, webhook-signature \"v1,<base64>\""
-    )]
+    #[error("{0} header is not valid: {rule}", rule = header_rule(.0))]
     BadHeader(&'static str),
     #[error(
         "webhook-timestamp is more than 5 minutes old: sign every attempt (retries too) with the current time, and check the sender's clock"
@@ -189,8 +200,21 @@ pub enum VerifyError {
         "signature does not match: sign \"{{webhook-id}}.{{webhook-timestamp}}.{{raw body}}\" with a secret the relay accepts, and send the body byte for byte"
     )]
     Mismatch,
+    #[error(
+        "webhook-signature lists more than {MAX_SIGNATURES} v1 signatures: send one per signing secret"
+    )]
+    TooManySignatures,
     #[error("body is not valid UTF-8")]
     NotUtf8,
+}
+
+/// What a header must look like, for [`VerifyError::BadHeader`].
+fn header_rule(name: &str) -> &'static str {
+    match name {
+        HEADER_WEBHOOK_TIMESTAMP => "it must be the signing time in unix seconds, e.g. 1766340172",
+        HEADER_WEBHOOK_SIGNATURE => "it must be space-separated \"v1,<base64>\" signatures",
+        _ => "it must be visible ASCII text",
+    }
 }
 
 /// Now, in unix seconds, for `webhook-timestamp`.
@@ -308,6 +332,111 @@ mod tests {
         assert_eq!(
             set.verify(b"{}", &headers),
             Err(VerifyError::BadHeader(HEADER_WEBHOOK_TIMESTAMP))
+        );
+    }
+
+    /// Every header value, however absurd, is a refusal with a reason, never a panic.
+    #[test]
+    fn absurd_header_values_are_refused_without_panicking() {
+        let set = SecretSet::parse(VECTOR_SECRET).unwrap();
+        let now = 1_700_000_000;
+        let good = set.headers("evt_1", now, "{}");
+        let with = |name: &'static str, value: HeaderValue| {
+            let mut headers = header_map(&good);
+            headers.insert(name, value);
+            set.verify_at(b"{}", &headers, now)
+        };
+        let text = |s: &str| HeaderValue::from_str(s).unwrap();
+        use VerifyError::*;
+        let ts = HEADER_WEBHOOK_TIMESTAMP;
+        for (value, outcome) in [
+            (i64::MIN.to_string(), Stale),
+            ((i64::MIN + 1).to_string(), Stale),
+            ("-1".to_owned(), Stale),
+            ("0".to_owned(), Stale),
+            (i64::MAX.to_string(), Future),
+            ("9".repeat(40), BadHeader(ts)),
+            ("-".to_owned() + &"9".repeat(40), BadHeader(ts)),
+            ("1".repeat(10_000), BadHeader(ts)),
+            ("".to_owned(), BadHeader(ts)),
+            ("17 00".to_owned(), BadHeader(ts)),
+            ("1.7e9".to_owned(), BadHeader(ts)),
+            ("0x10".to_owned(), BadHeader(ts)),
+        ] {
+            assert_eq!(with(ts, text(&value)), Err(outcome), "timestamp {value:?}");
+        }
+        // The extreme timestamps at the extreme clocks too.
+        let mut headers = header_map(&good);
+        headers.insert(ts, text(&i64::MIN.to_string()));
+        assert_eq!(set.verify_at(b"{}", &headers, i64::MAX), Err(Stale));
+        headers.insert(ts, text(&i64::MAX.to_string()));
+        assert_eq!(set.verify_at(b"{}", &headers, i64::MIN), Err(Future));
+        // Leading + and surrounding spaces read as the number (as the reference libraries
+        // do); the signature is over the number, so a mismatch here, not a crash.
+        assert_eq!(with(ts, text(&format!("+{now}"))), Ok(()));
+        assert_eq!(with(ts, text(&format!(" {now} "))), Ok(()));
+        let non_ascii = HeaderValue::from_bytes(b"17\xff00").unwrap();
+        assert_eq!(with(ts, non_ascii.clone()), Err(BadHeader(ts)));
+        assert_eq!(
+            with(HEADER_WEBHOOK_ID, non_ascii.clone()),
+            Err(BadHeader(HEADER_WEBHOOK_ID))
+        );
+        assert_eq!(
+            with(HEADER_WEBHOOK_SIGNATURE, non_ascii),
+            Err(BadHeader(HEADER_WEBHOOK_SIGNATURE))
+        );
+        assert_eq!(
+            with(HEADER_WEBHOOK_ID, text(&"x".repeat(10_000))),
+            Err(Mismatch)
+        );
+        assert_eq!(with(HEADER_WEBHOOK_ID, text("")), Err(Mismatch));
+        let sig = HEADER_WEBHOOK_SIGNATURE;
+        for value in [
+            String::new(),
+            " ".repeat(10_000),
+            "v1,".to_owned(),
+            "v1,!!!!".to_owned(),
+            "v1".to_owned(),
+            ",,,,".to_owned(),
+            format!("v1,{}", "A".repeat(10_000)),
+        ] {
+            assert_eq!(with(sig, text(&value)), Err(Mismatch), "{value:.20}");
+        }
+    }
+
+    #[test]
+    fn at_most_sixteen_signatures_are_examined() {
+        let set = SecretSet::parse(VECTOR_SECRET).unwrap();
+        let now = 1_700_000_000;
+        let real = set.sign("evt_1", now, "{}");
+        let decoy = "v1,bm90IGEgc2lnbmF0dXJlIGF0IGFsbCwganVzdCBub2lzZSE=";
+        let list = |decoys: usize| {
+            let mut entries = vec![decoy; decoys];
+            entries.push(&real);
+            entries.join(" ")
+        };
+        let verify = |signatures: String| {
+            let mut headers = header_map(&set.headers("evt_1", now, "{}"));
+            headers.insert(
+                HEADER_WEBHOOK_SIGNATURE,
+                HeaderValue::from_str(&signatures).unwrap(),
+            );
+            set.verify_at(b"{}", &headers, now)
+        };
+        assert_eq!(verify(list(MAX_SIGNATURES - 1)), Ok(()));
+        assert_eq!(
+            verify(list(MAX_SIGNATURES)),
+            Err(VerifyError::TooManySignatures)
+        );
+        assert_eq!(verify(list(10_000)), Err(VerifyError::TooManySignatures));
+        // Other versions do not count: a receiver skips what it does not know.
+        let mut others = vec!["v2,abc"; 100];
+        others.push(&real);
+        assert_eq!(verify(others.join(" ")), Ok(()));
+        assert!(
+            VerifyError::TooManySignatures
+                .to_string()
+                .contains("more than 16")
         );
     }
 

@@ -18,13 +18,19 @@ pub mod metric {
     pub const DELIVERY_FAILED: &str = "DeliveryFailed";
     pub const DELIVERY_LATENCY: &str = "DeliveryLatency";
     pub const END_TO_END_LATENCY: &str = "EndToEndLatency";
-    pub const ALL: [&str; 6] = [
+    /// An event the dispatcher moved to the DLQ itself (attempts exhausted, or a final status).
+    pub const DEAD_LETTERED: &str = "DeadLettered";
+    /// A `qr` event older than `QR_TTL_SECONDS`, dropped on purpose.
+    pub const EXPIRED: &str = "Expired";
+    pub const ALL: [&str; 8] = [
         INGESTED,
         REJECTED,
         DELIVERED,
         DELIVERY_FAILED,
         DELIVERY_LATENCY,
         END_TO_END_LATENCY,
+        DEAD_LETTERED,
+        EXPIRED,
     ];
 }
 

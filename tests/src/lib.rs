@@ -1,6 +1,7 @@
 //! Test support shared by the integration and end-to-end suites: a real SQS-protocol server
-//! (moto, started per test on a free loopback port), a real HTTP receiver that verifies
-//! deliveries with the public `standardwebhooks` crate, and request-signing helpers.
+//! (moto, started per test on a free loopback port; it serves Secrets Manager too), a real
+//! HTTP receiver that verifies deliveries with the public `standardwebhooks` crate, and
+//! request-signing helpers.
 //!
 //! Nothing here skips: a missing moto is a test failure that says how to install it.
 
@@ -22,6 +23,13 @@ use tokio::process::{Child, Command};
 /// Secrets used across the tests (24+ random-looking bytes, as the relay requires).
 pub const INGEST_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const WEBHOOK_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHM=";
+/// The key that names chats in group ids (`CHAT_ID_KEY`, 32+ characters).
+pub const CHAT_ID_KEY: &str = "test-chat-id-key-never-in-any-log-0123";
+
+/// [`CHAT_ID_KEY`], parsed.
+pub fn chat_id_key() -> relay_shared::envelope::ChatIdKey {
+    relay_shared::envelope::ChatIdKey::new(CHAT_ID_KEY).expect("test chat id key")
+}
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
@@ -101,17 +109,40 @@ impl MotoServer {
         );
     }
 
-    /// An SQS client pointed at this server, with fake credentials.
-    pub async fn client(&self) -> Client {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// An SDK configuration pointed at this server (every service), with fake credentials.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "test", "test", None, None, "moto",
             ))
             .load()
-            .await;
-        Client::new(&config)
+            .await
+    }
+
+    /// An SQS client pointed at this server, with fake credentials.
+    pub async fn client(&self) -> Client {
+        Client::new(&self.sdk_config().await)
+    }
+
+    /// Stores `value` as the `SecretString` of a new Secrets Manager secret; returns its ARN.
+    pub async fn create_secret(&self, name: &str, value: &str) -> String {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create secret {name}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                )
+            })
+            .arn()
+            .expect("a new secret has an ARN")
+            .to_owned()
     }
 
     /// Creates `{name}.fifo` and `{name}-dlq.fifo` wired as the template wires them.
@@ -224,6 +255,13 @@ pub fn venv_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// Now, as an envelope `timestamp` (a `qr` must be fresh to be delivered).
+pub fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339 formats any time")
 }
 
 /// A loopback port nobody listens on right now.
@@ -441,5 +479,79 @@ impl Process {
             .await
             .expect("process stops within 20 s of SIGTERM")
             .expect("wait for process")
+    }
+}
+
+/// Events carrying every kind of personal data and credential the relay handles, and the check
+/// that a log or metric text holds none of it (nor a secret, the chat id key or a signature).
+pub mod personal_data {
+    use super::{CHAT_ID_KEY, INGEST_SECRET, WEBHOOK_SECRET};
+
+    /// A login QR code: a credential.
+    pub const QR_DATA: &str =
+        "data:image/png;base64,UVJMT0dJTkNSRURFTlRJQUwtbmV2ZXItbG9nLW1lLTAxMjM0NTY3ODk=";
+    /// Message text with personal data in it.
+    pub const CONTENT: &str = "Meu CPF é 123.456.789-00, não conte a ninguém";
+    /// The customer's WhatsApp id (a phone number), the peer of the chat.
+    pub const PEER: &str = "5511987654321@c.us";
+    /// The relay's own account (in a status event's `clientInfo.wid`).
+    pub const OWN_WID: &str = "5521912340000@c.us";
+
+    /// Stamped now: a `qr` older than the QR lifetime is not delivered at all.
+    pub fn qr_event() -> String {
+        let stamp = super::rfc3339_now();
+        format!(
+            r#"{{"event":"qr","data":{{"qr":"{QR_DATA}","available":true}},"timestamp":"{stamp}"}}"#
+        )
+    }
+
+    pub fn status_event() -> String {
+        format!(
+            r#"{{"event":"status","data":{{"connected":true,"clientInfo":{{"wid":"{OWN_WID}","pushname":"Atimo","platform":"android"}}}},"timestamp":"2025-12-21T18:22:44.850Z"}}"#
+        )
+    }
+
+    /// A message of the chat with [`PEER`]; `direction` picks who sent it (any other value is
+    /// refused by ingest, with the phone numbers still in the body).
+    pub fn message_event(direction: &str) -> String {
+        let (from, to) = match direction {
+            "outgoing" => (OWN_WID, PEER),
+            _ => (PEER, OWN_WID),
+        };
+        format!(
+            r#"{{"event":"message","data":{{"message":{{"id":"3EB0-{direction}","from":"{from}","to":"{to}","content":"{CONTENT}","type":"text","direction":"{direction}","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}}}},"timestamp":"2025-12-21T18:02:52.900Z"}}"#
+        )
+    }
+
+    /// Panics, naming what was found, if `text` holds any of it.
+    pub fn assert_free_of_personal_data(text: &str, what: &str) {
+        let secret_key = |s: &str| s.trim_start_matches("whsec_").to_owned();
+        let digits = |jid: &str| jid.trim_end_matches("@c.us").to_owned();
+        let forbidden = [
+            ("the QR code", QR_DATA.to_owned()),
+            ("a piece of the QR code", QR_DATA[22..50].to_owned()),
+            ("the message text", CONTENT.to_owned()),
+            ("a piece of the message text", "123.456.789-00".to_owned()),
+            ("the customer's phone number", digits(PEER)),
+            (
+                "the end of the customer's phone number",
+                digits(PEER)[5..].to_owned(),
+            ),
+            ("the account's phone number", digits(OWN_WID)),
+            ("the ingest secret", secret_key(INGEST_SECRET)),
+            ("the webhook secret", secret_key(WEBHOOK_SECRET)),
+            ("the chat id key", CHAT_ID_KEY.to_owned()),
+            ("a signature", "v1,".to_owned()),
+        ];
+        for (name, needle) in forbidden {
+            assert!(!text.contains(&needle), "{what} contain {name}:\n{text}");
+        }
+    }
+
+    /// Whether `group` is a chat group named by the keyed hash: `{session}:chat:{32 hex}`.
+    pub fn is_hashed_chat_group(group: &str) -> bool {
+        group.split_once(":chat:").is_some_and(|(_, hash)| {
+            hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        })
     }
 }

@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{Queue, move_messages};
+use relay_shared::queue::{Queue, SAFETY_NET_RECEIVES, move_messages};
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
 use relay_tests::{INGEST_SECRET, MotoServer, WEBHOOK_SECRET, signed_headers};
@@ -237,7 +237,10 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     .unwrap();
     let dispatcher = Arc::new(Dispatcher::new(
         deliverer,
-        Arc::clone(&queues.queue),
+        DispatchQueues {
+            source: Arc::clone(&queues.queue),
+            dead_letter: Arc::clone(&queues.dlq),
+        },
         plan.schedule.clone(),
         Metrics::off(),
     ));
@@ -254,6 +257,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     // Ingest every event through the real router, recording each chat's order.
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         Arc::clone(&queues.queue),
         Metrics::off(),
     )));
@@ -411,7 +415,7 @@ async fn chaos_in_process_queue_2000_events_over_50_chats() {
     let queue = Arc::new(
         MemoryQueue::new("chaos", Duration::from_secs(10)).with_dead_letter(DeadLetter {
             queue: Arc::clone(&dlq) as Arc<MemoryQueue>,
-            max_receive_count: schedule.max_attempts(),
+            max_receive_count: SAFETY_NET_RECEIVES,
         }),
     );
     let (q, d) = (Arc::clone(&queue), Arc::clone(&dlq));
@@ -456,7 +460,7 @@ async fn chaos_moto_sqs_300_events_over_50_chats() {
         .unwrap()
         .with_overload_floor(Duration::from_secs(1));
     let fifo = Arc::new(
-        moto.create_fifo_with_dlq("chaos", schedule.max_attempts(), 10)
+        moto.create_fifo_with_dlq("chaos", SAFETY_NET_RECEIVES, 10)
             .await,
     );
     let queue = Arc::new(SqsQueue::new(fifo.client.clone(), &fifo.queue_url));

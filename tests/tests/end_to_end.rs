@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{MAX_BATCH, Queue};
@@ -39,7 +39,11 @@ async fn ingest(app: &axum::Router, body: &str) -> String {
     reply["id"].as_str().unwrap().to_owned()
 }
 
-fn dispatcher(queue: Arc<dyn Queue>, receiver: &Receiver) -> Dispatcher {
+fn dispatcher(
+    queue: Arc<dyn Queue>,
+    dead_letter: Arc<dyn Queue>,
+    receiver: &Receiver,
+) -> Dispatcher {
     let secrets = Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap());
     let deliverer = Deliverer::new(
         receiver.url.parse().unwrap(),
@@ -49,7 +53,10 @@ fn dispatcher(queue: Arc<dyn Queue>, receiver: &Receiver) -> Dispatcher {
     .unwrap();
     Dispatcher::new(
         deliverer,
-        queue,
+        DispatchQueues {
+            source: queue,
+            dead_letter,
+        },
         RetrySchedule::parse("1,1").unwrap(),
         Metrics::off(),
     )
@@ -77,6 +84,7 @@ async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     let receiver = Receiver::start_ok().await;
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));
@@ -92,7 +100,8 @@ async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     assert_eq!(event.records.len(), 1);
     let record_id = event.records[0].message_id.clone().unwrap();
     let receipt = event.records[0].receipt_handle.clone().unwrap();
-    let response = dispatcher(queue.clone(), &receiver)
+    let dlq = Arc::new(SqsQueue::new(queues.client.clone(), &queues.dlq_url));
+    let response = dispatcher(queue.clone(), dlq, &receiver)
         .handle_batch(event)
         .await;
     assert!(
@@ -139,6 +148,7 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     .await;
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));
@@ -150,7 +160,8 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     ] {
         ingest(&app, &message_event(id, peer, "msg")).await;
     }
-    let dispatcher = dispatcher(queue.clone(), &receiver);
+    let dlq = Arc::new(SqsQueue::new(queues.client.clone(), &queues.dlq_url));
+    let dispatcher = dispatcher(queue.clone(), dlq, &receiver);
 
     let event = receive_as_lambda_event(&queue).await;
     let ids: Vec<String> = event
@@ -238,4 +249,159 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     );
     assert!(receiver.deliveries().iter().all(|d| d.verified));
     assert_eq!(queues.depth(&queues.queue_url).await, 0);
+}
+
+/// Envelopes whose `id` is spelled in every way JSON allows (or absent, or null).
+fn tricky_bodies(round: &str) -> Vec<String> {
+    const QR: &str = r#""data":{"qr":"data:image/png;base64,AAAA","available":true}"#;
+    // Fresh, and the same on every call (tests rebuild bodies to compare them): a stale `qr`
+    // is expired by the dispatcher, not delivered.
+    static NOW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let now = NOW.get_or_init(relay_tests::rfc3339_now);
+    let ts = format!(r#""timestamp":"{now}""#);
+    let ts = ts.as_str();
+    let message = message_event("3EB0-nested-only", "5511999990000@c.us", "Oi")
+        .replace(r#", "id":"3EB0-nested-only""#, "");
+    vec![
+        format!(r#"{{"event":"qr",{QR},{ts},"round":"{round}"}}"#),
+        format!(r#"{{"event":"qr",{QR},{ts},"id":"plain-{round}"}}"#),
+        format!(r#"{{"event":"qr",{QR},{ts},"i\u0064":"escaped-key-{round}"}}"#),
+        format!(r#"{{"event":"qr",{QR},{ts},"\u0069\u0064":"all-escaped-{round}"}}"#),
+        format!(r#"{{"event":"qr",{QR},{ts},"id":"slash\/and\u002ddash-{round}"}}"#),
+        format!(r#"{{"event":"qr",{QR},{ts},"id":null,"round":"{round}"}}"#),
+        format!(
+            r#"{{"\u0065vent":"status","data":{{"connected":true}},{ts},"meta":{{"id":"not-me"}},"round":"{round}"}}"#
+        ),
+        message.replace(r#""forwardedBy":"seed""#, &format!(r#""round":"{round}""#)),
+    ]
+}
+
+/// The id in ingest's 202 is the `webhook-id` of the delivery, for every spelling of `id`,
+/// on both routes; a body with a repeated key (the one case where parsers disagree) is refused
+/// with the path of the repeat and never stored.
+#[tokio::test]
+async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("e2e-ids", 3, 30).await;
+    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+    let receiver = Receiver::start_ok().await;
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
+        queue.clone(),
+        Metrics::off(),
+    )));
+
+    // Refused first, so the queue must stay empty.
+    let repeated = [
+        (r#"{"event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","id":"b"}"#.to_owned(), "id"),
+        (r#"{"event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","i\u0064":"b"}"#.to_owned(), "id"),
+        (r#"{"event":"qr","event":"status","data":{"qr":"x","available":true,"connected":true},"timestamp":"2025-12-21T18:20:00Z"}"#.to_owned(), "event"),
+        (message_event("m1", "5511999990000@c.us", "Oi").replace(r#""to":"bot""#, r#""to":"bot","id":"m2""#), "data.message.id"),
+    ];
+    for (body, path) in &repeated {
+        let (status, reply) = post(&app, "/events", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply}");
+        assert_eq!(reply["path"], *path, "{reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap()
+                .contains("found it again"),
+            "{reply}"
+        );
+    }
+    let batch = format!(
+        "[{},{},{}]",
+        tricky_bodies("batch-ok")[1],
+        repeated[0].0,
+        repeated[3].0
+    );
+    let (status, reply) = post(&app, "/events/batch", &batch).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{reply}");
+    let results = reply["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "queued");
+    assert_eq!(
+        (
+            results[1]["statusCode"].as_u64(),
+            results[1]["path"].as_str()
+        ),
+        (Some(422), Some("[1].id"))
+    );
+    assert_eq!(results[2]["path"], "[2].data.message.id");
+    let mut answered: Vec<(String, String)> = vec![(
+        results[0]["id"].as_str().unwrap().to_owned(),
+        tricky_bodies("batch-ok")[1].clone(),
+    )];
+
+    // Accepted: one by one, then all in one batch (different bytes, so new events).
+    for body in tricky_bodies("single") {
+        let id = ingest(&app, &body).await;
+        answered.push((id, body));
+    }
+    let items = tricky_bodies("batch");
+    let (status, reply) = post(&app, "/events/batch", &format!("[{}]", items.join(","))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    for (result, body) in reply["results"].as_array().unwrap().iter().zip(items) {
+        answered.push((result["id"].as_str().unwrap().to_owned(), body));
+    }
+    let ids: Vec<&str> = answered.iter().map(|(id, _)| id.as_str()).collect();
+    for expected in [
+        "plain-single",
+        "escaped-key-single",
+        "all-escaped-single",
+        "slash/and-dash-single",
+        "escaped-key-batch",
+    ] {
+        assert!(ids.contains(&expected), "{expected} in {ids:?}");
+    }
+
+    let dlq = Arc::new(SqsQueue::new(queues.client.clone(), &queues.dlq_url));
+    let dispatcher = dispatcher(queue.clone(), dlq, &receiver);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while receiver.deliveries().len() < answered.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            receiver.deliveries()
+        );
+        let event = receive_as_lambda_event(&queue).await;
+        let receipts: Vec<String> = event
+            .records
+            .iter()
+            .map(|r| r.receipt_handle.clone().unwrap())
+            .collect();
+        let response = dispatcher.handle_batch(event).await;
+        assert!(response.batch_item_failures.is_empty());
+        for receipt in receipts {
+            queue.delete(&receipt).await.unwrap();
+        }
+    }
+    let deliveries = receiver.deliveries();
+    assert_eq!(
+        deliveries.len(),
+        answered.len(),
+        "each event once, nothing refused"
+    );
+    for (id, body) in &answered {
+        let delivery = deliveries
+            .iter()
+            .find(|d| d.body == body.as_bytes())
+            .unwrap_or_else(|| panic!("{body} was delivered"));
+        assert_eq!(&delivery.webhook_id, id, "{body}");
+        assert!(delivery.verified);
+    }
+}
+
+async fn post(app: &axum::Router, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::post(path)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    *request.headers_mut() = signed_headers(INGEST_SECRET, "chat-whatsapp-1", body);
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
 }

@@ -25,6 +25,7 @@ fn ingest_app(queue: SqsQueue) -> axum::Router {
     let secrets = SecretSet::parse(INGEST_SECRET).unwrap();
     router(Arc::new(Ingest::new(
         secrets,
+        relay_tests::chat_id_key(),
         Arc::new(queue),
         Metrics::off(),
     )))
@@ -118,7 +119,10 @@ async fn stores_the_exact_body_with_fifo_ids_and_deduplicates_a_resent_body() {
             .find(|m| attribute(m, MessageSystemAttributeName::MessageGroupId) == group)
             .unwrap_or_else(|| panic!("no message in group {group}"))
     };
-    let chat = by_group("default:chat:5511999990000@c.us");
+    // The chat's group names it by a keyed hash: no phone number in SQS.
+    let chat_group = relay_tests::chat_id_key().chat_group("default", "5511999990000@c.us");
+    assert!(!chat_group.contains("5511999990000"), "{chat_group}");
+    let chat = by_group(&chat_group);
     assert_eq!(chat.body(), Some(MESSAGE), "stored byte for byte");
     assert_eq!(
         attribute(chat, MessageSystemAttributeName::MessageDeduplicationId),
@@ -304,6 +308,88 @@ async fn an_unreachable_queue_gives_503_with_retry_after() {
     );
 }
 
+/// A queue that does not exist is a refusal SQS will repeat for every event: not an outage, so
+/// not a 503 that would make the sender retry the same event forever behind its backlog.
+#[tokio::test]
+async fn a_permanent_queue_refusal_is_a_500_not_a_503() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("ingest-refused", 3, 30).await;
+    let missing = queues
+        .queue_url
+        .replace("ingest-refused.fifo", "no-such-queue.fifo");
+    let app = ingest_app(SqsQueue::new(queues.client.clone(), &missing));
+    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{reply}");
+    assert!(headers.get("retry-after").is_none());
+    assert_eq!(reply["error"], "queue_misconfigured");
+    assert!(reply["message"].as_str().unwrap().contains("not an outage"));
+
+    // The same through the batch route: each item says so.
+    let batch = format!("[{MESSAGE},{STATUS}]");
+    let (status, _, reply) = call(
+        &app,
+        "POST",
+        "/events/batch",
+        signed_headers(INGEST_SECRET, "req-2", &batch),
+        batch.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{reply}");
+    for item in reply["results"].as_array().unwrap() {
+        assert_eq!(item["statusCode"], 500, "{item}");
+        assert_eq!(item["error"], "queue_misconfigured");
+    }
+}
+
+/// A refusal of one message's content (SQS's `InvalidMessageContents`, say) is a 422 for that
+/// event alone: the sender drops it and goes on with its backlog.
+#[tokio::test]
+async fn a_queue_refusing_the_event_itself_is_a_422() {
+    use relay_shared::queue::{NewMessage, Queue, QueueError, ReceivedMessage};
+    struct RefusingQueue;
+    #[async_trait::async_trait]
+    impl Queue for RefusingQueue {
+        async fn send(&self, _: NewMessage) -> Result<(), QueueError> {
+            Err(QueueError::MessageRefused(
+                "InvalidMessageContents: invalid binary character".into(),
+            ))
+        }
+        async fn send_batch(
+            &self,
+            messages: Vec<NewMessage>,
+        ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+            Ok(messages
+                .iter()
+                .map(|_| Err(QueueError::MessageRefused("InvalidMessageContents".into())))
+                .collect())
+        }
+        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
+        Arc::new(RefusingQueue),
+        Metrics::off(),
+    )));
+    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert!(headers.get("retry-after").is_none());
+    assert_eq!(reply["error"], "queue_refused_event");
+    let message = reply["message"].as_str().unwrap();
+    assert!(
+        message.contains("InvalidMessageContents") && message.contains("refused again"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn a_batch_stores_each_valid_item_and_reports_each_refusal() {
     let moto = MotoServer::start().await;
@@ -372,6 +458,7 @@ async fn api_gateway_v2_events_reach_the_ingest_router_through_lambda_http() {
     let queue = Arc::new(MemoryQueue::new("apigw", Duration::from_secs(30)));
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));
@@ -408,4 +495,167 @@ async fn api_gateway_v2_events_reach_the_ingest_router_through_lambda_http() {
         );
     }
     assert_eq!(queue.len(), 1, "the same body twice is one event");
+}
+
+/// Absurd `webhook-*` header values through the real router: each is a 400 or 401 with a
+/// message that names the header, never a panic, and nothing is stored.
+#[tokio::test]
+async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
+    use axum::http::HeaderValue;
+    let queue = Arc::new(MemoryQueue::new("headers", Duration::from_secs(30)));
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
+        queue.clone(),
+        Metrics::off(),
+    )));
+    let now = unix_now();
+    let good = signed_headers(INGEST_SECRET, "h-1", STATUS);
+    let real_signature = good["webhook-signature"].to_str().unwrap().to_owned();
+    let text = |s: &str| HeaderValue::from_str(s).unwrap();
+    let many = |count: usize| {
+        let mut entries = vec!["v1,bm90IGEgc2lnbmF0dXJlIGF0IGFsbA=="; count];
+        entries.push(&real_signature);
+        text(&entries.join(" "))
+    };
+    let cases: Vec<(&str, &str, HeaderValue, &str)> = vec![
+        (
+            "webhook-timestamp",
+            "i64::MIN",
+            text(&i64::MIN.to_string()),
+            "more than 5 minutes old",
+        ),
+        (
+            "webhook-timestamp",
+            "i64::MAX",
+            text(&i64::MAX.to_string()),
+            "in the future",
+        ),
+        (
+            "webhook-timestamp",
+            "negative",
+            text("-1"),
+            "more than 5 minutes old",
+        ),
+        (
+            "webhook-timestamp",
+            "40 digits",
+            text(&"9".repeat(40)),
+            "webhook-timestamp header is not valid",
+        ),
+        (
+            "webhook-timestamp",
+            "10 KB",
+            text(&"1".repeat(10_000)),
+            "webhook-timestamp header is not valid",
+        ),
+        (
+            "webhook-timestamp",
+            "empty",
+            text(""),
+            "webhook-timestamp header is not valid",
+        ),
+        (
+            "webhook-timestamp",
+            "inner space",
+            text(&format!("{} {}", now / 10, now % 10)),
+            "webhook-timestamp header is not valid",
+        ),
+        (
+            "webhook-timestamp",
+            "decimal",
+            text(&format!("{now}.5")),
+            "webhook-timestamp header is not valid",
+        ),
+        (
+            "webhook-timestamp",
+            "non-ASCII",
+            HeaderValue::from_bytes(b"17\xc3\xa900").unwrap(),
+            "webhook-timestamp header is not valid",
+        ),
+        (
+            "webhook-timestamp",
+            "leading + (signed without it)",
+            text(&format!("+{}", now + 1)),
+            "signature does not match",
+        ),
+        (
+            "webhook-id",
+            "non-ASCII",
+            HeaderValue::from_bytes(b"evt-\xff").unwrap(),
+            "webhook-id header is not valid",
+        ),
+        (
+            "webhook-id",
+            "10 KB",
+            text(&"i".repeat(10_000)),
+            "signature does not match",
+        ),
+        ("webhook-id", "empty", text(""), "signature does not match"),
+        (
+            "webhook-signature",
+            "empty",
+            text(""),
+            "signature does not match",
+        ),
+        (
+            "webhook-signature",
+            "10 KB of spaces",
+            text(&" ".repeat(10_000)),
+            "signature does not match",
+        ),
+        (
+            "webhook-signature",
+            "10 KB of base64",
+            text(&format!("v1,{}", "A".repeat(10_000))),
+            "signature does not match",
+        ),
+        (
+            "webhook-signature",
+            "not base64",
+            text("v1,***"),
+            "signature does not match",
+        ),
+        (
+            "webhook-signature",
+            "non-ASCII",
+            HeaderValue::from_bytes(b"v1,\xfe").unwrap(),
+            "webhook-signature header is not valid",
+        ),
+        (
+            "webhook-signature",
+            "10,000 signatures",
+            many(10_000),
+            "more than 16 v1 signatures",
+        ),
+        (
+            "webhook-signature",
+            "17 signatures",
+            many(16),
+            "more than 16 v1 signatures",
+        ),
+    ];
+    let batch = format!("[{STATUS}]");
+    for (name, what, value, expected) in cases {
+        for (path, body) in [("/events", STATUS), ("/events/batch", batch.as_str())] {
+            let mut headers = signed_headers(INGEST_SECRET, "h-1", body);
+            headers.insert(name, value.clone());
+            let (status, _, reply) = call(&app, "POST", path, headers, body.to_owned()).await;
+            assert!(
+                [StatusCode::BAD_REQUEST, StatusCode::UNAUTHORIZED].contains(&status),
+                "{path} {name} {what}: {status} {reply}"
+            );
+            let message = reply["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(expected),
+                "{path} {name} {what}: {message:?}"
+            );
+        }
+    }
+    assert!(queue.is_empty(), "nothing refused was stored");
+    // Sixteen listed signatures are still examined, so the real one is found.
+    let mut headers = good.clone();
+    headers.insert("webhook-signature", many(15));
+    let (status, _, reply) = call(&app, "POST", "/events", headers, STATUS).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
 }

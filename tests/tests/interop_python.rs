@@ -115,6 +115,7 @@ print(json.dumps({
     let queue = Arc::new(MemoryQueue::new("interop", Duration::from_secs(30)));
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         Metrics::off(),
     )));

@@ -1,5 +1,5 @@
 //! What the functions write about themselves: JSON logs that never carry QR codes, message
-//! text, secrets or signatures, and CloudWatch Embedded Metric Format lines that follow the
+//! text, phone numbers, secrets or signatures, and CloudWatch Embedded Metric Format lines that follow the
 //! schema and use the names the template's alarms and dashboard use (`template.rs` checks the
 //! template's side).
 
@@ -7,12 +7,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::{Metrics, MetricsSink, json_subscriber, metric, production_filter};
+use relay_tests::personal_data::{
+    assert_free_of_personal_data, is_hashed_chat_group, message_event, qr_event, status_event,
+};
 use relay_tests::{INGEST_SECRET, Receiver, WEBHOOK_SECRET, signed_headers};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -21,22 +24,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::ServiceExt;
-
-const QR_DATA: &str =
-    "data:image/png;base64,UVJMT0dJTkNSRURFTlRJQUwtbmV2ZXItbG9nLW1lLTAxMjM0NTY3ODk=";
-const CONTENT: &str = "Meu CPF é 123.456.789-00, não conte a ninguém";
-
-fn qr_event() -> String {
-    format!(
-        r#"{{"event":"qr","data":{{"qr":"{QR_DATA}","available":true}},"timestamp":"2025-12-21T18:20:00.000Z"}}"#
-    )
-}
-
-fn message_event(direction: &str) -> String {
-    format!(
-        r#"{{"event":"message","data":{{"message":{{"id":"3EB0-{direction}","from":"5511999990000@c.us","to":"bot","content":"{CONTENT}","type":"text","direction":"{direction}","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}}}},"timestamp":"2025-12-21T18:02:52.900Z"}}"#
-    )
-}
 
 /// A `MakeWriter` that appends to a shared buffer.
 #[derive(Clone, Default)]
@@ -74,18 +61,25 @@ async fn post(app: &axum::Router, path: &str, body: &str, secret: &str) -> (Stat
     )
 }
 
-/// Feeds QR and message events (accepted and refused) through ingest and the dispatcher, to a
-/// receiver that fails once; returns the event ids ingest gave out.
+/// Feeds QR, status and message events (accepted and refused) through ingest and the
+/// dispatcher, to a receiver that fails once; returns the event ids ingest gave out.
 async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
     let queue = Arc::new(MemoryQueue::new("observed", Duration::from_secs(30)));
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
         queue.clone(),
         metrics.clone(),
     )));
     let mut ids = Vec::new();
-    for body in [qr_event(), message_event("incoming")] {
-        let (status, reply) = post(&app, "/events", &body, INGEST_SECRET).await;
+    let accepted = [
+        qr_event(),
+        status_event(),
+        message_event("incoming"),
+        message_event("outgoing"),
+    ];
+    for body in &accepted {
+        let (status, reply) = post(&app, "/events", body, INGEST_SECRET).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
         ids.push(reply["id"].as_str().unwrap().to_owned());
     }
@@ -94,10 +88,34 @@ async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = post(&app, "/events", &qr_event(), WEBHOOK_SECRET).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A batch: one item refused, with a phone number where an id should be.
+    let batch = format!(
+        "[{},{}]",
+        message_event("incoming").replace("3EB0-incoming", "3EB0-batch"),
+        status_event().replace(r#""connected":true"#, r#""connected":"5511987654321""#)
+    );
+    let (status, _) = post(&app, "/events/batch", &batch, INGEST_SECRET).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    // Settled without a delivery: a stale QR (expired) and an event the app refuses (422,
+    // straight to the DLQ).
+    let stale_qr = qr_event().replace(
+        r#""timestamp":"20"#,
+        r#""timestamp":"2020-01-01T00:00:00Z","was":"20"#,
+    );
+    let refused = status_event().replace(
+        r#""connected":true"#,
+        r#""connected":true,"reason":"refuse-me""#,
+    );
+    for body in [&stale_qr, &refused] {
+        let (status, reply) = post(&app, "/events", body, INGEST_SECRET).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    }
 
     let failures = Arc::new(AtomicUsize::new(0));
-    let receiver = Receiver::start(Arc::new(move |_, _| {
-        if failures.fetch_add(1, Ordering::SeqCst) == 0 {
+    let receiver = Receiver::start(Arc::new(move |delivery: &relay_tests::Delivery, _| {
+        if delivery.body.windows(9).any(|w| w == b"refuse-me") {
+            (StatusCode::UNPROCESSABLE_ENTITY, Vec::new())
+        } else if failures.fetch_add(1, Ordering::SeqCst) == 0 {
             (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
         } else {
             (StatusCode::OK, Vec::new())
@@ -111,7 +129,12 @@ async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
     )
     .unwrap();
     let schedule = RetrySchedule::from_delays(vec![Duration::ZERO; 3]);
-    let dispatcher = Arc::new(Dispatcher::new(deliverer, queue.clone(), schedule, metrics));
+    let dlq = Arc::new(MemoryQueue::new("observed-dlq", Duration::from_secs(30)));
+    let queues = DispatchQueues {
+        source: queue.clone(),
+        dead_letter: dlq.clone(),
+    };
+    let dispatcher = Arc::new(Dispatcher::new(deliverer, queues, schedule, metrics));
     let poller = Poller::new(queue.clone(), dispatcher, Duration::from_millis(100));
     for _ in 0..20 {
         if queue.is_empty() {
@@ -119,38 +142,27 @@ async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
         }
         poller.poll_once().await.unwrap();
     }
-    assert!(queue.is_empty(), "both events delivered");
+    assert!(queue.is_empty(), "every event delivered");
+    assert_eq!(
+        dlq.len(),
+        1,
+        "the refused event, and only it, is in the DLQ"
+    );
     assert_eq!(
         receiver
             .deliveries()
             .iter()
             .filter(|d| d.answered == 200)
             .count(),
-        2
+        accepted.len() + 1
     );
     ids
-}
-
-fn assert_free_of_payload_and_secrets(text: &str, what: &str) {
-    let secret_key = |s: &str| s.trim_start_matches("whsec_").to_owned();
-    let forbidden = [
-        ("the QR code", QR_DATA.to_owned()),
-        ("a piece of the QR code", QR_DATA[22..50].to_owned()),
-        ("the message text", CONTENT.to_owned()),
-        ("a piece of the message text", "123.456.789-00".to_owned()),
-        ("the ingest secret", secret_key(INGEST_SECRET)),
-        ("the webhook secret", secret_key(WEBHOOK_SECRET)),
-        ("a signature", "v1,".to_owned()),
-    ];
-    for (name, needle) in forbidden {
-        assert!(!text.contains(&needle), "{what} contain {name}:\n{text}");
-    }
 }
 
 // One test captures both logs and metrics: tracing caches per-callsite interest globally, so a
 // second test emitting the same events on another thread could hide them from this capture.
 #[tokio::test]
-async fn logs_and_metrics_never_carry_qr_codes_message_text_secrets_or_signatures() {
+async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secrets_or_signatures() {
     // Everything at TRACE, dependencies included: the worst case a LogLevel could produce.
     let captured = Captured::default();
     let writer = captured.clone();
@@ -208,9 +220,20 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_secrets_or_signature
         lines.iter().any(|l| l["reason"] == "schema_violation"),
         "the refusal is logged"
     );
-    assert_free_of_payload_and_secrets(&logs, "logs");
+    // A chat is named by its hashed group only, at ingest and at delivery.
+    let chat_groups: BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["event_type"] == "message")
+        .filter_map(|l| l["group"].as_str())
+        .collect();
+    assert_eq!(chat_groups.len(), 1, "one chat, one group: {chat_groups:?}");
+    assert!(
+        chat_groups.iter().all(|g| is_hashed_chat_group(g)),
+        "{chat_groups:?}"
+    );
+    assert_free_of_personal_data(&logs, "logs");
     let metrics_lines = metrics_lines.lock().unwrap().clone();
-    assert_free_of_payload_and_secrets(&metrics_lines.join("\n"), "metrics");
+    assert_free_of_personal_data(&metrics_lines.join("\n"), "metrics");
     check_emf(&metrics_lines);
 }
 
@@ -293,7 +316,7 @@ fn check_emf(lines: &[String]) {
             names.insert(name.to_owned());
         }
     }
-    let expected: BTreeSet<String> = metric::ALL.map(String::from).into();
+    let expected: BTreeSet<String> = metric::ALL.into_iter().map(String::from).collect();
     assert_eq!(
         names, expected,
         "every metric the template uses is emitted, and no other"

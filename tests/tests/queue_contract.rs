@@ -5,7 +5,7 @@
 use futures::future::BoxFuture;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{NewMessage, Queue, QueueError, ReceivedMessage};
+use relay_shared::queue::{MAX_VISIBILITY, NewMessage, Queue, QueueError, ReceivedMessage};
 use relay_tests::MotoServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,7 @@ cases![
     batches_over_ten_are_refused,
     delete_removes_and_tolerates_a_stale_receipt,
     long_poll_returns_a_message_sent_while_waiting,
+    visibility_is_capped_at_12_hours,
 ];
 
 fn message(group: &str, dedup: &str) -> NewMessage {
@@ -201,6 +202,28 @@ async fn long_poll_returns_a_message_sent_while_waiting(f: &Fixture) {
     assert_eq!(ids(&got), ["late"]);
 }
 
+/// SQS takes 0 to 43,200 s in all since the receive: just under 12 h right after a receive is
+/// accepted, a second more than 12 h is refused (not trimmed). moto refuses it too ("Total
+/// VisibilityTimeout for the message is beyond the limit"); hours of waiting are checked on the
+/// in-process queue below, with a paused clock.
+async fn visibility_is_capped_at_12_hours(f: &Fixture) {
+    f.queue.send(message("a", "m1")).await.unwrap();
+    let got = receive(&*f.queue, 10).await;
+    let receipt = &got[0].receipt_handle;
+    let refused = f
+        .queue
+        .change_visibility(receipt, MAX_VISIBILITY + Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(refused, Err(QueueError::Refused(_))),
+        "{refused:?}"
+    );
+    f.queue
+        .change_visibility(receipt, MAX_VISIBILITY - Duration::from_secs(60))
+        .await
+        .expect("a minute short of 12 h, right after the receive");
+}
+
 async fn run_all(mut fixture: impl AsyncFnMut() -> Fixture, adapter: &str) {
     for (name, case) in CASES {
         let f = fixture().await;
@@ -250,4 +273,39 @@ async fn moto_sqs_meets_the_contract() {
         "moto",
     )
     .await;
+}
+
+/// AWS, `ChangeMessageVisibility`: the 12 hours count from the receive, and "If you attempt to
+/// set the VisibilityTimeout to an amount more than the maximum time left, Amazon SQS returns
+/// an error. It will not automatically recalculate and increase the timeout to the maximum time
+/// remaining." The in-process queue enforces it to the second, so the dispatcher's cap is
+/// tested against the real rule over hours (a paused clock) as well as on moto.
+#[tokio::test(start_paused = true)]
+async fn the_in_process_queue_counts_the_12_hours_from_the_receive() {
+    let queue = MemoryQueue::new("strict", Duration::from_secs(30));
+    queue.send(message("a", "m1")).await.unwrap();
+    let got = receive(&queue, 1).await;
+    let receipt = &got[0].receipt_handle;
+    let hour = Duration::from_secs(3600);
+    queue.change_visibility(receipt, 6 * hour).await.unwrap();
+    tokio::time::advance(5 * hour).await;
+    // 5 h gone: 7 h more would make 12 h; 7 h and a second is refused, not trimmed.
+    let refused = queue
+        .change_visibility(receipt, 7 * hour + Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(&refused, Err(QueueError::Refused(m)) if m.contains("43200")),
+        "{refused:?}"
+    );
+    queue.change_visibility(receipt, 7 * hour).await.unwrap();
+    // A new receive starts a new 12 hours.
+    queue
+        .change_visibility(receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    let again = receive(&queue, 1).await;
+    queue
+        .change_visibility(&again[0].receipt_handle, MAX_VISIBILITY)
+        .await
+        .unwrap();
 }

@@ -4,6 +4,7 @@
 use relay_shared::backoff::{DEFAULT_SCHEDULE, RetrySchedule};
 use relay_shared::config;
 use relay_shared::ingest::MAX_BODY_BYTES;
+use relay_shared::secrets::{self, arn_var};
 use relay_shared::telemetry::metric;
 use relay_tests::repo_root;
 use serde_norway::Value;
@@ -26,6 +27,15 @@ fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
         v.get(*key)
             .unwrap_or_else(|| panic!("template.yaml has no {}", path.join(".")))
     })
+}
+
+/// `!Ref X`, `!GetAtt X.Arn`, `!Sub "…"` as that text.
+fn reference(value: &Value) -> String {
+    let Value::Tagged(tagged) = value else {
+        panic!("expected a tagged value (!Ref, !GetAtt, !Sub), got {value:?}")
+    };
+    let text = tagged.value.as_str().unwrap_or_else(|| panic!("{value:?}"));
+    format!("{} {text}", tagged.tag)
 }
 
 fn number(value: &Value) -> u64 {
@@ -73,7 +83,7 @@ fn the_dispatcher_timeout_covers_a_serial_group_of_ten() {
 }
 
 #[test]
-fn max_receive_count_is_derived_from_the_one_retry_schedule() {
+fn max_receive_count_is_a_safety_net_above_the_one_retry_schedule() {
     let t = template();
     let default = at(&t, &["Parameters", "RetrySchedule", "Default"])
         .as_str()
@@ -82,7 +92,9 @@ fn max_receive_count_is_derived_from_the_one_retry_schedule() {
         default, DEFAULT_SCHEDULE,
         "the template's default schedule is the code's"
     );
-    let count = at(
+    // The dispatcher counts attempts and dead-letters itself; SQS's count of receives is
+    // inflated by holding, so it must stay far above any schedule the template accepts.
+    let count = number(at(
         &t,
         &[
             "Resources",
@@ -90,27 +102,14 @@ fn max_receive_count_is_derived_from_the_one_retry_schedule() {
             "Properties",
             "RedrivePolicy",
             "maxReceiveCount",
-            "Fn::Length",
-            "Fn::Split",
         ],
-    );
-    let Value::Sequence(split) = count else {
-        panic!("Fn::Split takes a list")
-    };
-    assert_eq!(split[0].as_str(), Some(","));
-    let Value::Tagged(sub) = &split[1] else {
-        panic!("expected !Sub")
-    };
-    assert_eq!(sub.tag.to_string(), "!Sub");
-    assert_eq!(
-        sub.value.as_str(),
-        Some("${RetrySchedule},last"),
-        "n waits + a sentinel = n + 1 entries = the attempts the dispatcher allows"
-    );
-    let schedule = RetrySchedule::parse(default).unwrap();
-    assert_eq!(
-        schedule.max_attempts() as usize,
-        format!("{default},last").split(',').count()
+    ));
+    assert_eq!(count, 100);
+    let longest = RetrySchedule::parse(&["0"; 20].join(",")).unwrap();
+    assert!(
+        count > 4 * u64::from(longest.max_attempts()),
+        "maxReceiveCount {count} is a safety net well above the longest schedule's {} attempts",
+        longest.max_attempts()
     );
     let env = at(
         &t,
@@ -122,12 +121,9 @@ fn max_receive_count_is_derived_from_the_one_retry_schedule() {
             "Variables",
         ],
     );
-    let Value::Tagged(reference) = at(env, &[config::RETRY_SCHEDULE]) else {
-        panic!("expected !Ref")
-    };
     assert_eq!(
-        reference.value.as_str(),
-        Some("RetrySchedule"),
+        reference(at(env, &[config::RETRY_SCHEDULE])),
+        "!Ref RetrySchedule",
         "the dispatcher reads the same parameter"
     );
 }
@@ -169,8 +165,11 @@ fn the_functions_get_the_spec_variables() {
             .collect()
     };
     let ingest: BTreeSet<String> = [
-        config::INGEST_SECRETS,
+        arn_var(config::INGEST_SECRETS).unwrap(),
+        arn_var(config::CHAT_ID_KEY).unwrap(),
+        secrets::SECRETS_REVISION,
         config::QUEUE_URL,
+        config::QR_TTL_SECONDS,
         config::METRICS_NAMESPACE,
     ]
     .map(String::from)
@@ -179,9 +178,14 @@ fn the_functions_get_the_spec_variables() {
     let dispatcher: BTreeSet<String> = [
         config::QUEUE_URL,
         config::WEBHOOK_URL,
-        config::WEBHOOK_SECRETS,
+        arn_var(config::WEBHOOK_SECRETS).unwrap(),
+        secrets::SECRETS_REVISION,
         config::DELIVERY_TIMEOUT_MS,
         config::RETRY_SCHEDULE,
+        config::DEAD_LETTER_STATUSES,
+        config::QR_TTL_SECONDS,
+        config::DEAD_LETTER_QUEUE_URL,
+        config::ATTEMPTS_TABLE,
         config::METRICS_NAMESPACE,
     ]
     .map(String::from)
@@ -276,4 +280,460 @@ fn numbers_for_bare_substitutions(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A parameter's `AllowedPattern`, compiled as CloudFormation applies it (whole value).
+fn allowed_pattern(t: &Value, parameter: &str) -> regex_lite::Regex {
+    let pattern = at(t, &["Parameters", parameter, "AllowedPattern"])
+        .as_str()
+        .expect("a pattern string");
+    regex_lite::Regex::new(&format!("^(?:{pattern})$")).expect("a valid pattern")
+}
+
+#[test]
+fn the_webhook_url_must_be_https() {
+    let t = template();
+    let pattern = allowed_pattern(&t, "WebhookUrl");
+    for good in [
+        "https://app.example.com/api/webhook/chat-whatsapp",
+        "https://app.vercel.app",
+    ] {
+        assert!(pattern.is_match(good), "{good}");
+    }
+    for bad in [
+        "http://app.example.com/api/webhook/chat-whatsapp",
+        "ftp://app.example.com/",
+        "https://",
+        "https:// app.example.com",
+        "app.example.com",
+    ] {
+        assert!(
+            !pattern.is_match(bad),
+            "{bad} must be refused at deploy time"
+        );
+    }
+    let hint = at(&t, &["Parameters", "WebhookUrl", "ConstraintDescription"])
+        .as_str()
+        .unwrap();
+    assert!(hint.contains("https://"), "{hint}");
+}
+
+#[test]
+fn the_retry_schedule_is_validated_at_deploy_time_exactly_as_the_code_would() {
+    let t = template();
+    let pattern = allowed_pattern(&t, "RetrySchedule");
+    // Every single wait from 0 to past the limit: the pattern takes exactly 0..=43200.
+    for secs in 0..=50_000u64 {
+        assert_eq!(
+            pattern.is_match(&secs.to_string()),
+            secs <= 43_200,
+            "a wait of {secs} s"
+        );
+    }
+    let twenty = ["43200"; 20].join(",");
+    for good in [DEFAULT_SCHEDULE, "0", "5", twenty.as_str()] {
+        assert!(pattern.is_match(good), "{good}");
+        RetrySchedule::parse(good).expect("what the template accepts, the dispatcher accepts");
+    }
+    let twenty_one = ["5"; 21].join(",");
+    for bad in [
+        "",
+        "5,,30",
+        "5,30,",
+        "5, 30",
+        "-1",
+        "05",
+        "43201",
+        "5,100000",
+        "5s",
+        twenty_one.as_str(),
+    ] {
+        assert!(
+            !pattern.is_match(bad),
+            "{bad:?} must be refused at deploy time"
+        );
+    }
+}
+
+#[test]
+fn both_queues_survive_stack_deletion_and_replacement() {
+    let t = template();
+    for queue in ["EventQueue", "DeadLetterQueue"] {
+        for policy in ["DeletionPolicy", "UpdateReplacePolicy"] {
+            assert_eq!(
+                at(&t, &["Resources", queue, policy]).as_str(),
+                Some("Retain"),
+                "{queue} {policy}: accepted events must outlive `sam delete` and replacement"
+            );
+        }
+    }
+}
+
+/// `!Sub [text, {StackUuid: …}]`: the text, and the one variable's definition.
+fn sub_with_stack_uuid(value: &Value) -> (String, Value) {
+    let Value::Tagged(sub) = value else {
+        panic!("expected !Sub, got {value:?}")
+    };
+    assert_eq!(sub.tag.to_string(), "!Sub");
+    let Value::Sequence(parts) = &sub.value else {
+        panic!("expected !Sub [text, variables]")
+    };
+    let text = parts[0].as_str().unwrap().to_owned();
+    let uuid = at(&parts[1], &["StackUuid"]).clone();
+    (text, uuid)
+}
+
+#[test]
+fn the_dead_letter_queue_accepts_only_the_event_queue_as_its_source() {
+    let t = template();
+    let policy = at(
+        &t,
+        &[
+            "Resources",
+            "DeadLetterQueue",
+            "Properties",
+            "RedriveAllowPolicy",
+        ],
+    );
+    assert_eq!(at(policy, &["redrivePermission"]).as_str(), Some("byQueue"));
+    let Value::Sequence(sources) = at(policy, &["sourceQueueArns"]) else {
+        panic!("sourceQueueArns is a list")
+    };
+    assert_eq!(sources.len(), 1, "the event queue only");
+    let (arn, arn_uuid) = sub_with_stack_uuid(&sources[0]);
+    let (name, name_uuid) = sub_with_stack_uuid(at(
+        &t,
+        &["Resources", "EventQueue", "Properties", "QueueName"],
+    ));
+    assert_eq!(
+        arn,
+        format!("arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{name}"),
+        "the ARN names the event queue"
+    );
+    assert_eq!(arn_uuid, name_uuid, "built from the same stack id");
+    // The longest the name can be at deploy time: a stack UUID is 36 characters.
+    let deployed = name.replace("${StackUuid}", &"f".repeat(36));
+    assert!(
+        !deployed.contains("${"),
+        "{name}: only StackUuid is substituted"
+    );
+    assert!(
+        deployed.ends_with(".fifo") && deployed.len() <= 80,
+        "{deployed}: a FIFO queue name is at most 80 characters, .fifo included"
+    );
+    assert_eq!(
+        reference(at(
+            &t,
+            &[
+                "Resources",
+                "EventQueue",
+                "Properties",
+                "RedrivePolicy",
+                "deadLetterTargetArn"
+            ]
+        )),
+        "!GetAtt DeadLetterQueue.Arn"
+    );
+}
+
+/// Every statement of a role's inline policies, as (actions, resources) in template text.
+fn statements(t: &Value, role: &str) -> Vec<(BTreeSet<String>, BTreeSet<String>)> {
+    let Value::Sequence(policies) = at(t, &["Resources", role, "Properties", "Policies"]) else {
+        panic!("{role} has a list of policies")
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => reference(other),
+    };
+    let list = |v: &Value| -> BTreeSet<String> {
+        match v {
+            Value::Sequence(items) => items.iter().map(text).collect(),
+            other => BTreeSet::from([text(other)]),
+        }
+    };
+    let mut out = Vec::new();
+    for policy in policies {
+        let Value::Sequence(items) = at(policy, &["PolicyDocument", "Statement"]) else {
+            panic!("a statement list")
+        };
+        for statement in items {
+            if let Value::Tagged(_) = statement {
+                continue; // the !If X-Ray statement
+            }
+            out.push((
+                list(at(statement, &["Action"])),
+                list(at(statement, &["Resource"])),
+            ));
+        }
+    }
+    out
+}
+
+/// The resources `role` may call `action` on.
+fn granted(t: &Value, role: &str, action: &str) -> BTreeSet<String> {
+    statements(t, role)
+        .into_iter()
+        .filter(|(actions, _)| actions.contains(action))
+        .flat_map(|(_, resources)| resources)
+        .collect()
+}
+
+#[test]
+fn each_function_reads_its_own_secrets_by_arn_and_nothing_else() {
+    let t = template();
+    let set =
+        |items: &[&str]| -> BTreeSet<String> { items.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(
+        granted(&t, "IngestRole", "secretsmanager:GetSecretValue"),
+        set(&["!Ref IngestSecret", "!Ref ChatIdKeySecret"])
+    );
+    assert_eq!(
+        granted(&t, "DispatcherRole", "secretsmanager:GetSecretValue"),
+        set(&["!Ref WebhookSecret"])
+    );
+    for role in ["IngestRole", "DispatcherRole"] {
+        for (actions, _) in statements(&t, role) {
+            assert!(
+                actions.iter().all(|a| !a.contains('*')),
+                "{role}: no wildcard actions: {actions:?}"
+            );
+        }
+    }
+    let env = |function: &str, var: &str| {
+        reference(at(
+            &t,
+            &[
+                "Resources",
+                function,
+                "Properties",
+                "Environment",
+                "Variables",
+                var,
+            ],
+        ))
+    };
+    let ingest_arn = arn_var(config::INGEST_SECRETS).unwrap();
+    let key_arn = arn_var(config::CHAT_ID_KEY).unwrap();
+    let webhook_arn = arn_var(config::WEBHOOK_SECRETS).unwrap();
+    assert_eq!(env("IngestFunction", ingest_arn), "!Ref IngestSecret");
+    assert_eq!(env("IngestFunction", key_arn), "!Ref ChatIdKeySecret");
+    assert_eq!(env("DispatcherFunction", webhook_arn), "!Ref WebhookSecret");
+    for (secret, parameter) in [
+        ("IngestSecret", "IngestSecrets"),
+        ("WebhookSecret", "WebhookSecrets"),
+    ] {
+        assert_eq!(
+            at(&t, &["Resources", secret, "Type"]).as_str(),
+            Some("AWS::SecretsManager::Secret")
+        );
+        assert_eq!(
+            reference(at(&t, &["Resources", secret, "Properties", "SecretString"])),
+            format!("!Ref {parameter}")
+        );
+        assert_eq!(
+            at(&t, &["Parameters", parameter, "NoEcho"]),
+            &Value::Bool(true)
+        );
+    }
+    let generated = at(
+        &t,
+        &[
+            "Resources",
+            "ChatIdKeySecret",
+            "Properties",
+            "GenerateSecretString",
+        ],
+    );
+    assert_eq!(number(at(generated, &["PasswordLength"])), 64);
+    assert_eq!(at(generated, &["ExcludePunctuation"]), &Value::Bool(true));
+    let text = template_text();
+    assert!(
+        !text.contains("AWS::SecretsManager::RotationSchedule"),
+        "the chat-id key is never rotated"
+    );
+}
+
+#[test]
+fn no_secret_reaches_an_environment_variable_or_an_output() {
+    let t = template();
+    let secret_names = [
+        "IngestSecrets",
+        "WebhookSecrets",
+        "IngestSecret",
+        "WebhookSecret",
+        "ChatIdKeySecret",
+    ];
+    // Any reference at all: !Ref X, !GetAtt X.…, ${X} inside a !Sub.
+    fn mentions(value: &Value, name: &str) -> bool {
+        match value {
+            Value::String(s) => {
+                s == name
+                    || s.contains(&format!("${{{name}}}"))
+                    || s.starts_with(&format!("{name}."))
+            }
+            Value::Tagged(tagged) => mentions(&tagged.value, name),
+            Value::Sequence(items) => items.iter().any(|v| mentions(v, name)),
+            Value::Mapping(map) => map
+                .iter()
+                .any(|(k, v)| mentions(k, name) || mentions(v, name)),
+            _ => false,
+        }
+    }
+    for name in secret_names {
+        assert!(!mentions(&t["Outputs"], name), "an Output mentions {name}");
+    }
+    for function in ["IngestFunction", "DispatcherFunction"] {
+        let vars = at(
+            &t,
+            &[
+                "Resources",
+                function,
+                "Properties",
+                "Environment",
+                "Variables",
+            ],
+        );
+        for name in ["IngestSecrets", "WebhookSecrets"] {
+            assert!(
+                !mentions(vars, name),
+                "{function}'s environment holds {name}"
+            );
+        }
+        for (var, _) in secrets::SECRET_VARS {
+            assert!(
+                vars.get(var).is_none(),
+                "{function} gets {var} as a plain value; on AWS it gets {var}_ARN"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_dispatcher_owns_its_attempts_table_and_dead_letters_itself() {
+    let t = template();
+    let table = at(&t, &["Resources", "AttemptsTable", "Properties"]);
+    assert_eq!(
+        at(table, &["BillingMode"]).as_str(),
+        Some("PAY_PER_REQUEST")
+    );
+    let Value::Sequence(keys) = at(table, &["KeySchema"]) else {
+        panic!("KeySchema is a list")
+    };
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        at(&keys[0], &["AttributeName"]).as_str(),
+        Some("message_id")
+    );
+    assert_eq!(at(&keys[0], &["KeyType"]).as_str(), Some("HASH"));
+    let Value::Sequence(attributes) = at(table, &["AttributeDefinitions"]) else {
+        panic!("AttributeDefinitions is a list")
+    };
+    assert_eq!(attributes.len(), 1);
+    assert_eq!(at(&attributes[0], &["AttributeType"]).as_str(), Some("S"));
+    assert_eq!(
+        at(table, &["TimeToLiveSpecification", "AttributeName"]).as_str(),
+        Some("expires_at")
+    );
+    assert_eq!(
+        at(table, &["TimeToLiveSpecification", "Enabled"]),
+        &Value::Bool(true)
+    );
+    assert_eq!(
+        at(table, &["SSESpecification", "SSEEnabled"]),
+        &Value::Bool(true)
+    );
+    let set =
+        |items: &[&str]| -> BTreeSet<String> { items.iter().map(|s| s.to_string()).collect() };
+    for action in [
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ] {
+        assert_eq!(
+            granted(&t, "DispatcherRole", action),
+            set(&["!GetAtt AttemptsTable.Arn"]),
+            "{action}"
+        );
+    }
+    let dynamo: Vec<_> = statements(&t, "DispatcherRole")
+        .into_iter()
+        .flat_map(|(actions, _)| actions)
+        .filter(|a| a.starts_with("dynamodb:"))
+        .collect();
+    assert_eq!(dynamo.len(), 3, "no other DynamoDB action: {dynamo:?}");
+    assert_eq!(
+        granted(&t, "DispatcherRole", "sqs:SendMessage"),
+        set(&["!GetAtt DeadLetterQueue.Arn"]),
+        "the dispatcher sends to the DLQ only"
+    );
+    assert_eq!(
+        granted(&t, "IngestRole", "sqs:SendMessage"),
+        set(&["!GetAtt EventQueue.Arn"])
+    );
+    let env = at(
+        &t,
+        &[
+            "Resources",
+            "DispatcherFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    assert_eq!(
+        reference(at(env, &[config::ATTEMPTS_TABLE])),
+        "!Ref AttemptsTable"
+    );
+    assert_eq!(
+        reference(at(env, &[config::DEAD_LETTER_QUEUE_URL])),
+        "!Ref DeadLetterQueue"
+    );
+    assert_eq!(
+        reference(at(env, &[config::DEAD_LETTER_STATUSES])),
+        "!Ref DeadLetterStatuses"
+    );
+    for function in ["IngestFunction", "DispatcherFunction"] {
+        let vars = at(
+            &t,
+            &[
+                "Resources",
+                function,
+                "Properties",
+                "Environment",
+                "Variables",
+            ],
+        );
+        assert_eq!(
+            reference(at(vars, &[config::QR_TTL_SECONDS])),
+            "!Ref QrTtlSeconds"
+        );
+        assert_eq!(
+            reference(at(vars, &[secrets::SECRETS_REVISION])),
+            "!Ref SecretsRevision"
+        );
+    }
+}
+
+#[test]
+fn the_delivery_parameters_have_sane_defaults_and_patterns() {
+    let t = template();
+    assert_eq!(
+        at(&t, &["Parameters", "DeadLetterStatuses", "Default"]).as_str(),
+        Some("410 413 422")
+    );
+    let statuses = allowed_pattern(&t, "DeadLetterStatuses");
+    for good in ["410 413 422", "410,413,422", "410, 422", "410"] {
+        assert!(statuses.is_match(good), "{good}");
+    }
+    for bad in ["", "41", "4100", "410;413", "gone", "410 "] {
+        assert!(!statuses.is_match(bad), "{bad:?}");
+    }
+    assert_eq!(
+        number(at(&t, &["Parameters", "QrTtlSeconds", "Default"])),
+        60
+    );
+    assert_eq!(
+        number(at(&t, &["Parameters", "QrTtlSeconds", "MinValue"])),
+        1
+    );
 }

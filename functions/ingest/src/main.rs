@@ -1,20 +1,34 @@
 //! The ingest Lambda: API Gateway HTTP API → validate, authenticate → SQS FIFO.
 //!
-//! Wiring only: configuration and the SQS client are built once, at init, and the routes are
-//! `relay_shared::ingest::router`, the same ones the local stack serves.
+//! Wiring only: the SDK configuration is loaded once, at init; secret variables are fetched
+//! from Secrets Manager when given as `*_ARN` (`relay_shared::secrets`); configuration and the
+//! SQS client are built then, and the routes are `relay_shared::ingest::router`, the same ones
+//! the local stack serves.
 
 use relay_shared::config::IngestConfig;
 use relay_shared::ingest::{Ingest, router};
-use relay_shared::queue::sqs::SqsQueue;
+use relay_shared::queue::sqs::{SqsQueue, sdk_config};
+use relay_shared::secrets::{self, SecretsManager};
 use relay_shared::telemetry::{Metrics, MetricsSink, init_json_logs};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_json_logs();
-    let config = IngestConfig::from_env().unwrap_or_else(|errors| errors.exit());
-    let queue = Arc::new(SqsQueue::from_env(config.queue_url).await);
+    let aws = sdk_config().await;
+    let env = |var: &str| std::env::var(var).ok();
+    let resolved = secrets::resolve(&env, &SecretsManager::from_config(&aws))
+        .await
+        .unwrap_or_else(|errors| errors.exit());
+    let config =
+        IngestConfig::from_lookup(&resolved.over(env)).unwrap_or_else(|errors| errors.exit());
+    let queue = Arc::new(SqsQueue::from_config(&aws, config.queue_url));
     let metrics = Metrics::new(config.metrics_namespace, MetricsSink::Stdout);
-    let ingest = Arc::new(Ingest::new(config.secrets, queue, metrics));
+    let ingest = Arc::new(Ingest::new(
+        config.secrets,
+        config.chat_id_key,
+        queue,
+        metrics,
+    ));
     lambda_http::run(router(ingest)).await
 }

@@ -13,16 +13,17 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use relay_shared::config::{
-    DELIVERY_TIMEOUT_MS, INGEST_SECRETS, LocalStackConfig, QUEUE_URL, RETRY_SCHEDULE,
-    WEBHOOK_SECRETS, WEBHOOK_URL,
+    CHAT_ID_KEY, DEAD_LETTER_QUEUE_URL, DEAD_LETTER_STATUSES, DELIVERY_TIMEOUT_MS, INGEST_SECRETS,
+    LocalStackConfig, QR_TTL_SECONDS, QUEUE_URL, RETRY_SCHEDULE, WEBHOOK_SECRETS, WEBHOOK_URL,
 };
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::Dispatcher;
+use relay_shared::dispatch::{DispatchQueues, Dispatcher};
+use relay_shared::envelope::ChatIdKey;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{Queue, move_messages};
+use relay_shared::queue::{SAFETY_NET_RECEIVES, move_messages};
 use relay_shared::telemetry::Metrics;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -50,9 +51,22 @@ pub struct LocalArgs {
     /// Per-attempt timeout in milliseconds (default 5000)
     #[arg(long, env = DELIVERY_TIMEOUT_MS)]
     delivery_timeout_ms: Option<String>,
+    /// Receiver statuses that send an event straight to the DLQ (default "410 413 422"; "" = none)
+    #[arg(long, env = DEAD_LETTER_STATUSES)]
+    dead_letter_statuses: Option<String>,
+    /// A qr event older than this many seconds is not delivered (default 60)
+    #[arg(long, env = QR_TTL_SECONDS)]
+    qr_ttl_seconds: Option<String>,
     /// Use this SQS FIFO queue instead of the in-process one (with AWS_ENDPOINT_URL_SQS for moto)
     #[arg(long, env = QUEUE_URL)]
     queue_url: Option<String>,
+    /// With --queue-url: the SQS FIFO DLQ (default: the one the queue's redrive policy names)
+    #[arg(long, env = DEAD_LETTER_QUEUE_URL)]
+    dead_letter_queue_url: Option<String>,
+    /// 32+ random characters keying the hash that names chats in group ids and logs; required
+    /// with --queue-url, else a random key is made for this run
+    #[arg(long, env = CHAT_ID_KEY, hide_env_values = true)]
+    chat_id_key: Option<String>,
     /// In-process queue: seconds a received message stays invisible before it may be retried
     #[arg(long, default_value_t = 60)]
     visibility_timeout: u64,
@@ -91,7 +105,11 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
             INGEST_SECRETS => args.ingest_secrets.clone(),
             RETRY_SCHEDULE => args.retry_schedule.clone(),
             DELIVERY_TIMEOUT_MS => args.delivery_timeout_ms.clone(),
+            DEAD_LETTER_STATUSES => args.dead_letter_statuses.clone(),
+            QR_TTL_SECONDS => args.qr_ttl_seconds.clone(),
             QUEUE_URL => args.queue_url.clone(),
+            DEAD_LETTER_QUEUE_URL => args.dead_letter_queue_url.clone(),
+            CHAT_ID_KEY => args.chat_id_key.clone(),
             _ => None,
         }
     };
@@ -107,14 +125,33 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let listener = crate::bind(args.listen).await?;
 
     let delivery = config.delivery;
-    let schedule = delivery.retry_schedule.clone();
-    let (queue, local_queues, queue_note): (Arc<dyn Queue>, Option<LocalQueues>, String) =
+    let schedule = delivery.retry.schedule.clone();
+    let (queues, local_queues, queue_note): (DispatchQueues, Option<LocalQueues>, String) =
         match &config.queue_url {
-            Some(url) => (
-                Arc::new(SqsQueue::from_env(url.clone()).await),
-                None,
-                format!("SQS queue {url} (its redrive policy decides the DLQ)"),
-            ),
+            Some(url) => {
+                let queue = SqsQueue::from_env(url.clone()).await;
+                let dlq = match &config.dead_letter_queue_url {
+                    Some(dlq_url) => queue.sibling(dlq_url.clone()),
+                    None => queue.dead_letter_queue().await.map_err(|e| {
+                        Failure(format!(
+                            "cannot find the DLQ of {url}: {e} (flag --dead-letter-queue-url)"
+                        ))
+                    })?,
+                };
+                let note = format!(
+                    "SQS queue {url}, DLQ {} after {} attempts",
+                    dlq.queue_url(),
+                    schedule.max_attempts()
+                );
+                (
+                    DispatchQueues {
+                        source: Arc::new(queue),
+                        dead_letter: Arc::new(dlq),
+                    },
+                    None,
+                    note,
+                )
+            }
             None => {
                 let dlq = Arc::new(MemoryQueue::new(
                     "local-dlq",
@@ -124,11 +161,14 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
                     MemoryQueue::new("local", Duration::from_secs(args.visibility_timeout))
                         .with_dead_letter(DeadLetter {
                             queue: Arc::clone(&dlq),
-                            max_receive_count: schedule.max_attempts(),
+                            max_receive_count: SAFETY_NET_RECEIVES,
                         }),
                 );
                 (
-                    queue.clone(),
+                    DispatchQueues {
+                        source: queue.clone(),
+                        dead_letter: dlq.clone(),
+                    },
                     Some(LocalQueues { queue, dlq }),
                     format!(
                         "in-process FIFO queue, DLQ after {} attempts; it does NOT survive a restart",
@@ -145,20 +185,29 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.delivery_timeout,
     )
     .map_err(|e| Failure(format!("cannot build the HTTP client: {e}")))?;
-    let dispatcher = Arc::new(Dispatcher::new(
-        deliverer,
-        Arc::clone(&queue),
-        schedule.clone(),
-        Metrics::off(),
-    ));
+    let queue = Arc::clone(&queues.source);
+    let retry = delivery.retry.clone();
+    let dispatcher = Arc::new(Dispatcher::new(deliverer, queues, retry, Metrics::off()));
+    // The in-process queue is lost on restart, so a key that lives as long as the process
+    // cannot split a chat's order across two names; a real queue requires CHAT_ID_KEY (config).
+    let (chat_id_key, key_note) = match config.chat_id_key {
+        Some(key) => (key, None),
+        None => (
+            ChatIdKey::random(),
+            Some(format!(
+                "relay local: {CHAT_ID_KEY} not set: chats are named by a random key made for this run (fine for the in-process queue, which is lost on restart too)"
+            )),
+        ),
+    };
     let ingest = Arc::new(Ingest::new(
         config.ingest_secrets,
+        chat_id_key,
         Arc::clone(&queue),
         Metrics::off(),
     ));
     let mut app = router(ingest);
-    if let Some(local) = local_queues {
-        app = local_routes(local).merge(app);
+    if let Some(local) = &local_queues {
+        app = local_routes(local.clone()).merge(app);
     }
 
     let address = listener.local_addr().unwrap_or(args.listen);
@@ -166,11 +215,16 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         "relay local: listening on http://{address} (POST /events, POST /events/batch, GET /health)"
     );
     println!(
-        "relay local: delivering to {} ({secrets_count} signing secret(s), {} ms timeout, retry schedule {schedule} s)",
+        "relay local: delivering to {} ({secrets_count} signing secret(s), {} ms timeout, retry schedule {schedule} s, straight to the DLQ on [{}], qr events expire after {} s)",
         delivery.webhook_url,
-        delivery.delivery_timeout.as_millis()
+        delivery.delivery_timeout.as_millis(),
+        delivery.retry.dead_letter_statuses,
+        delivery.retry.qr_ttl.as_secs()
     );
     println!("relay local: queue: {queue_note}");
+    if let Some(note) = key_note {
+        println!("{note}");
+    }
     println!("relay local: Ctrl-C stops after in-flight deliveries finish");
     warn_if_unreachable(&delivery.webhook_url).await;
 
@@ -190,7 +244,15 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let _ = stop_tx.send(true);
     let _ = serving.await;
     let _ = polling.await;
-    println!("relay local: stopped");
+    match &local_queues {
+        Some(local) => println!(
+            "relay local: stopped; dropped with the in-process queue: {} event(s) ({} waiting for a retry or in flight), and {} in its DLQ",
+            local.queue.len(),
+            local.queue.in_flight(),
+            local.dlq.len()
+        ),
+        None => println!("relay local: stopped; undelivered events stay in the SQS queue"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

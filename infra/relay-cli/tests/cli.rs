@@ -1,7 +1,10 @@
 //! The `relay` binary driven as a process, as a developer would: `relay receive`, `relay local`
 //! and `relay send` on free loopback ports.
 
-use relay_tests::{INGEST_SECRET, Process, WEBHOOK_SECRET, free_port};
+use relay_tests::personal_data::{
+    assert_free_of_personal_data, is_hashed_chat_group, message_event, qr_event, status_event,
+};
+use relay_tests::{CHAT_ID_KEY, INGEST_SECRET, Process, WEBHOOK_SECRET, free_port, signed_headers};
 use std::time::Duration;
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
@@ -126,14 +129,12 @@ async fn send_local_receive_delivers_every_event_type_verified() {
             .any(|l| l.contains("webhook-id=file-event-1")),
         "{verified:?}"
     );
-    let lines = stack.receive.lines();
     let printed = serde_json::from_str::<serde_json::Value>(body)
         .unwrap()
         .to_string();
-    assert!(
-        lines.iter().any(|l| l.trim() == printed),
-        "the receiver printed the body"
-    );
+    // The body is printed after its "verified" line: wait for it rather than race it.
+    stack.receive.wait_for(&printed, 1, WAIT).await;
+    let lines = stack.receive.lines();
     assert!(
         lines.iter().all(|l| !l.contains("iVBORw0KGgo")),
         "the QR code is redacted"
@@ -243,6 +244,48 @@ async fn bad_flags_and_settings_exit_non_zero_with_one_line() {
         "{stderr}"
     );
 
+    // A real queue outlives the process: its chats need a stable key.
+    let out = tokio::process::Command::new(RELAY)
+        .args(["local", "--listen", "127.0.0.1:0"])
+        .args(["--queue-url", "http://127.0.0.1:9/000000000000/q.fifo"])
+        .env_clear()
+        .env("INGEST_SECRETS", INGEST_SECRET)
+        .env("WEBHOOK_SECRETS", WEBHOOK_SECRET)
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("CHAT_ID_KEY: not set; required with QUEUE_URL")
+            && stderr.contains("(flag --chat-id-key)"),
+        "{stderr}"
+    );
+    // A short key is named, never echoed.
+    let out = tokio::process::Command::new(RELAY)
+        .args([
+            "local",
+            "--listen",
+            "127.0.0.1:0",
+            "--chat-id-key",
+            "tiny-s3cret",
+        ])
+        .env_clear()
+        .env("INGEST_SECRETS", INGEST_SECRET)
+        .env("WEBHOOK_SECRETS", WEBHOOK_SECRET)
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("CHAT_ID_KEY: is 11 characters long") && !stderr.contains("tiny-s3cret"),
+        "{stderr}"
+    );
+
     // A port in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
@@ -273,6 +316,7 @@ async fn the_local_stack_runs_against_a_real_sqs_endpoint() {
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("CHAT_ID_KEY", CHAT_ID_KEY),
         ],
     )
     .await;
@@ -359,4 +403,115 @@ async fn an_event_parked_in_the_dlq_is_delivered_after_relay_redrive() {
         id(&failed[0]),
         "the redriven copy keeps its webhook-id"
     );
+}
+
+/// `relay local` with every log at TRACE (dependencies too): QR, status and message events,
+/// accepted and refused, a failed attempt and its retry, and not one line of its output holds
+/// a phone number, message text, QR code, secret, the chat id key or a signature.
+#[tokio::test]
+async fn the_local_stack_logs_no_personal_data_even_at_trace() {
+    let stack = start_stack_with(
+        &["--fail-with", "500", "--fail-times", "1"],
+        &["--retry-schedule", "0,0"],
+        &[("RUST_LOG", "trace"), ("CHAT_ID_KEY", CHAT_ID_KEY)],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let post = |path: &'static str, body: String, secret: &'static str| {
+        let url = stack.ingest_url.replace("/events", path);
+        let request = http
+            .post(url)
+            .headers(signed_headers(secret, "req-trace", &body))
+            .body(body);
+        async move {
+            request
+                .send()
+                .await
+                .expect("ingest answers")
+                .status()
+                .as_u16()
+        }
+    };
+    let accepted = [
+        qr_event(),
+        status_event(),
+        message_event("incoming"),
+        message_event("outgoing"),
+    ];
+    for body in &accepted {
+        assert_eq!(
+            post("/events", body.clone(), INGEST_SECRET).await,
+            202,
+            "{body}"
+        );
+    }
+    assert_eq!(
+        post("/events", message_event("sideways"), INGEST_SECRET).await,
+        422
+    );
+    assert_eq!(
+        post("/events", message_event("incoming"), WEBHOOK_SECRET).await,
+        401
+    );
+    let batch = format!(
+        "[{},{}]",
+        message_event("incoming").replace("3EB0-incoming", "3EB0-batch"),
+        status_event().replace(r#""connected":true"#, r#""connected":"5511987654321""#)
+    );
+    assert_eq!(post("/events/batch", batch, INGEST_SECRET).await, 207);
+
+    let delivered = accepted.len() + 1;
+    stack
+        .local
+        .wait_for("outcome=\"delivered\"", delivered, WAIT)
+        .await;
+    stack.local.wait_for("outcome=\"retry\"", 1, WAIT).await;
+    let lines = stack.local.lines();
+    let status = stack.local.terminate().await;
+    assert!(status.success(), "{status:?}");
+
+    assert!(
+        lines.iter().any(|l| l.contains("TRACE")),
+        "dependencies logged at TRACE too"
+    );
+    let groups: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("event_type=\"message\"") || l.contains("event_type=message"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("group=")))
+        .collect();
+    assert!(
+        !groups.is_empty(),
+        "message events are logged with their group"
+    );
+    assert!(
+        groups
+            .iter()
+            .all(|g| is_hashed_chat_group(g.trim_matches('"'))),
+        "{groups:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("random key")),
+        "CHAT_ID_KEY was given"
+    );
+    assert_free_of_personal_data(&lines.join("\n"), "relay local's output");
+}
+
+#[tokio::test]
+async fn without_chat_id_key_the_local_stack_says_it_makes_one_per_run() {
+    // Empty is unset (whatever the developer's shell exports).
+    let stack = start_stack_with(&[], &["--retry-schedule", "1"], &[("CHAT_ID_KEY", "")]).await;
+    let note = stack.local.wait_for("CHAT_ID_KEY", 1, WAIT).await;
+    assert_eq!(
+        note,
+        [
+            "relay local: CHAT_ID_KEY not set: chats are named by a random key made for this run (fine for the in-process queue, which is lost on restart too)"
+        ]
+    );
+    // Events still flow.
+    let out = send_sample(&stack, "message").await;
+    assert!(out.status.success());
+    stack
+        .receive
+        .wait_for("verified webhook-id=", 1, WAIT)
+        .await;
 }

@@ -1,7 +1,9 @@
 //! The in-process adapter of the queue port, with SQS FIFO semantics: message groups (a group
 //! is blocked while one of its messages is in flight), a 5-minute deduplication window per
-//! group, visibility timeout and `ChangeMessageVisibility`, receive counts, a move to the DLQ
-//! once a message has been received `max_receive_count` times, and long-poll receives.
+//! group, visibility timeout and `ChangeMessageVisibility` (refused, as SQS refuses it, when it
+//! would keep a message invisible for more than 12 hours since its receive), receive counts, a
+//! move to the DLQ once a message has been received `max_receive_count` times, and long-poll
+//! receives.
 //!
 //! It backs the local stack and the fast tests. The queue contract suite runs the same
 //! behaviour tests against this adapter and against moto's SQS server; where the two differ,
@@ -61,6 +63,8 @@ struct Stored {
     receive_count: u32,
     /// In flight while this is in the future.
     visible_at: Instant,
+    /// When the current receive happened: SQS's 12-hour visibility limit counts from here.
+    received_at: Instant,
     receipt_handle: Option<String>,
 }
 
@@ -98,7 +102,7 @@ impl MemoryQueue {
 
     fn store(&self, message: NewMessage) -> Result<(), QueueError> {
         if message.body.len() > MAX_MESSAGE_BYTES {
-            return Err(QueueError::Refused(format!(
+            return Err(QueueError::MessageRefused(format!(
                 "message body is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
                 message.body.len()
             )));
@@ -129,6 +133,7 @@ impl MemoryQueue {
             sent_timestamp_ms: unix_millis(),
             receive_count: 0,
             visible_at: now,
+            received_at: now,
             receipt_handle: None,
         });
         Ok(())
@@ -163,6 +168,7 @@ impl MemoryQueue {
             }
             message.receive_count += 1;
             message.visible_at = now + self.visibility_timeout;
+            message.received_at = now;
             let receipt = format!(
                 "{}#{}#{}",
                 message.message_id, message.receive_count, message.seq
@@ -310,10 +316,23 @@ impl Queue for MemoryQueue {
         receipt_handle: &str,
         timeout: Duration,
     ) -> Result<(), QueueError> {
-        let visible_at = Instant::now() + timeout.min(MAX_VISIBILITY);
+        let now = Instant::now();
+        // SQS takes whole seconds (0 to 43,200); the in-process queue also takes the
+        // sub-second waits of compressed test schedules, under the same ceiling.
         self.with_in_flight(receipt_handle, |state, index| {
-            state.messages[index].visible_at = visible_at;
-        })?;
+            let message = &mut state.messages[index];
+            let total = now.saturating_duration_since(message.received_at) + timeout;
+            if timeout > MAX_VISIBILITY || total > MAX_VISIBILITY {
+                // See MAX_VISIBILITY: SQS refuses, it does not trim.
+                return Err(QueueError::Refused(format!(
+                    "InvalidParameterValue: visibility timeout {} s would keep the message invisible {} s after its receive, over the 43200 s (12 h) maximum",
+                    timeout.as_secs(),
+                    total.as_secs()
+                )));
+            }
+            message.visible_at = now + timeout;
+            Ok(())
+        })??;
         self.changed.notify_one();
         Ok(())
     }

@@ -11,9 +11,23 @@ use aws_lambda_events::sqs::SqsMessage;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// The queues' `maxReceiveCount`: only a safety net. The dispatcher counts real attempts and
+/// moves exhausted messages to the DLQ itself; receives run far ahead of attempts for messages
+/// held behind a failing head of their group, so this is set high enough never to catch one
+/// (it catches a message whose every batch crashes the dispatcher).
+pub const SAFETY_NET_RECEIVES: u32 = 100;
+
 /// SQS returns at most 10 messages per receive, and takes at most 10 per batch send.
 pub const MAX_BATCH: usize = 10;
-/// SQS's largest visibility timeout: 12 hours.
+/// SQS's largest visibility timeout: 12 hours, counted from when the message was received.
+///
+/// AWS, `ChangeMessageVisibility`: "You can continue to call ChangeMessageVisibility to extend
+/// the visibility timeout to the maximum allowed time. If you try to extend the visibility
+/// timeout beyond the maximum, your request is rejected." and "If you attempt to set the
+/// VisibilityTimeout to an amount more than the maximum time left, Amazon SQS returns an
+/// error. It will not automatically recalculate and increase the timeout to the maximum time
+/// remaining." So a change asks for at most `MAX_VISIBILITY - (time since the receive)`; both
+/// adapters refuse more (the in-process one exactly as SQS does).
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// A message to enqueue: the raw body plus the FIFO routing ids.
@@ -79,12 +93,21 @@ impl ReceivedMessage {
 }
 
 /// Why the queue did not do what was asked. `Display` says what to check.
+///
+/// The split decides what a sender is told: only [`QueueError::Unavailable`] is worth retrying
+/// as it is; the other two are deterministic and retrying the same request cannot fix them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
-    /// The queue could not be reached or answered with a server error: try again later.
+    /// The queue could not be reached, timed out, throttled or answered with a server error:
+    /// try again later.
     #[error("queue unavailable: {0}")]
     Unavailable(String),
-    /// The queue refused the request itself (bad receipt handle, bad parameter).
+    /// The queue refused this message's content (characters SQS cannot store, over its size
+    /// limit): the same message will be refused again.
+    #[error("queue refused the message: {0}")]
+    MessageRefused(String),
+    /// The queue refused the request itself (no such queue, access denied, bad parameter,
+    /// stale receipt handle): a configuration or programming error, not an outage.
     #[error("queue refused the request: {0}")]
     Refused(String),
 }
@@ -169,4 +192,4 @@ fn redrive_dedup_id(message: &ReceivedMessage) -> String {
 }
 
 /// SQS's limit on `MessageDeduplicationId`.
-const MAX_DEDUP_ID_LEN: usize = 128;
+pub const MAX_DEDUP_ID_LEN: usize = 128;

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
-use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use std::time::Duration;
 
@@ -25,14 +25,58 @@ impl SqsQueue {
         }
     }
 
-    /// Builds the client from the SDK's standard environment (region, credentials,
-    /// `AWS_ENDPOINT_URL_SQS`). Done once, at init.
+    /// Builds the client from [`sdk_config`]. Done once, at init.
     pub async fn from_env(queue_url: impl Into<String>) -> Self {
-        let config = aws_config::from_env()
+        SqsQueue::from_config(&sdk_config().await, queue_url)
+    }
+
+    /// A queue on a client built from an SDK configuration loaded once for every client of the
+    /// process (see [`sdk_config`]).
+    pub fn from_config(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        let config = aws_sdk_sqs::config::Builder::from(config)
             .timeout_config(timeouts(Duration::ZERO))
-            .load()
-            .await;
-        SqsQueue::new(Client::new(&config), queue_url)
+            .build();
+        SqsQueue::new(Client::from_conf(config), queue_url)
+    }
+
+    /// Another queue on the same client (the DLQ beside its source queue).
+    pub fn sibling(&self, queue_url: impl Into<String>) -> Self {
+        SqsQueue::new(self.client.clone(), queue_url)
+    }
+
+    /// The DLQ named by this queue's redrive policy, for tools given only the source queue.
+    pub async fn dead_letter_queue(&self) -> Result<SqsQueue, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| classify(e, Call::Other))?;
+        let policy = attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+            .ok_or_else(|| {
+                QueueError::Refused(format!(
+                    "{} has no redrive policy: set DEAD_LETTER_QUEUE_URL",
+                    self.queue_url
+                ))
+            })?;
+        let arn = serde_json::from_str::<serde_json::Value>(policy)
+            .ok()
+            .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
+            .ok_or_else(|| QueueError::Refused(format!("unreadable redrive policy {policy:?}")))?;
+        let name = arn.rsplit(':').next().unwrap_or_default();
+        let url = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| classify(e, Call::Other))?;
+        Ok(self.sibling(url.queue_url().unwrap_or_default()))
     }
 
     pub fn client(&self) -> &Client {
@@ -42,6 +86,16 @@ impl SqsQueue {
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }
+}
+
+/// The SDK's standard environment (region, credentials, `AWS_ENDPOINT_URL_SQS` and the other
+/// `AWS_ENDPOINT_URL_*` overrides) with the relay's timeouts: loaded once per function, at init,
+/// and shared by its SQS and Secrets Manager clients.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::from_env()
+        .timeout_config(timeouts(Duration::ZERO))
+        .load()
+        .await
 }
 
 /// SQS answers in milliseconds; a call that stalls must fail fast enough for ingest to answer
@@ -55,18 +109,61 @@ fn timeouts(long_poll: Duration) -> TimeoutConfig {
         .build()
 }
 
-/// Client-side refusals (4xx) are the caller's mistake; everything else may pass.
-fn classify<E>(err: SdkError<E, HttpResponse>) -> QueueError
+/// What a failed call was doing: a refusal of a send's parameters is a refusal of the message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Send,
+    Other,
+}
+
+/// SQS error codes that mean "not now" although SQS answers them with a 4xx status.
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestThrottled",
+    "ThrottlingException",
+    "Throttling",
+    "KmsThrottled",
+    "KMS.ThrottlingException",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+];
+
+/// SQS error codes that refuse what a message carries (characters, size, attributes).
+const MESSAGE_CODES: &[&str] = &[
+    "InvalidMessageContents",
+    "InvalidParameterValue",
+    "InvalidParameterValueException",
+    "InvalidAttributeValue",
+    "MessageTooLong",
+    "BatchRequestTooLong",
+];
+
+/// Sorts an SDK error into the port's three kinds: transient (timeouts, connection failures,
+/// 5xx, throttling), a refusal of the message itself (on a send), or any other refusal
+/// (missing queue, access denied, KMS key disabled: configuration).
+fn classify<E>(err: SdkError<E, HttpResponse>, call: Call) -> QueueError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    let client_fault =
-        matches!(&err, SdkError::ServiceError(service) if service.raw().status().is_client_error());
+    let refusal = match &err {
+        SdkError::ServiceError(service) if service.raw().status().is_client_error() => {
+            Some(service.err().code().unwrap_or_default().to_owned())
+        }
+        _ => None,
+    };
     let message = DisplayErrorContext(&err).to_string();
-    if client_fault {
-        QueueError::Refused(message)
-    } else {
-        QueueError::Unavailable(message)
+    classify_refusal(refusal.as_deref(), call, message)
+}
+
+fn classify_refusal(code: Option<&str>, call: Call, message: String) -> QueueError {
+    match code {
+        None => QueueError::Unavailable(message),
+        Some(code) if TRANSIENT_CODES.contains(&code) => QueueError::Unavailable(message),
+        Some(code) if call == Call::Send && MESSAGE_CODES.contains(&code) => {
+            QueueError::MessageRefused(message)
+        }
+        Some(_) => QueueError::Refused(message),
     }
 }
 
@@ -81,7 +178,7 @@ impl Queue for SqsQueue {
             .message_deduplication_id(message.dedup_id)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, Call::Send))?;
         Ok(())
     }
 
@@ -114,7 +211,7 @@ impl Queue for SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, Call::Send))?;
         // Anything SQS neither confirmed nor refused counts as not stored.
         let mut results: Vec<Result<(), QueueError>> = vec![
             Err(QueueError::Unavailable(
@@ -144,11 +241,8 @@ impl Queue for SqsQueue {
                     failed.code(),
                     failed.message().unwrap_or("no detail")
                 );
-                *slot = Err(if failed.sender_fault() {
-                    QueueError::Refused(message)
-                } else {
-                    QueueError::Unavailable(message)
-                });
+                let code = failed.sender_fault().then(|| failed.code());
+                *slot = Err(classify_refusal(code, Call::Send, message));
             }
         }
         Ok(results)
@@ -170,7 +264,7 @@ impl Queue for SqsQueue {
             .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts(wait)))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, Call::Other))?;
         Ok(output
             .messages()
             .iter()
@@ -203,7 +297,7 @@ impl Queue for SqsQueue {
             .receipt_handle(receipt_handle)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, Call::Other))?;
         Ok(())
     }
 
@@ -216,11 +310,45 @@ impl Queue for SqsQueue {
             .change_message_visibility()
             .queue_url(&self.queue_url)
             .receipt_handle(receipt_handle)
-            // SQS takes whole seconds: round, so a jittered 0.8 s wait is 1 s, not 0.
-            .visibility_timeout(timeout.min(super::MAX_VISIBILITY).as_secs_f64().round() as i32)
+            // SQS takes whole seconds: round, so a jittered 0.8 s wait is 1 s, not 0. Not trimmed
+            // to the 12 h limit: SQS refuses what exceeds it, and so must the caller see.
+            .visibility_timeout(timeout.as_secs_f64().round() as i32)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|e| classify(e, Call::Other))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(code: Option<&str>, call: Call) -> &'static str {
+        match classify_refusal(code, call, String::new()) {
+            QueueError::Unavailable(_) => "unavailable",
+            QueueError::MessageRefused(_) => "message",
+            QueueError::Refused(_) => "refused",
+        }
+    }
+
+    #[test]
+    fn only_outages_and_throttling_are_transient() {
+        assert_eq!(
+            kind(None, Call::Send),
+            "unavailable",
+            "no answer, timeout, 5xx"
+        );
+        assert_eq!(kind(Some("RequestThrottled"), Call::Send), "unavailable");
+        assert_eq!(kind(Some("KmsThrottled"), Call::Send), "unavailable");
+        assert_eq!(kind(Some("InvalidMessageContents"), Call::Send), "message");
+        assert_eq!(kind(Some("InvalidParameterValue"), Call::Send), "message");
+        assert_eq!(kind(Some("InvalidParameterValue"), Call::Other), "refused");
+        assert_eq!(
+            kind(Some("AWS.SimpleQueueService.NonExistentQueue"), Call::Send),
+            "refused"
+        );
+        assert_eq!(kind(Some("AccessDenied"), Call::Send), "refused");
+        assert_eq!(kind(Some("KmsDisabled"), Call::Send), "refused");
     }
 }

@@ -1,4 +1,5 @@
-// The webhook logic behind route.ts: verify (Standard Webhooks), drop duplicates, parse, dispatch.
+// The webhook logic behind route.ts: verify (Standard Webhooks), claim the webhook-id (drop
+// duplicates), parse, dispatch, then keep the claim (success) or release it (failure).
 //
 // It lives beside route.ts rather than in it because Next.js only allows HTTP methods and
 // route config as exports of a route file; this module exports `createHandler` for tests and
@@ -9,16 +10,23 @@
 
 import { Webhook, WebhookVerificationError } from "standardwebhooks";
 import type {
+  ClaimResult,
   DeliveryContext,
   EventHandlers,
   IdempotencyStore,
   RelayEvent,
 } from "./types";
 
-export type { DeliveryContext, EventHandlers, IdempotencyStore, RelayEvent } from "./types";
+export type { ClaimResult, DeliveryContext, EventHandlers, IdempotencyStore, RelayEvent } from "./types";
 
 /** How long a processed `webhook-id` is remembered: longer than the relay's retry horizon. */
 export const DEFAULT_DEDUPE_TTL_SECONDS = 2 * 24 * 60 * 60;
+/**
+ * How long a claim on a `webhook-id` holds while its handler runs. Longer than a handler may
+ * take (the relay waits 5 s per attempt); short enough that a server that died mid-handler
+ * does not hide the event from the relay's next retries for long.
+ */
+export const DEFAULT_CLAIM_LEASE_SECONDS = 60;
 /** Entries kept by the in-memory store before the oldest are forgotten. */
 export const DEFAULT_MEMORY_STORE_MAX_ENTRIES = 10_000;
 
@@ -40,6 +48,8 @@ export interface HandlerOptions {
   handlers?: EventHandlers;
   /** Default {@link DEFAULT_DEDUPE_TTL_SECONDS}. */
   dedupeTtlSeconds?: number;
+  /** Default {@link DEFAULT_CLAIM_LEASE_SECONDS}. */
+  claimLeaseSeconds?: number;
   /** Default: console. Only event types and ids are logged, never QR data or message text. */
   logger?: Logger;
 }
@@ -52,37 +62,91 @@ export interface MemoryStoreOptions {
 }
 
 /**
- * A bounded in-memory {@link IdempotencyStore}: entries expire after their TTL and the oldest
- * go first when `maxEntries` is reached. It lives as long as the server instance does: on
- * Vercel, each instance has its own and a cold start begins empty. Use Redis / KV to share it.
+ * A bounded in-memory {@link IdempotencyStore}. `claim` checks and records in one synchronous
+ * step, so two concurrent deliveries of one id cannot both get "claimed". Entries expire
+ * (claims after their lease, processed ids after their TTL) and the oldest go first when
+ * `maxEntries` is reached. It lives as long as the server instance does: on Vercel, each
+ * instance has its own and a cold start begins empty. Use Redis / KV to share it.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): IdempotencyStore {
   const maxEntries = Math.max(1, options.maxEntries ?? DEFAULT_MEMORY_STORE_MAX_ENTRIES);
   const now = options.now ?? Date.now;
-  const expiries = new Map<string, number>(); // insertion order = age
+  const entries = new Map<string, { done: boolean; expiresAt: number }>(); // insertion order = age
 
   function prune(): void {
     const t = now();
-    for (const [id, expiresAt] of expiries) {
-      if (expiries.size <= maxEntries && expiresAt > t) break;
-      expiries.delete(id);
+    for (const [id, entry] of entries) {
+      if (entries.size <= maxEntries && entry.expiresAt > t) break;
+      entries.delete(id);
     }
   }
 
+  function live(id: string): { done: boolean; expiresAt: number } | undefined {
+    const entry = entries.get(id);
+    if (entry && entry.expiresAt <= now()) {
+      entries.delete(id);
+      return undefined;
+    }
+    return entry;
+  }
+
+  function put(id: string, done: boolean, seconds: number): void {
+    entries.delete(id); // re-insert at the young end
+    entries.set(id, { done, expiresAt: now() + seconds * 1000 });
+    prune();
+  }
+
   return {
-    has(id: string): boolean {
-      const expiresAt = expiries.get(id);
-      if (expiresAt === undefined) return false;
-      if (expiresAt <= now()) {
-        expiries.delete(id);
-        return false;
-      }
-      return true;
+    claim(id: string, leaseSeconds: number): ClaimResult {
+      const entry = live(id);
+      if (entry) return entry.done ? "done" : "in_progress";
+      put(id, false, leaseSeconds);
+      return "claimed";
     },
-    add(id: string, ttlSeconds: number): void {
-      expiries.delete(id); // re-insert at the young end
-      expiries.set(id, now() + ttlSeconds * 1000);
-      prune();
+    complete(id: string, ttlSeconds: number): void {
+      put(id, true, ttlSeconds);
+    },
+    release(id: string): void {
+      if (entries.get(id)?.done === false) entries.delete(id);
+    },
+  };
+}
+
+/**
+ * The commands {@link createRedisStore} needs, as `@upstash/redis` and `@vercel/kv` name them:
+ * `set(key, value, {nx: true, ex})` answers "OK" when it set the key and null when the key
+ * already existed. For `ioredis` / `node-redis`, wrap `SET key value EX ttl NX`, `GET`, `DEL`.
+ */
+export interface RedisLike {
+  set(key: string, value: string, options: { ex: number; nx?: true }): Promise<unknown>;
+  get(key: string): Promise<unknown>;
+  del(key: string): Promise<unknown>;
+}
+
+/** The value of a key whose handler succeeded (a claim in progress holds "processing"). */
+const DONE = "done";
+
+/**
+ * A shared {@link IdempotencyStore} on Redis / Vercel KV. `claim` is one `SET key processing
+ * NX EX lease`: Redis sets it for exactly one of any number of concurrent callers, on any
+ * number of instances. `complete` overwrites it with `done` for the dedupe TTL; `release`
+ * deletes it.
+ */
+export function createRedisStore(redis: RedisLike, options: { prefix?: string } = {}): IdempotencyStore {
+  const prefix = options.prefix ?? "webhook:chat-whatsapp:";
+  return {
+    async claim(id: string, leaseSeconds: number): Promise<ClaimResult> {
+      const key = prefix + id;
+      if ((await redis.set(key, "processing", { nx: true, ex: leaseSeconds })) === "OK") return "claimed";
+      // Someone holds it. Gone again by now (released or expired): still "in_progress", so the
+      // relay retries later rather than the event being dropped as a duplicate.
+      return (await redis.get(key)) === DONE ? "done" : "in_progress";
+    },
+    async complete(id: string, ttlSeconds: number): Promise<void> {
+      await redis.set(prefix + id, DONE, { ex: ttlSeconds });
+    },
+    async release(id: string): Promise<void> {
+      await redis.del(prefix + id);
     },
   };
 }
@@ -156,6 +220,9 @@ export function parseEnvelope(value: unknown): ParseResult {
  * Answers (JSON bodies):
  * - 200 `{status:"ok"}`: verified, new, handled (or no handler for that type);
  * - 200 `{status:"duplicate"}`: this `webhook-id` was already processed, handler not called;
+ * - 409 `{error:"in_progress"}`: another delivery of this `webhook-id` is being handled right
+ *   now; the relay retries later and then gets "ok"/"duplicate" (or, if that handler failed,
+ *   the retry is handled);
  * - 200 `{status:"ignored"}`: an event type this code does not know (a newer sender): it is
  *   acknowledged so the relay does not retry it, and so it does not hold up later events of
  *   its FIFO group;
@@ -170,6 +237,7 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
   const store = options.store ?? createMemoryStore();
   const handlers = options.handlers ?? {};
   const ttlSeconds = options.dedupeTtlSeconds ?? DEFAULT_DEDUPE_TTL_SECONDS;
+  const leaseSeconds = options.claimLeaseSeconds ?? DEFAULT_CLAIM_LEASE_SECONDS;
   const log: Logger = options.logger ?? console;
   const verifiers = new Map<string, Webhook[]>();
 
@@ -216,13 +284,39 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
       return json(401, { error: "unauthorized", message: failure });
     }
 
-    // The id is covered by the signature: only the relay can choose it.
+    // The id is covered by the signature: only the relay can choose it. It is claimed before
+    // anything is handled, in one atomic step, so concurrent copies cannot both run.
     const webhookId = headers["webhook-id"];
-    if (await seen(webhookId)) {
+    const claim = await claimId(webhookId);
+    if (claim === "done") {
       log.info(`[webhook] duplicate ${webhookId}: already processed`);
       return json(200, { status: "duplicate", id: webhookId });
     }
+    if (claim === "in_progress") {
+      log.info(`[webhook] ${webhookId} is being handled by another delivery: answering 409 so the relay retries`);
+      return json(409, {
+        error: "in_progress",
+        id: webhookId,
+        message: "another delivery of this webhook-id is being handled now; retry later",
+      });
+    }
 
+    let response: Response;
+    try {
+      response = await handleClaimed(webhookId, body, headers["webhook-timestamp"], request);
+    } catch (err) {
+      log.error(`[webhook] unexpected error for ${webhookId}: ${describe(err)}`);
+      response = json(500, { error: "handler_failed", id: webhookId });
+    }
+    // Kept after success (the relay's redeliveries become duplicates); released otherwise, so
+    // the relay's retry is handled for real.
+    if (response.ok) await settle(webhookId, "complete");
+    else await settle(webhookId, "release");
+    return response;
+  };
+
+  /** Parse, check and dispatch an event whose id this request has claimed. */
+  async function handleClaimed(webhookId: string, body: string, timestamp: string, request: Request): Promise<Response> {
     let value: unknown;
     try {
       value = JSON.parse(body);
@@ -232,7 +326,6 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
     const parsed = parseEnvelope(value);
     if (parsed.kind === "unknown") {
       log.warn(`[webhook] ignored ${webhookId}: unknown event type "${parsed.eventName.slice(0, 40)}"`);
-      await remember(webhookId);
       return json(200, { status: "ignored", id: webhookId, reason: "unknown event type" });
     }
     if (parsed.kind === "invalid") {
@@ -243,36 +336,37 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
     const event = parsed.event;
     const context: DeliveryContext = {
       webhookId,
-      webhookTimestamp: new Date(Number(headers["webhook-timestamp"]) * 1000),
+      webhookTimestamp: new Date(Number(timestamp) * 1000),
       rawBody: body,
       request,
     };
     try {
       const handled = await dispatch(handlers, event, context);
-      await remember(webhookId);
       return json(200, { status: "ok", id: webhookId, event: event.event, handled });
     } catch (err) {
       // Never the event's data in logs: the error's name and message only.
       log.error(`[webhook] ${event.event} handler failed for ${webhookId}: ${describe(err)}`);
       return json(500, { error: "handler_failed", id: webhookId });
     }
-  };
+  }
 
-  async function seen(id: string): Promise<boolean> {
+  async function claimId(id: string): Promise<ClaimResult> {
     try {
-      return await store.has(id);
+      return await store.claim(id, leaseSeconds);
     } catch (err) {
       // Better to process twice than to lose an event: handlers should tolerate a repeat.
       log.warn(`[webhook] idempotency store unavailable (${describe(err)}): processing ${id} anyway`);
-      return false;
+      return "claimed";
     }
   }
 
-  async function remember(id: string): Promise<void> {
+  async function settle(id: string, how: "complete" | "release"): Promise<void> {
     try {
-      await store.add(id, ttlSeconds);
+      if (how === "complete") await store.complete(id, ttlSeconds);
+      else await store.release(id);
     } catch (err) {
-      log.warn(`[webhook] idempotency store unavailable (${describe(err)}): ${id} not remembered`);
+      const outcome = how === "complete" ? "not remembered" : "claim not released (it expires with its lease)";
+      log.warn(`[webhook] idempotency store unavailable (${describe(err)}): ${id} ${outcome}`);
     }
   }
 }

@@ -3,9 +3,11 @@
 //
 // 1. Verifies the signature over the raw body with WEBHOOK_SECRET (the relay's WEBHOOK secret,
 //    not the ingest one): 401 when missing, wrong or older than 5 minutes.
-// 2. Drops redeliveries by `webhook-id` (200 "duplicate", handlers not called again).
+// 2. Claims the `webhook-id` atomically: a redelivery of a handled id gets 200 "duplicate", a
+//    copy arriving while the first is still being handled gets 409 (the relay retries later).
 // 3. Parses the envelope into the typed union of ./types and calls the handler for its type.
-// 4. Answers 200 JSON; 500 when a handler throws, so the relay retries later.
+// 4. Answers 200 JSON and keeps the claim; 500 when a handler throws, releasing the claim so
+//    the relay's retry is handled.
 //
 // Replace the `handlers` below with your app's logic (update the UI state, store messages…).
 // To share the duplicate memory across instances, pass a Redis / Vercel KV store to

@@ -106,14 +106,29 @@ export interface EventHandlers {
   message?: Handler<MessageEvent>;
 }
 
+/** What {@link IdempotencyStore.claim} found. */
+export type ClaimResult =
+  /** The id was free: this caller now holds it and handles the event. */
+  | "claimed"
+  /** Another delivery of this id holds a claim and is being handled right now. */
+  | "in_progress"
+  /** This id was handled successfully before. */
+  | "done";
+
 /**
- * Remembers which `webhook-id`s were processed, to drop the relay's redeliveries.
- * In memory by default (per server instance); back it with Redis / Vercel KV in production
- * (see README.md).
+ * Makes sure each `webhook-id` is handled once, even when the relay's copies of it arrive at
+ * the same time. In memory by default (per server instance); back it with Redis / Vercel KV
+ * in production (`createRedisStore`, see README.md).
  */
 export interface IdempotencyStore {
-  /** Whether this id was already processed successfully. */
-  has(id: string): boolean | Promise<boolean>;
-  /** Record this id as processed; remember it for at least `ttlSeconds`. */
-  add(id: string, ttlSeconds: number): void | Promise<void>;
+  /**
+   * Atomically: if `id` is unknown, record it as in progress for `leaseSeconds` and answer
+   * "claimed"; otherwise answer what it is. Check and record must be one step (a set-if-absent,
+   * e.g. Redis `SET key value NX EX leaseSeconds`), or two concurrent copies both get "claimed".
+   */
+  claim(id: string, leaseSeconds: number): ClaimResult | Promise<ClaimResult>;
+  /** The handler succeeded: remember `id` as done for at least `ttlSeconds`. */
+  complete(id: string, ttlSeconds: number): void | Promise<void>;
+  /** The handler failed: forget the claim, so the relay's retry is handled. */
+  release(id: string): void | Promise<void>;
 }
