@@ -15,8 +15,8 @@ use relay_shared::ingest::{Accepted, Ingest, ItemResult, Rejection};
 use relay_shared::queue::Queue;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::{
-    HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SecretSet,
-    TOLERANCE_SECS, VerifyError, unix_now,
+    HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, MAX_SIGNATURES,
+    SecretSet, TOLERANCE_SECS, VerifyError, unix_now,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -340,6 +340,17 @@ fn expected_verification(
         return Err(VerifyError::Future);
     }
     std::str::from_utf8(body).map_err(|_| VerifyError::NotUtf8)?;
+    // Each listed v1 signature costs an HMAC comparison: the list is bounded.
+    let listed = signatures
+        .split(' ')
+        .filter(|s| {
+            s.split_once(',')
+                .is_some_and(|(version, _)| version == "v1")
+        })
+        .count();
+    if listed > MAX_SIGNATURES {
+        return Err(VerifyError::TooManySignatures);
+    }
     // A single-secret signature is exactly "v1,<canonical base64>": the only listed entry
     // that can decode to the expected tag.
     let matched = signatures
