@@ -8,15 +8,16 @@
 
 use aws_lambda_events::sqs::SqsEvent;
 use http::{HeaderMap, HeaderValue, header};
-use relay_shared::backoff::{self, MAX_DELAY};
+use relay_shared::backoff;
 use relay_shared::dispatch::Job;
 use relay_shared::envelope::{self, ChatIdKey, Routing};
 use relay_shared::ingest::{Accepted, Ingest, ItemResult, Rejection};
+use relay_shared::queue::MAX_VISIBILITY as MAX_DELAY;
 use relay_shared::queue::Queue;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, MAX_SIGNATURES,
-    SecretSet, TOLERANCE_SECS, VerifyError, unix_now,
+    SecretSet, TOLERANCE_SECS, VerifyError,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -96,7 +97,9 @@ fn signed_headers(body: &[u8]) -> HeaderMap {
         HeaderValue::from_static("application/json"),
     );
     let text = String::from_utf8_lossy(body);
-    for (name, value) in single_secret(SECRET_A).headers("msg_fuzz", unix_now(), &text) {
+    for (name, value) in
+        single_secret(SECRET_A).headers("msg_fuzz", relay_shared::clock::unix_seconds(), &text)
+    {
         headers.insert(name, HeaderValue::from_str(&value).expect("ASCII header"));
     }
     headers
@@ -113,7 +116,7 @@ fn validated(body: &[u8]) -> Result<Routing, String> {
 fn assert_sqs_id(what: &str, id: &str) {
     assert!(
         !id.is_empty()
-            && id.len() <= envelope::MAX_SQS_ID_LEN
+            && id.len() <= relay_shared::queue::MAX_ID_LEN
             && id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation()),
