@@ -17,7 +17,7 @@ use relay_bench::receiver::Receiver;
 use relay_bench::report::{Report, Verdict, ms, ratio, size, thousands, us};
 use relay_bench::stats::Summary;
 use relay_bench::{callgrind, warm};
-use relay_shared::queue::{NewMessage, Queue};
+use relay_shared::queue::{NewMessage, Producer};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};

@@ -12,8 +12,8 @@ use relay_shared::backoff;
 use relay_shared::dispatch::Job;
 use relay_shared::envelope::{self, ChatIdKey, Routing};
 use relay_shared::ingest::{Accepted, Ingest, ItemResult, Rejection};
+use relay_shared::queue::Consumer;
 use relay_shared::queue::MAX_VISIBILITY as MAX_DELAY;
-use relay_shared::queue::Queue;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, MAX_SIGNATURES,

@@ -7,7 +7,7 @@
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
 use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
-use crate::queue::{MAX_BATCH, MAX_MESSAGE_BYTES, NewMessage, Queue, QueueError};
+use crate::queue::{MAX_BATCH, MAX_MESSAGE_BYTES, NewMessage, Producer, QueueError};
 use crate::signature::{SecretSet, VerifyError};
 use crate::strict_json;
 use crate::telemetry::{Metrics, dimension, metric};
@@ -30,7 +30,7 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 pub struct Ingest {
     secrets: SecretSet,
     chat_ids: ChatIdKey,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Producer>,
     metrics: Metrics,
 }
 
@@ -153,7 +153,7 @@ impl Ingest {
     pub fn new(
         secrets: SecretSet,
         chat_ids: ChatIdKey,
-        queue: Arc<dyn Queue>,
+        queue: Arc<dyn Producer>,
         metrics: Metrics,
     ) -> Self {
         Ingest {

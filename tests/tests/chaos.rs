@@ -26,7 +26,8 @@ use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{
-    NewMessage, Queue, QueueError, ReceivedMessage, SAFETY_NET_RECEIVES, move_messages,
+    Consumer, NewMessage, Producer, Queue, QueueError, ReceivedMessage, SAFETY_NET_RECEIVES,
+    Visibility, move_messages,
 };
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
@@ -331,7 +332,7 @@ impl Tap {
 }
 
 #[async_trait]
-impl Queue for Tap {
+impl Producer for Tap {
     async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
         self.note(&message);
         self.inner.send(message).await
@@ -344,7 +345,10 @@ impl Queue for Tap {
         messages.iter().for_each(|m| self.note(m));
         self.inner.send_batch(messages).await
     }
+}
 
+#[async_trait]
+impl Consumer for Tap {
     async fn receive(
         &self,
         max: usize,
@@ -360,7 +364,10 @@ impl Queue for Tap {
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
         self.inner.delete(receipt_handle).await
     }
+}
 
+#[async_trait]
+impl Visibility for Tap {
     async fn change_visibility(
         &self,
         receipt_handle: &str,

@@ -347,10 +347,10 @@ async fn a_permanent_queue_refusal_is_a_500_not_a_503() {
 /// event alone: the sender drops it and goes on with its backlog.
 #[tokio::test]
 async fn a_queue_refusing_the_event_itself_is_a_422() {
-    use relay_shared::queue::{NewMessage, Queue, QueueError, ReceivedMessage};
+    use relay_shared::queue::{NewMessage, Producer, QueueError};
     struct RefusingQueue;
     #[async_trait::async_trait]
-    impl Queue for RefusingQueue {
+    impl Producer for RefusingQueue {
         async fn send(&self, _: NewMessage) -> Result<(), QueueError> {
             Err(QueueError::MessageRefused(
                 "InvalidMessageContents: invalid binary character".into(),
@@ -364,15 +364,6 @@ async fn a_queue_refusing_the_event_itself_is_a_422() {
                 .iter()
                 .map(|_| Err(QueueError::MessageRefused("InvalidMessageContents".into())))
                 .collect())
-        }
-        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-            Ok(Vec::new())
-        }
-        async fn delete(&self, _: &str) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
-            Ok(())
         }
     }
     let app = router(Arc::new(Ingest::new(

@@ -23,7 +23,7 @@ use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{SAFETY_NET_RECEIVES, move_messages};
+use relay_shared::queue::{Producer, Queue, SAFETY_NET_RECEIVES, Visibility, move_messages};
 use relay_shared::telemetry::Metrics;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -126,7 +126,8 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
 
     let delivery = config.delivery;
     let schedule = delivery.retry.schedule.clone();
-    let (queues, local_queues, queue_note): (DispatchQueues, Option<LocalQueues>, String) =
+    type Queues = (Arc<dyn Queue>, Arc<dyn Producer>);
+    let ((queue, dlq), local_queues, queue_note): (Queues, Option<LocalQueues>, String) =
         match &config.queue_url {
             Some(url) => {
                 let queue = SqsQueue::from_env(url.clone()).await;
@@ -143,14 +144,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
                     dlq.queue_url(),
                     schedule.max_attempts()
                 );
-                (
-                    DispatchQueues {
-                        source: Arc::new(queue),
-                        dead_letter: Arc::new(dlq),
-                    },
-                    None,
-                    note,
-                )
+                ((Arc::new(queue), Arc::new(dlq)), None, note)
             }
             None => {
                 let dlq = Arc::new(MemoryQueue::new(
@@ -165,10 +159,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
                         }),
                 );
                 (
-                    DispatchQueues {
-                        source: queue.clone(),
-                        dead_letter: dlq.clone(),
-                    },
+                    (queue.clone(), dlq.clone()),
                     Some(LocalQueues { queue, dlq }),
                     format!(
                         "in-process FIFO queue, DLQ after {} attempts; it does NOT survive a restart",
@@ -185,7 +176,10 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.delivery_timeout,
     )
     .map_err(|e| Failure(format!("cannot build the HTTP client: {e}")))?;
-    let queue = Arc::clone(&queues.source);
+    let queues = DispatchQueues {
+        source: Arc::clone(&queue) as Arc<dyn Visibility>,
+        dead_letter: dlq,
+    };
     let retry = delivery.retry.clone();
     let dispatcher = Arc::new(Dispatcher::new(deliverer, queues, retry, Metrics::off()));
     // The in-process queue is lost on restart, so a key that lives as long as the process
@@ -202,7 +196,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let ingest = Arc::new(Ingest::new(
         config.ingest_secrets,
         chat_id_key,
-        Arc::clone(&queue),
+        Arc::clone(&queue) as Arc<dyn Producer>,
         Metrics::off(),
     ));
     let mut app = router(ingest);

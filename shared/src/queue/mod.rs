@@ -119,9 +119,19 @@ pub enum QueueError {
     Refused(String),
 }
 
-/// A FIFO queue with SQS semantics.
+/// A FIFO queue with SQS semantics, in all its roles.
+///
+/// The port comes in three roles, so each caller names only what it uses: ingest and the
+/// dispatcher's dead-letter moves produce ([`Producer`]); the event source mapping (the local
+/// poller) consumes and deletes ([`Consumer`]); the dispatcher sets when a failed or held
+/// message comes back ([`Visibility`]). An adapter implements all three and is then a [`Queue`].
+pub trait Queue: Producer + Consumer + Visibility {}
+
+impl<T: Producer + Consumer + Visibility + ?Sized> Queue for T {}
+
+/// Storing messages.
 #[async_trait]
-pub trait Queue: Send + Sync + 'static {
+pub trait Producer: Send + Sync + 'static {
     /// Stores one message. `Ok` means the queue has it durably (or already had it: dedup).
     async fn send(&self, message: NewMessage) -> Result<(), QueueError>;
 
@@ -130,14 +140,22 @@ pub trait Queue: Send + Sync + 'static {
         &self,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Result<(), QueueError>>, QueueError>;
+}
 
+/// Taking messages and removing the settled ones.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
     /// Receives up to `max` messages, waiting up to `wait` for the first one (long polling).
     async fn receive(&self, max: usize, wait: Duration)
     -> Result<Vec<ReceivedMessage>, QueueError>;
 
-    /// Removes a received message for good (it was delivered).
+    /// Removes a received message for good (it was delivered or moved).
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+}
 
+/// When a received message comes back.
+#[async_trait]
+pub trait Visibility: Send + Sync + 'static {
     /// Makes a received message visible again after `timeout` (0 = now): the retry backoff.
     async fn change_visibility(
         &self,
@@ -155,7 +173,7 @@ pub trait Queue: Send + Sync + 'static {
 /// SQS's 5-minute window; the `webhook-id` does not change, because the dispatcher derives it
 /// from the body. A message is deleted from `source` only after `target` stored it; if storing
 /// fails, what was received is made visible again and the error returned.
-pub async fn move_messages(source: &dyn Queue, target: &dyn Queue) -> Result<usize, QueueError> {
+pub async fn move_messages(source: &dyn Queue, target: &dyn Producer) -> Result<usize, QueueError> {
     let mut moved = 0;
     loop {
         let batch = source
