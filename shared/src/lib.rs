@@ -13,6 +13,7 @@
 //! | [`dispatch`] | a batch of queue messages in, the failed ones out; FIFO group rules |
 //! | [`poller`] | receive → dispatch → delete: the event source mapping, outside Lambda |
 //! | [`ingest`] | HTTP request in, stored event or clear refusal out |
+//! | [`live`] | live updates: tokens, channels, the publisher port, the local hub |
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
@@ -23,6 +24,7 @@ pub mod deliver;
 pub mod dispatch;
 pub mod envelope;
 pub mod ingest;
+pub mod live;
 pub mod poller;
 pub mod queue;
 pub mod signature;

@@ -1,0 +1,10 @@
+//! Live updates: every accepted event also reaches its session's browser pages in
+//! milliseconds, over AppSync Events on AWS and the same protocol in `relay local`.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`token`] | the short-lived HS256 tokens that say which sessions a page may watch |
+//! | [`channel`] | session name → channel path (`/<namespace>/<segment>`) |
+
+pub mod channel;
+pub mod token;
