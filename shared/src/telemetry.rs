@@ -20,6 +20,9 @@ pub mod metric {
     pub const END_TO_END_LATENCY: &str = "EndToEndLatency";
     pub const DEAD_LETTERED: &str = "DeadLettered";
     pub const EXPIRED: &str = "Expired";
+    /// A live push that failed or timed out (the event was stored all the same). Not in
+    /// [`ALL`] until the template's dashboard and alarms show it.
+    pub const LIVE_PUBLISH_FAILED: &str = "LivePublishFailed";
     pub const ALL: [&str; 8] = [
         INGESTED,
         REJECTED,
