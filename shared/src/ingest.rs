@@ -7,10 +7,11 @@
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
 use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
+use crate::live::publish::LivePublishing;
 use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
 use crate::signature::{SecretSet, VerifyError};
 use crate::strict_json;
-use crate::telemetry::{Metrics, dimension, metric};
+use crate::telemetry::{Metrics, dimension, metric, unix_millis};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -34,6 +35,8 @@ pub struct Ingest {
     chat_ids: ChatIdKey,
     queue: Arc<dyn Queue>,
     metrics: Metrics,
+    /// Where stored events are also pushed live, if anywhere.
+    live: Option<LivePublishing>,
 }
 
 /// An event the queue has stored.
@@ -151,7 +154,15 @@ impl Ingest {
             chat_ids,
             queue,
             metrics,
+            live: None,
         }
+    }
+
+    /// Also push every stored event to its session's live channel (after the queue stored
+    /// it; bounded; never changes the answer).
+    pub fn with_live(mut self, live: LivePublishing) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// `POST /events`: one envelope.
@@ -160,6 +171,7 @@ impl Ingest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
+        let received_ms = self.live.as_ref().map(|_| unix_millis());
         let text = self.authenticate(headers, body)?;
         let (value, repeats) = strict_json::parse(text).map_err(malformed)?;
         if let Some(repeat) = repeats.into_iter().next() {
@@ -172,6 +184,10 @@ impl Ingest {
             .send(new_message(text, &routing))
             .await
             .map_err(|e| queue_failure(&routing, &e))?;
+        if let (Some(live), Some(received_ms)) = (&self.live, received_ms) {
+            let event = live.prepare(&value, text, &routing, received_ms);
+            live.publish_all(event.into_iter().collect()).await;
+        }
         Ok(accepted(routing))
     }
 
@@ -182,6 +198,7 @@ impl Ingest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Vec<ItemResult>, Rejection> {
+        let received_ms = self.live.as_ref().map(|_| unix_millis());
         let text = self.authenticate(headers, body)?;
         // One strict parse (syntax, repeated keys per item), then the items' exact bytes.
         let (values, repeats) = match strict_json::parse(text).map_err(malformed)? {
@@ -229,11 +246,25 @@ impl Ingest {
             Ok(per_item) => per_item,
             Err(e) => vec![Err(e); to_store.len()],
         };
+        let mut live_events = Vec::new();
         for ((index, _, routing), outcome) in to_store.into_iter().zip(stored) {
             results[index] = Some(match outcome {
-                Ok(()) => ItemResult::Queued(accepted(routing)),
+                Ok(()) => {
+                    if let (Some(live), Some(received_ms)) = (&self.live, received_ms) {
+                        live_events.extend(live.prepare(
+                            &values[index],
+                            items[index].get(),
+                            &routing,
+                            received_ms,
+                        ));
+                    }
+                    ItemResult::Queued(accepted(routing))
+                }
                 Err(e) => ItemResult::Rejected(queue_failure(&routing, &e)),
             });
+        }
+        if let Some(live) = &self.live {
+            live.publish_all(live_events).await;
         }
         Ok(results
             .into_iter()

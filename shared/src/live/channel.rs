@@ -16,10 +16,10 @@ pub const DEFAULT_NAMESPACE: &str = "relay";
 pub const MAX_SESSION_LEN: usize = 64;
 /// The longest channel segment.
 ///
-/// AWS AppSync API reference, `ChannelNamespace.name`: "Length Constraints: Minimum length of
-/// 1. Maximum length of 50. Pattern: `([A-Za-z0-9](?:[A-Za-z0-9\-]{0,48}[A-Za-z0-9])?)`".
-/// Channel segments are held to the same rule here: the stricter reading of "alphanumerics and
-/// dashes", so a mapped channel is legal whatever the exact segment rule.
+/// AWS AppSync API reference, `ChannelNamespace.name`: "Length Constraints: Minimum length
+/// of 1. Maximum length of 50. Pattern: `([A-Za-z0-9](?:[A-Za-z0-9\-]{0,48}[A-Za-z0-9])?)`".
+/// Channel segments are held to the same rule here: the stricter reading of "alphanumerics
+/// and dashes", so a mapped channel is legal whatever the exact segment rule.
 pub const MAX_SEGMENT_LEN: usize = 50;
 /// AppSync Events, "Understanding channel namespaces": "A channel namespace is made up of a
 /// maximum of five segments." Ours use two.
