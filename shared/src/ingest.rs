@@ -6,7 +6,9 @@
 //! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
+use crate::clock::unix_millis;
 use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
+use crate::live::publish::LivePublishing;
 use crate::queue::{MAX_BATCH, MAX_MESSAGE_BYTES, NewMessage, Producer, QueueError};
 use crate::signature::{SecretSet, VerifyError};
 use crate::strict_json;
@@ -32,6 +34,8 @@ pub struct Ingest {
     chat_ids: ChatIdKey,
     queue: Arc<dyn Producer>,
     metrics: Metrics,
+    /// Where stored events are also pushed live, if anywhere.
+    live: Option<LivePublishing>,
 }
 
 /// An event the queue has stored.
@@ -161,7 +165,15 @@ impl Ingest {
             chat_ids,
             queue,
             metrics,
+            live: None,
         }
+    }
+
+    /// Also push every stored event to its session's live channel (after the queue stored
+    /// it; bounded; never changes the answer).
+    pub fn with_live(mut self, live: LivePublishing) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// `POST /events`: one envelope.
@@ -170,6 +182,7 @@ impl Ingest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
+        let received_ms = self.live.as_ref().map(|_| unix_millis());
         let text = self.authenticate(headers, body)?;
         let (value, repeats) = strict_json::parse(text).map_err(malformed)?;
         if let Some(repeat) = repeats.into_iter().next() {
@@ -182,6 +195,10 @@ impl Ingest {
             .send(new_message(text, &routing))
             .await
             .map_err(|e| queue_failure(&routing, &e))?;
+        if let (Some(live), Some(received_ms)) = (&self.live, received_ms) {
+            let event = live.prepare(&value, text, &routing, received_ms);
+            live.publish_all(event.into_iter().collect()).await;
+        }
         Ok(accepted(routing))
     }
 
@@ -192,6 +209,7 @@ impl Ingest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Vec<ItemResult>, Rejection> {
+        let received_ms = self.live.as_ref().map(|_| unix_millis());
         let text = self.authenticate(headers, body)?;
         // One strict parse (syntax, repeated keys per item), then the items' exact bytes.
         let (values, repeats) = match strict_json::parse(text).map_err(malformed)? {
@@ -239,11 +257,25 @@ impl Ingest {
             Ok(per_item) => per_item,
             Err(e) => vec![Err(e); to_store.len()],
         };
+        let mut live_events = Vec::new();
         for ((index, _, routing), outcome) in to_store.into_iter().zip(stored) {
             results[index] = Some(match outcome {
-                Ok(()) => ItemResult::Queued(accepted(routing)),
+                Ok(()) => {
+                    if let (Some(live), Some(received_ms)) = (&self.live, received_ms) {
+                        live_events.extend(live.prepare(
+                            &values[index],
+                            items[index].get(),
+                            &routing,
+                            received_ms,
+                        ));
+                    }
+                    ItemResult::Queued(accepted(routing))
+                }
                 Err(e) => ItemResult::Rejected(queue_failure(&routing, &e)),
             });
+        }
+        if let Some(live) = &self.live {
+            live.publish_all(live_events).await;
         }
         Ok(results
             .into_iter()

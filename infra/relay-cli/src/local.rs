@@ -73,6 +73,8 @@ pub struct LocalArgs {
     /// Concurrent receive loops (each handles a batch of up to 10)
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    #[command(flatten)]
+    live: crate::live::LocalLiveArgs,
 }
 
 #[derive(clap::Args)]
@@ -125,6 +127,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let listener = crate::bind(args.listen).await?;
 
     let delivery = config.delivery;
+    let live = crate::live::local_hub(&args.live, delivery.retry.qr_ttl)?;
     let schedule = delivery.retry.schedule.clone();
     type Queues = (Arc<dyn Queue>, Arc<dyn Producer>);
     let ((queue, dlq), local_queues, queue_note): (Queues, Option<LocalQueues>, String) =
@@ -193,13 +196,19 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
             )),
         ),
     };
-    let ingest = Arc::new(Ingest::new(
+    let mut ingest = Ingest::new(
         config.ingest_secrets,
         chat_id_key,
         Arc::clone(&queue) as Arc<dyn Producer>,
         Metrics::off(),
-    ));
-    let mut app = router(ingest);
+    );
+    if let Some(live) = &live {
+        ingest = ingest.with_live(live.publishing.clone());
+    }
+    let mut app = router(Arc::new(ingest));
+    if let Some(live) = &live {
+        app = app.merge(crate::live::routes(live));
+    }
     if let Some(local) = &local_queues {
         app = local_routes(local.clone()).merge(app);
     }
@@ -216,6 +225,12 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.retry.qr_ttl.as_secs()
     );
     println!("relay local: queue: {queue_note}");
+    if let Some(live) = &live {
+        println!(
+            "relay local: live hub on ws://{address}/event/realtime and POST /event, channels /{}/<session>",
+            live.hub.config().namespace
+        );
+    }
     if let Some(note) = key_note {
         println!("{note}");
     }
