@@ -11,6 +11,7 @@
 //! | [`deliver`] | one signed delivery attempt and its outcome |
 //! | [`backoff`] | the retry schedule, jitter and `Retry-After` |
 //! | [`dispatch`] | a batch of queue messages in, the failed ones out; FIFO group rules |
+//! | [`local_stack`] | the whole relay in one process: ingest, queue, poller, dispatcher |
 //! | [`poller`] | receive → dispatch → delete: the event source mapping, outside Lambda |
 //! | [`ingest`] | HTTP request in, stored event or clear refusal out |
 //! | [`clock`] | the one unix wall clock |
@@ -28,6 +29,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod ingest;
 pub mod live;
+pub mod local_stack;
 pub mod poller;
 pub mod queue;
 pub mod secrets;

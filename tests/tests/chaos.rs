@@ -20,10 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use relay_shared::backoff::{RetryPolicy, RetrySchedule};
 use relay_shared::deliver::{Deliverer, MAX_RESPONSE_BYTES};
-use relay_shared::dispatch::{DispatchQueues, Dispatcher};
-use relay_shared::ingest::{Ingest, router};
-use relay_shared::poller::Poller;
-use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
+use relay_shared::local_stack::{InProcessQueues, LocalStack, Parts, QueuePair};
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{
     Consumer, NewMessage, Producer, Queue, QueueError, ReceivedMessage, SAFETY_NET_RECEIVES,
@@ -458,24 +455,33 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         "422 is a dead-letter status by default"
     );
     let max_attempts = policy.schedule.max_attempts() as usize;
-    let dispatcher = Arc::new(Dispatcher::new(
-        deliverer,
-        DispatchQueues {
-            source: Arc::clone(&queue) as Arc<dyn Queue>,
-            dead_letter: Arc::clone(&dlq) as Arc<dyn Queue>,
-        },
-        policy,
-        Metrics::off(),
-    ));
-    let poller = Arc::new(Poller::new(
-        Arc::clone(&queue) as Arc<dyn Queue>,
-        dispatcher,
-        Duration::from_millis(500),
-    ));
+    let stack = Arc::new(
+        LocalStack::assemble(Parts {
+            queues: QueuePair {
+                queue: Arc::clone(&queue) as Arc<dyn Queue>,
+                dead_letter: Arc::clone(&dlq) as Arc<dyn Queue>,
+            },
+            ingest_secrets: SecretSet::parse(INGEST_SECRET).unwrap(),
+            chat_id_key: relay_tests::chat_id_key(),
+            deliverer,
+            retry: policy,
+            metrics: Metrics::off(),
+            poll_wait: Duration::from_millis(500),
+        })
+        .build(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let polling = tokio::spawn(poller.run(plan.workers, async {
-        let _ = stop_rx.await;
-    }));
+    let polling = tokio::spawn({
+        let stack = Arc::clone(&stack);
+        let workers = plan.workers;
+        async move {
+            stack
+                .run_poller(workers, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        }
+    });
 
     // The receiver goes down and comes back on the same port, on its own timeline.
     let outages = plan.outages.clone();
@@ -493,12 +499,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     });
 
     // Ingest every event through the real router, recording each chat's order.
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        Arc::clone(&queue) as Arc<dyn Queue>,
-        Metrics::off(),
-    )));
+    let app = stack.router();
     let mut order: HashMap<usize, Vec<String>> = HashMap::new();
     let mut webhook_id_of: HashMap<String, String> = HashMap::new();
     let mut group_of: HashMap<String, usize> = HashMap::new();
@@ -838,7 +839,6 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_in_process_queue_10000_events_over_100_chats() {
-    let dlq = Arc::new(MemoryQueue::new("chaos-dlq", Duration::from_secs(10)));
     let schedule = RetrySchedule::from_delays(
         [100, 200, 300, 400, 500, 600]
             .into_iter()
@@ -846,12 +846,10 @@ async fn chaos_in_process_queue_10000_events_over_100_chats() {
             .collect(),
     )
     .with_overload_floor(Duration::from_millis(300));
-    let queue = Arc::new(
-        MemoryQueue::new("chaos", Duration::from_secs(10)).with_dead_letter(DeadLetter {
-            queue: Arc::clone(&dlq) as Arc<MemoryQueue>,
-            max_receive_count: SAFETY_NET_RECEIVES,
-        }),
-    );
+    let InProcessQueues {
+        queue,
+        dead_letter: dlq,
+    } = InProcessQueues::new("chaos", Duration::from_secs(10));
     let (q, d) = (Arc::clone(&queue), Arc::clone(&dlq));
     let queues = Queues {
         queue,

@@ -17,13 +17,10 @@ use relay_shared::config::{
     LocalStackConfig, QR_TTL_SECONDS, QUEUE_URL, RETRY_SCHEDULE, WEBHOOK_SECRETS, WEBHOOK_URL,
 };
 use relay_shared::deliver::Deliverer;
-use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::envelope::ChatIdKey;
-use relay_shared::ingest::{Ingest, router};
-use relay_shared::poller::Poller;
-use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
+use relay_shared::local_stack::{InProcessQueues, LocalStack, Parts, QueuePair};
+use relay_shared::queue::move_messages;
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{Producer, Queue, SAFETY_NET_RECEIVES, Visibility, move_messages};
 use relay_shared::telemetry::Metrics;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -91,87 +88,21 @@ pub struct RedriveArgs {
     dlq_url: Option<String>,
 }
 
-/// The in-process queue pair, kept for the local-only routes.
-#[derive(Clone)]
-struct LocalQueues {
-    queue: Arc<MemoryQueue>,
-    dlq: Arc<MemoryQueue>,
-}
-
 pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     init_terminal_logs("info");
-    let lookup = |var: &str| -> Option<String> {
-        match var {
-            WEBHOOK_URL => args.webhook_url.clone(),
-            WEBHOOK_SECRETS => args.webhook_secrets.clone(),
-            INGEST_SECRETS => args.ingest_secrets.clone(),
-            RETRY_SCHEDULE => args.retry_schedule.clone(),
-            DELIVERY_TIMEOUT_MS => args.delivery_timeout_ms.clone(),
-            DEAD_LETTER_STATUSES => args.dead_letter_statuses.clone(),
-            QR_TTL_SECONDS => args.qr_ttl_seconds.clone(),
-            QUEUE_URL => args.queue_url.clone(),
-            DEAD_LETTER_QUEUE_URL => args.dead_letter_queue_url.clone(),
-            CHAT_ID_KEY => args.chat_id_key.clone(),
-            _ => None,
-        }
-    };
-    let config = LocalStackConfig::from_lookup(&lookup).map_err(|errors| {
-        // One line per problem, flag names alongside the variables.
-        let lines: Vec<String> = errors
-            .0
-            .iter()
-            .map(|e| format!("{e} (flag --{})", e.var.to_lowercase().replace('_', "-")))
-            .collect();
-        Failure(lines.join("\nrelay: "))
-    })?;
+    let config = read_config(&args)?;
     let listener = crate::bind(args.listen).await?;
-
     let delivery = config.delivery;
     let live = crate::live::local_hub(&args.live, delivery.retry.qr_ttl)?;
     let schedule = delivery.retry.schedule.clone();
-    type Queues = (Arc<dyn Queue>, Arc<dyn Producer>);
-    let ((queue, dlq), local_queues, queue_note): (Queues, Option<LocalQueues>, String) =
-        match &config.queue_url {
-            Some(url) => {
-                let queue = SqsQueue::from_env(url.clone()).await;
-                let dlq = match &config.dead_letter_queue_url {
-                    Some(dlq_url) => queue.sibling(dlq_url.clone()),
-                    None => queue.dead_letter_queue().await.map_err(|e| {
-                        Failure(format!(
-                            "cannot find the DLQ of {url}: {e} (flag --dead-letter-queue-url)"
-                        ))
-                    })?,
-                };
-                let note = format!(
-                    "SQS queue {url}, DLQ {} after {} attempts",
-                    dlq.queue_url(),
-                    schedule.max_attempts()
-                );
-                ((Arc::new(queue), Arc::new(dlq)), None, note)
-            }
-            None => {
-                let dlq = Arc::new(MemoryQueue::new(
-                    "local-dlq",
-                    Duration::from_secs(args.visibility_timeout),
-                ));
-                let queue = Arc::new(
-                    MemoryQueue::new("local", Duration::from_secs(args.visibility_timeout))
-                        .with_dead_letter(DeadLetter {
-                            queue: Arc::clone(&dlq),
-                            max_receive_count: SAFETY_NET_RECEIVES,
-                        }),
-                );
-                (
-                    (queue.clone(), dlq.clone()),
-                    Some(LocalQueues { queue, dlq }),
-                    format!(
-                        "in-process FIFO queue, DLQ after {} attempts; it does NOT survive a restart",
-                        schedule.max_attempts()
-                    ),
-                )
-            }
-        };
-
+    let (queues, in_process, queue_note) = open_queues(
+        config.queue_url.as_deref(),
+        config.dead_letter_queue_url.as_deref(),
+        Duration::from_secs(args.visibility_timeout),
+        schedule.max_attempts(),
+    )
+    .await?;
+    let (chat_id_key, key_note) = chat_id_key(config.chat_id_key);
     let secrets_count = delivery.webhook_secrets.len();
     let deliverer = Deliverer::new(
         delivery.webhook_url.clone(),
@@ -179,37 +110,24 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.delivery_timeout,
     )
     .map_err(|e| Failure(format!("cannot build the HTTP client: {e}")))?;
-    let queues = DispatchQueues {
-        source: Arc::clone(&queue) as Arc<dyn Visibility>,
-        dead_letter: dlq,
-    };
-    let retry = delivery.retry.clone();
-    let dispatcher = Arc::new(Dispatcher::new(deliverer, queues, retry, Metrics::off()));
-    // The in-process queue is lost on restart, so a key that lives as long as the process
-    // cannot split a chat's order across two names; a real queue requires CHAT_ID_KEY (config).
-    let (chat_id_key, key_note) = match config.chat_id_key {
-        Some(key) => (key, None),
-        None => (
-            ChatIdKey::random(),
-            Some(format!(
-                "relay local: {CHAT_ID_KEY} not set: chats are named by a random key made for this run (fine for the in-process queue, which is lost on restart too)"
-            )),
-        ),
-    };
-    let mut ingest = Ingest::new(
-        config.ingest_secrets,
+    let mut stack = LocalStack::assemble(Parts {
+        queues,
+        ingest_secrets: config.ingest_secrets,
         chat_id_key,
-        Arc::clone(&queue) as Arc<dyn Producer>,
-        Metrics::off(),
-    );
+        deliverer,
+        retry: delivery.retry.clone(),
+        metrics: Metrics::off(),
+        poll_wait: Duration::from_secs(1),
+    });
     if let Some(live) = &live {
-        ingest = ingest.with_live(live.publishing.clone());
+        stack = stack.with_live(live.publishing.clone());
     }
-    let mut app = router(Arc::new(ingest));
+    let stack = stack.build();
+    let mut app = stack.router();
     if let Some(live) = &live {
         app = app.merge(crate::live::routes(live));
     }
-    if let Some(local) = &local_queues {
+    if let Some(local) = &in_process {
         app = local_routes(local.clone()).merge(app);
     }
 
@@ -237,32 +155,125 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     println!("relay local: Ctrl-C stops after in-flight deliveries finish");
     warn_if_unreachable(&delivery.webhook_url).await;
 
+    serve_until_stopped(listener, app, &stack, args.workers).await;
+    print_what_is_dropped(in_process.as_ref());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration, from flags over the environment; one line per problem, with its flag.
+fn read_config(args: &LocalArgs) -> Result<LocalStackConfig, Failure> {
+    let lookup = |var: &str| -> Option<String> {
+        match var {
+            WEBHOOK_URL => args.webhook_url.clone(),
+            WEBHOOK_SECRETS => args.webhook_secrets.clone(),
+            INGEST_SECRETS => args.ingest_secrets.clone(),
+            RETRY_SCHEDULE => args.retry_schedule.clone(),
+            DELIVERY_TIMEOUT_MS => args.delivery_timeout_ms.clone(),
+            DEAD_LETTER_STATUSES => args.dead_letter_statuses.clone(),
+            QR_TTL_SECONDS => args.qr_ttl_seconds.clone(),
+            QUEUE_URL => args.queue_url.clone(),
+            DEAD_LETTER_QUEUE_URL => args.dead_letter_queue_url.clone(),
+            CHAT_ID_KEY => args.chat_id_key.clone(),
+            _ => None,
+        }
+    };
+    LocalStackConfig::from_lookup(&lookup).map_err(|errors| {
+        let lines: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| format!("{e} (flag --{})", e.var.to_lowercase().replace('_', "-")))
+            .collect();
+        Failure(lines.join("\nrelay: "))
+    })
+}
+
+/// The SQS pair named by `queue_url` (and its DLQ), or the in-process pair; with a line that
+/// says which.
+async fn open_queues(
+    queue_url: Option<&str>,
+    dead_letter_queue_url: Option<&str>,
+    visibility: Duration,
+    max_attempts: u32,
+) -> Result<(QueuePair, Option<InProcessQueues>, String), Failure> {
+    let Some(url) = queue_url else {
+        let local = InProcessQueues::new("local", visibility);
+        let note = format!(
+            "in-process FIFO queue, DLQ after {max_attempts} attempts; it does NOT survive a restart"
+        );
+        return Ok((local.pair(), Some(local), note));
+    };
+    let queue = SqsQueue::from_env(url).await;
+    let dlq = match dead_letter_queue_url {
+        Some(dlq_url) => queue.sibling(dlq_url),
+        None => queue.dead_letter_queue().await.map_err(|e| {
+            Failure(format!(
+                "cannot find the DLQ of {url}: {e} (flag --dead-letter-queue-url)"
+            ))
+        })?,
+    };
+    let note = format!(
+        "SQS queue {url}, DLQ {} after {max_attempts} attempts",
+        dlq.queue_url()
+    );
+    let pair = QueuePair {
+        queue: Arc::new(queue),
+        dead_letter: Arc::new(dlq),
+    };
+    Ok((pair, None, note))
+}
+
+/// The configured key, or one made for this run (with the line that says so). The in-process
+/// queue is lost on restart, so a per-run key cannot split a chat's order across two names; a
+/// real queue requires `CHAT_ID_KEY` (the configuration refuses to start without it).
+fn chat_id_key(configured: Option<ChatIdKey>) -> (ChatIdKey, Option<String>) {
+    match configured {
+        Some(key) => (key, None),
+        None => (
+            ChatIdKey::random(),
+            Some(format!(
+                "relay local: {CHAT_ID_KEY} not set: chats are named by a random key made for this run (fine for the in-process queue, which is lost on restart too)"
+            )),
+        ),
+    }
+}
+
+/// Serves and polls until Ctrl-C or SIGTERM; in-flight deliveries finish first.
+async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stack: &LocalStack,
+    workers: usize,
+) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let poller = Arc::new(Poller::new(queue, dispatcher, Duration::from_secs(1)));
-    let polling = tokio::spawn(poller.run(args.workers, stopped(stop_rx.clone())));
+    let polling = stack.run_poller(workers, stopped(stop_rx.clone()));
     let serving = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(stopped(stop_rx))
             .into_future(),
     );
-    shutdown_signal().await;
-    println!("relay local: stopping (finishing in-flight deliveries)…");
-    let _ = stop_tx.send(true);
+    let signal = async {
+        shutdown_signal().await;
+        println!("relay local: stopping (finishing in-flight deliveries)…");
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(polling, signal);
     let _ = serving.await;
-    let _ = polling.await;
-    match &local_queues {
+}
+
+/// The in-process queue goes with the process: say how much.
+fn print_what_is_dropped(in_process: Option<&InProcessQueues>) {
+    match in_process {
         Some(local) => println!(
             "relay local: stopped; dropped with the in-process queue: {} event(s) ({} waiting for a retry or in flight), and {} in its DLQ",
             local.queue.len(),
             local.queue.in_flight(),
-            local.dlq.len()
+            local.dead_letter.len()
         ),
         None => println!("relay local: stopped; undelivered events stay in the SQS queue"),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Ctrl-C or SIGTERM.
@@ -309,22 +320,22 @@ async fn warn_if_unreachable(url: &reqwest::Url) {
     }
 }
 
-fn local_routes(queues: LocalQueues) -> Router {
+fn local_routes(queues: InProcessQueues) -> Router {
     Router::new()
         .route("/local/queue", get(queue_depths))
         .route("/local/redrive", post(redrive_dlq))
         .with_state(queues)
 }
 
-async fn queue_depths(State(queues): State<LocalQueues>) -> Json<Value> {
+async fn queue_depths(State(queues): State<InProcessQueues>) -> Json<Value> {
     Json(json!({
         "queue": {"messages": queues.queue.len(), "inFlight": queues.queue.in_flight()},
-        "dlq": {"messages": queues.dlq.len()},
+        "dlq": {"messages": queues.dead_letter.len()},
     }))
 }
 
-async fn redrive_dlq(State(queues): State<LocalQueues>) -> Response {
-    match move_messages(&*queues.dlq, &*queues.queue).await {
+async fn redrive_dlq(State(queues): State<InProcessQueues>) -> Response {
+    match move_messages(&*queues.dead_letter, &*queues.queue).await {
         Ok(moved) => {
             tracing::info!(moved, "redrive: DLQ messages moved back to the queue");
             Json(json!({"moved": moved})).into_response()
