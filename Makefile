@@ -1,5 +1,5 @@
 # Developer entry points. Everything a command needs, it installs (pinned) itself.
-.PHONY: test tools build run bench clean
+.PHONY: test tools build run bench fuzz fuzz-merge clean
 
 ## make test: everything CI runs (fmt, clippy, all tests against real moto + HTTP servers, template checks)
 test:
@@ -16,6 +16,14 @@ run:
 ## make bench: the benchmark suite (not part of make test): results in bench-results/, see bench/README.md
 bench:
 	bench/run.sh
+
+## make fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, one core; see fuzz/README.md
+fuzz:
+	fuzz/run.sh $(FUZZ_TARGETS)
+
+## make fuzz-merge: minimise the committed corpora together with the inputs `make fuzz` found
+fuzz-merge:
+	fuzz/run.sh merge $(FUZZ_TARGETS)
 
 build:
 	cargo build --workspace --locked

@@ -5,9 +5,9 @@
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request};
-use relay_shared::signature::{SecretSet, unix_now};
+use relay_shared::clock::{unix_millis, unix_seconds};
+use relay_shared::signature::SecretSet;
 use serde_json::{Value, json};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use relay_tests::{INGEST_SECRET, WEBHOOK_SECRET};
 
@@ -63,7 +63,7 @@ pub fn index_of(event_id: &str) -> Option<usize> {
 /// `Content-Type` and the three Standard Webhooks headers, signed with `secrets` now.
 pub fn signed_headers(secrets: &SecretSet, id: &str, body: &str) -> Vec<(&'static str, String)> {
     let mut headers = vec![("content-type", "application/json".to_owned())];
-    headers.extend(secrets.headers(id, unix_now(), body));
+    headers.extend(secrets.headers(id, unix_seconds(), body));
     headers
 }
 
@@ -78,12 +78,6 @@ pub fn ingest_request(headers: &[(&'static str, String)], body: String) -> Reque
             .insert(*name, HeaderValue::from_str(value).expect("ASCII header"));
     }
     request
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An API Gateway HTTP API (payload v2.0) event for `POST /events`, as Lambda delivers it.

@@ -296,10 +296,10 @@ impl RelayLocal {
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(r) = client.get(format!("{}/health", relay.url)).send().await {
-                if r.status().is_success() {
-                    return Ok(relay);
-                }
+            if let Ok(r) = client.get(format!("{}/health", relay.url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(relay);
             }
             if Instant::now() > deadline {
                 return Err("relay local did not answer GET /health within 15 s".into());

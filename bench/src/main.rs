@@ -17,7 +17,7 @@ use relay_bench::receiver::Receiver;
 use relay_bench::report::{Report, Verdict, ms, ratio, size, thousands, us};
 use relay_bench::stats::Summary;
 use relay_bench::{callgrind, warm};
-use relay_shared::queue::{NewMessage, Queue};
+use relay_shared::queue::{NewMessage, Producer};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -1066,7 +1066,7 @@ async fn payload_scaling(report: &mut Report, epoch: Instant) -> Result<(), Stri
         1024,
         64 * 1024,
         512 * 1024,
-        relay_shared::ingest::MAX_BODY_BYTES - 1,
+        relay_shared::queue::MAX_MESSAGE_BYTES - 1,
     ] {
         points.push(warm::payload_point(&receiver, size, 5).await);
     }

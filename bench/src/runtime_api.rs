@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// What the function did, when.
@@ -121,10 +121,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
         tokio::time::sleep(HOLD).await;
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let deadline = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        + 30_000;
+    let deadline = relay_shared::clock::unix_millis() + 30_000;
     (
         StatusCode::OK,
         [

@@ -174,7 +174,7 @@ pub mod dynamodb {
                 .and_then(|i| i.get(EXPIRES_AT))
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|at| at <= crate::telemetry::unix_millis() / 1000);
+                .is_some_and(|at| at <= crate::clock::unix_seconds() as u64);
             Ok(if expired {
                 0
             } else {
@@ -183,7 +183,7 @@ pub mod dynamodb {
         }
 
         async fn record_failure(&self, message_id: &str) -> Result<u32, LedgerError> {
-            let expires_at = crate::telemetry::unix_millis() / 1000 + ENTRY_TTL.as_secs();
+            let expires_at = crate::clock::unix_seconds() as u64 + ENTRY_TTL.as_secs();
             let output = self
                 .client
                 .update_item()

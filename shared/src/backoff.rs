@@ -11,11 +11,10 @@
 //! (`DEAD_LETTER_STATUSES`: straight to the DLQ) and how long a `qr` event is worth delivering
 //! (`QR_TTL_SECONDS`).
 
+use crate::queue::MAX_VISIBILITY;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-/// SQS's longest visibility timeout.
-pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
 /// Default waits: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, 12 h, 12 h —
 /// 12 attempts over 39.7 hours. The second 12 h step is what keeps the promise "a receiver
 /// down for a full day still gets its events" with every wait jittered to its shortest (0.8×)
@@ -77,7 +76,7 @@ impl RetrySchedule {
             let secs: u64 = part.parse().map_err(|_| {
                 format!("entry #{} ({part:?}) is not a whole number of seconds; expected e.g. \"{DEFAULT_SCHEDULE}\"", index + 1)
             })?;
-            if secs > MAX_DELAY.as_secs() {
+            if secs > MAX_VISIBILITY.as_secs() {
                 return Err(format!(
                     "entry #{} is {secs} s, over SQS's 12 h (43200 s) visibility limit",
                     index + 1
@@ -92,7 +91,7 @@ impl RetrySchedule {
     /// only takes whole seconds).
     pub fn from_delays(delays: Vec<Duration>) -> Self {
         RetrySchedule {
-            delays: delays.into_iter().map(|d| d.min(MAX_DELAY)).collect(),
+            delays: delays.into_iter().map(|d| d.min(MAX_VISIBILITY)).collect(),
             overload_floor: OVERLOAD_FLOOR,
         }
     }
@@ -145,7 +144,7 @@ impl RetrySchedule {
         if let Some(after) = retry_after {
             delay = delay.max(after);
         }
-        Some(delay.min(MAX_DELAY))
+        Some(delay.min(MAX_VISIBILITY))
     }
 }
 
@@ -244,13 +243,13 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
             value
                 .parse::<u64>()
                 .unwrap_or(u64::MAX)
-                .min(MAX_DELAY.as_secs()),
+                .min(MAX_VISIBILITY.as_secs()),
         )
     } else {
         let at = httpdate::parse_http_date(value).ok()?;
         at.duration_since(now).unwrap_or(Duration::ZERO)
     };
-    Some(delay.min(MAX_DELAY))
+    Some(delay.min(MAX_VISIBILITY))
 }
 
 #[cfg(test)]
@@ -265,13 +264,13 @@ mod tests {
         assert_eq!(schedule.max_attempts(), 12);
         assert!(schedule.total() >= S(24 * 3600), "{:?}", schedule.total());
         // The longest wait the dispatcher can ask for is what SQS leaves after its margin.
-        let longest = MAX_DELAY - crate::dispatch::RECEIVE_MARGIN;
+        let longest = MAX_VISIBILITY - crate::dispatch::RECEIVE_MARGIN;
         assert!(
             schedule.shortest_horizon(longest) >= S(24 * 3600),
             "with the lowest jitter everywhere: {:?}",
             schedule.shortest_horizon(longest)
         );
-        assert!(schedule.delays().iter().all(|d| *d <= MAX_DELAY));
+        assert!(schedule.delays().iter().all(|d| *d <= MAX_VISIBILITY));
         assert_eq!(schedule.to_string(), DEFAULT_SCHEDULE);
     }
 
@@ -323,12 +322,12 @@ mod tests {
         );
         assert_eq!(
             schedule.delay_after(2, FailureSignal::Plain, None, 1.0),
-            Some(MAX_DELAY),
+            Some(MAX_VISIBILITY),
             "jitter above 12 h is capped"
         );
         assert_eq!(
             schedule.delay_after(1, FailureSignal::Plain, Some(S(999_999)), 0.5),
-            Some(MAX_DELAY)
+            Some(MAX_VISIBILITY)
         );
     }
 
@@ -391,12 +390,12 @@ mod tests {
         );
         assert_eq!(
             parse_retry_after("99999999999999999999999", now),
-            Some(MAX_DELAY),
+            Some(MAX_VISIBILITY),
             "huge: capped"
         );
         assert_eq!(
             parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
-            Some(MAX_DELAY)
+            Some(MAX_VISIBILITY)
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);

@@ -7,7 +7,8 @@
 //! invocations reuse TLS connections to the receiver.
 
 use crate::backoff::{FailureSignal, parse_retry_after};
-use crate::signature::{SecretSet, unix_now};
+use crate::clock::unix_seconds;
+use crate::signature::SecretSet;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::fmt;
 use std::sync::Arc;
@@ -145,7 +146,7 @@ impl Deliverer {
             .client
             .post(self.url.clone())
             .header(CONTENT_TYPE, "application/json");
-        for (name, value) in self.secrets.headers(event_id, unix_now(), &body) {
+        for (name, value) in self.secrets.headers(event_id, unix_seconds(), &body) {
             request = request.header(name, value);
         }
         let outcome = match request.body(body).send().await {

@@ -20,10 +20,11 @@
 
 use crate::attempts::{AttemptLedger, MemoryLedger};
 use crate::backoff::{FailureSignal, RetryPolicy};
+use crate::clock::unix_millis;
 use crate::deliver::{Deliverer, Failure, Outcome};
 use crate::envelope::{EventType, probe};
-use crate::queue::{MAX_VISIBILITY, NewMessage, Queue, QueueError, attr};
-use crate::telemetry::{Metrics, dimension, metric, unix_millis};
+use crate::queue::{MAX_VISIBILITY, NewMessage, Producer, QueueError, Visibility, attr};
+use crate::telemetry::{Metrics, dimension, metric};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use std::sync::Arc;
@@ -51,14 +52,15 @@ const VISIBILITY_TRIES: u32 = 4;
 
 /// The queue the batch came from and the DLQ the dispatcher moves exhausted messages to.
 pub struct DispatchQueues {
-    pub source: Arc<dyn Queue>,
-    pub dead_letter: Arc<dyn Queue>,
+    /// Only its visibility is the dispatcher's business (the caller receives and deletes).
+    pub source: Arc<dyn Visibility>,
+    pub dead_letter: Arc<dyn Producer>,
 }
 
 pub struct Dispatcher {
     deliverer: Deliverer,
-    queue: Arc<dyn Queue>,
-    dead_letter: Arc<dyn Queue>,
+    queue: Arc<dyn Visibility>,
+    dead_letter: Arc<dyn Producer>,
     attempts: Arc<dyn AttemptLedger>,
     policy: RetryPolicy,
     metrics: Metrics,
@@ -113,7 +115,7 @@ impl Job {
     fn dead_letter_dedup_id(&self) -> String {
         let base = self.dedup_id.as_deref().unwrap_or(&self.message_id);
         let suffix = format!(".d{}", self.sent_timestamp_ms.unwrap_or_default());
-        let keep = crate::queue::MAX_DEDUP_ID_LEN.saturating_sub(suffix.len());
+        let keep = crate::queue::MAX_ID_LEN.saturating_sub(suffix.len());
         let mut cut = base.len().min(keep);
         while !base.is_char_boundary(cut) {
             cut -= 1;
@@ -490,7 +492,6 @@ mod tests {
     //! refuses what SQS would refuse) and a loopback receiver with scripted answers.
     use super::*;
     use crate::backoff::{DeadLetterStatuses, RetrySchedule};
-    use crate::queue::ReceivedMessage;
     use crate::signature::SecretSet;
     use async_trait::async_trait;
     use axum::http::StatusCode;
@@ -507,7 +508,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl Queue for RecordingQueue {
+    impl Producer for RecordingQueue {
         async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
             self.sent.lock().unwrap().push(message);
             Ok(())
@@ -516,14 +517,12 @@ mod tests {
             &self,
             _: Vec<NewMessage>,
         ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-            unreachable!("the dispatcher never sends batches")
+            unreachable!("the dispatcher moves one message at a time")
         }
-        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-            unreachable!("the dispatcher never receives")
-        }
-        async fn delete(&self, _: &str) -> Result<(), QueueError> {
-            unreachable!("the event source mapping deletes, not the dispatcher")
-        }
+    }
+
+    #[async_trait]
+    impl Visibility for RecordingQueue {
         async fn change_visibility(
             &self,
             receipt: &str,

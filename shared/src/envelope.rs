@@ -7,6 +7,7 @@
 //! delivered byte for byte, so unknown extra fields always reach the receiver. The typed
 //! payloads below keep unknown fields too (`extra`), for code that builds or reads envelopes.
 
+use crate::queue::MAX_ID_LEN;
 use crate::strict_json::RepeatedKey;
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
@@ -17,8 +18,6 @@ use time::format_description::well_known::Rfc3339;
 
 /// Session name used when the envelope has none (the seed runs one WhatsApp session).
 pub const DEFAULT_SESSION: &str = "default";
-/// SQS caps `MessageGroupId` and `MessageDeduplicationId` at 128 characters.
-pub const MAX_SQS_ID_LEN: usize = 128;
 /// Session names are part of every group id; keep them short enough to leave room for the peer.
 pub const MAX_SESSION_LEN: usize = 64;
 
@@ -236,7 +235,7 @@ impl ChatIdKey {
 
     /// `{session}:chat:{hash}`, the hash being the first 128 bits of HMAC-SHA256(key, peer) in
     /// hex: 32 characters, within SQS's group-id alphabet, and with a session of at most
-    /// [`MAX_SESSION_LEN`] the whole id stays under [`MAX_SQS_ID_LEN`].
+    /// [`MAX_SESSION_LEN`] the whole id stays under [`MAX_ID_LEN`].
     pub fn chat_group(&self, session: &str, peer: &str) -> String {
         let tag = hmac::sign(&self.0, peer.as_bytes());
         format!("{session}:chat:{}", hex_prefix(tag.as_ref(), 16))
@@ -281,7 +280,7 @@ pub fn validate(
     check_sqs_id("session", session, MAX_SESSION_LEN)?;
     let sender_id = optional_str(root, "", "id")?;
     if let Some(id) = sender_id {
-        check_sqs_id("id", id, MAX_SQS_ID_LEN)?;
+        check_sqs_id("id", id, MAX_ID_LEN)?;
     }
 
     let data = required(root, "", "data")?;
@@ -644,7 +643,7 @@ mod tests {
         let longest_session = "s".repeat(MAX_SESSION_LEN);
         for peer in ["grupo da família", "", "😀", &"x".repeat(100_000)] {
             let group = key().chat_group(&longest_session, peer);
-            assert!(group.len() <= MAX_SQS_ID_LEN, "{group}");
+            assert!(group.len() <= MAX_ID_LEN, "{group}");
             assert!(group.chars().all(is_sqs_id_char), "{group}");
         }
     }

@@ -7,8 +7,10 @@
 //! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
 //! `lambda_http`) and in the local stack (through `axum::serve`).
 
+use crate::clock::unix_millis;
 use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
-use crate::queue::{MAX_BATCH, NewMessage, Queue, QueueError};
+use crate::live::publish::LivePublishing;
+use crate::queue::{MAX_BATCH, MAX_MESSAGE_BYTES, NewMessage, Producer, QueueError};
 use crate::signature::{SecretSet, VerifyError};
 use crate::strict_json;
 use crate::telemetry::{Metrics, dimension, metric};
@@ -23,8 +25,6 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The queue's message limit (SQS, set explicitly on the queue): 1 MiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Seconds a sender should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
@@ -33,8 +33,10 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 pub struct Ingest {
     secrets: SecretSet,
     chat_ids: ChatIdKey,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Producer>,
     metrics: Metrics,
+    /// Where stored events are also pushed live, if anywhere.
+    live: Option<LivePublishing>,
 }
 
 /// An event the queue has stored.
@@ -52,7 +54,7 @@ pub enum Rejection {
     #[error("Content-Type must be application/json, found {0}")]
     UnsupportedMediaType(String),
     #[error(
-        "body is over the limit of {MAX_BODY_BYTES} bytes (1 MiB, the queue's message size limit)"
+        "body is over the limit of {MAX_MESSAGE_BYTES} bytes (1 MiB, the queue's message size limit)"
     )]
     TooLarge,
     #[error("{0}")]
@@ -125,7 +127,7 @@ impl Rejection {
     pub fn body(&self) -> Value {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         match self {
-            Rejection::TooLarge => body["limit"] = json!(MAX_BODY_BYTES),
+            Rejection::TooLarge => body["limit"] = json!(MAX_MESSAGE_BYTES),
             Rejection::MalformedJson { line, column, .. } => {
                 body["line"] = json!(line);
                 body["column"] = json!(column);
@@ -156,7 +158,7 @@ impl Ingest {
     pub fn new(
         secrets: SecretSet,
         chat_ids: ChatIdKey,
-        queue: Arc<dyn Queue>,
+        queue: Arc<dyn Producer>,
         metrics: Metrics,
     ) -> Self {
         Ingest {
@@ -164,7 +166,15 @@ impl Ingest {
             chat_ids,
             queue,
             metrics,
+            live: None,
         }
+    }
+
+    /// Also push every stored event to its session's live channel (after the queue stored
+    /// it; bounded; never changes the answer).
+    pub fn with_live(mut self, live: LivePublishing) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// `POST /events`: one envelope.
@@ -173,6 +183,7 @@ impl Ingest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
+        let received_ms = self.live.as_ref().map(|_| unix_millis());
         let text = self.authenticate(headers, body)?;
         let (value, repeats) = strict_json::parse(text).map_err(malformed)?;
         if let Some(repeat) = repeats.into_iter().next() {
@@ -185,6 +196,10 @@ impl Ingest {
             .send(new_message(text, &routing))
             .await
             .map_err(|e| queue_failure(&routing, &e))?;
+        if let (Some(live), Some(received_ms)) = (&self.live, received_ms) {
+            let event = live.prepare(&value, text, &routing, received_ms);
+            live.publish_all(event.into_iter().collect()).await;
+        }
         Ok(accepted(routing))
     }
 
@@ -195,6 +210,7 @@ impl Ingest {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Vec<ItemResult>, Rejection> {
+        let received_ms = self.live.as_ref().map(|_| unix_millis());
         let text = self.authenticate(headers, body)?;
         // One strict parse (syntax, repeated keys per item), then the items' exact bytes.
         let (values, repeats) = match strict_json::parse(text).map_err(malformed)? {
@@ -242,11 +258,25 @@ impl Ingest {
             Ok(per_item) => per_item,
             Err(e) => vec![Err(e); to_store.len()],
         };
+        let mut live_events = Vec::new();
         for ((index, _, routing), outcome) in to_store.into_iter().zip(stored) {
             results[index] = Some(match outcome {
-                Ok(()) => ItemResult::Queued(accepted(routing)),
+                Ok(()) => {
+                    if let (Some(live), Some(received_ms)) = (&self.live, received_ms) {
+                        live_events.extend(live.prepare(
+                            &values[index],
+                            items[index].get(),
+                            &routing,
+                            received_ms,
+                        ));
+                    }
+                    ItemResult::Queued(accepted(routing))
+                }
                 Err(e) => ItemResult::Rejected(queue_failure(&routing, &e)),
             });
+        }
+        if let Some(live) = &self.live {
+            live.publish_all(live_events).await;
         }
         Ok(results
             .into_iter()
@@ -257,7 +287,7 @@ impl Ingest {
     /// Content type, size and signature: the checks before the body is parsed.
     fn authenticate<'b>(&self, headers: &HeaderMap, body: &'b [u8]) -> Result<&'b str, Rejection> {
         check_content_type(headers)?;
-        if body.len() > MAX_BODY_BYTES {
+        if body.len() > MAX_MESSAGE_BYTES {
             return Err(Rejection::TooLarge);
         }
         self.secrets
@@ -397,7 +427,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
 /// The body, read only if the content type is right, and never past the limit.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Rejection> {
     check_content_type(headers)?;
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
+    axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
         .await
         .map_err(|_| Rejection::TooLarge)
 }

@@ -13,17 +13,21 @@
 //! | [`dispatch`] | a batch of queue messages in, the failed ones out; FIFO group rules |
 //! | [`poller`] | receive → dispatch → delete: the event source mapping, outside Lambda |
 //! | [`ingest`] | HTTP request in, stored event or clear refusal out |
+//! | [`clock`] | the one unix wall clock |
+//! | [`live`] | live updates: tokens, channels, the publisher port, the local hub |
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
 //! | [`secrets`] | secret variables from the environment or, by ARN, from Secrets Manager |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
 pub mod attempts;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod dispatch;
 pub mod envelope;
 pub mod ingest;
+pub mod live;
 pub mod poller;
 pub mod queue;
 pub mod secrets;

@@ -5,7 +5,7 @@
 //! Works over any queue adapter: the in-process queue in the local stack, moto or real SQS.
 
 use crate::dispatch::Dispatcher;
-use crate::queue::{MAX_BATCH, Queue, QueueError, ReceivedMessage};
+use crate::queue::{Consumer, MAX_BATCH, QueueError, ReceivedMessage};
 use aws_lambda_events::sqs::SqsEvent;
 use futures::future::join_all;
 use std::collections::HashSet;
@@ -17,7 +17,7 @@ use std::time::Duration;
 pub const LOCAL_EVENT_SOURCE_ARN: &str = "arn:aws:sqs:local:000000000000:chat-relay.fifo";
 
 pub struct Poller {
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Consumer>,
     dispatcher: Arc<Dispatcher>,
     wait: Duration,
 }
@@ -32,7 +32,7 @@ pub struct PollReport {
 
 impl Poller {
     /// `wait` is the long-poll wait of each receive (SQS allows up to 20 s).
-    pub fn new(queue: Arc<dyn Queue>, dispatcher: Arc<Dispatcher>, wait: Duration) -> Self {
+    pub fn new(queue: Arc<dyn Consumer>, dispatcher: Arc<Dispatcher>, wait: Duration) -> Self {
         Poller {
             queue,
             dispatcher,

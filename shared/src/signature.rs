@@ -118,7 +118,7 @@ impl SecretSet {
 
     /// Verifies a request's raw body and headers against every configured secret, now.
     pub fn verify(&self, body: &[u8], headers: &HeaderMap) -> Result<(), VerifyError> {
-        self.verify_at(body, headers, unix_now())
+        self.verify_at(body, headers, crate::clock::unix_seconds())
     }
 
     /// The same, with `now` (unix seconds) given: the clock is injectable for exact tests.
@@ -219,13 +219,6 @@ fn header_rule(name: &str) -> &'static str {
     }
 }
 
-/// Now, in unix seconds, for `webhook-timestamp`.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +262,7 @@ mod tests {
     #[test]
     fn sign_then_verify_round_trips() {
         let set = SecretSet::parse(VECTOR_SECRET).unwrap();
-        let headers = header_map(&set.headers("evt_1", unix_now(), "{\"a\":1}"));
+        let headers = header_map(&set.headers("evt_1", crate::clock::unix_seconds(), "{\"a\":1}"));
         set.verify(b"{\"a\":1}", &headers).unwrap();
     }
 
@@ -277,7 +270,7 @@ mod tests {
     fn tampered_body_wrong_secret_stale_and_future_all_fail() {
         let set = SecretSet::parse(VECTOR_SECRET).unwrap();
         let body = "{\"a\":1}";
-        let headers = header_map(&set.headers("evt_1", unix_now(), body));
+        let headers = header_map(&set.headers("evt_1", crate::clock::unix_seconds(), body));
         assert_eq!(
             set.verify(b"{\"a\":2}", &headers),
             Err(VerifyError::Mismatch)
@@ -289,9 +282,9 @@ mod tests {
             Err(VerifyError::Mismatch)
         );
 
-        let stale = header_map(&set.headers("evt_1", unix_now() - 301, body));
+        let stale = header_map(&set.headers("evt_1", crate::clock::unix_seconds() - 301, body));
         assert_eq!(set.verify(body.as_bytes(), &stale), Err(VerifyError::Stale));
-        let future = header_map(&set.headers("evt_1", unix_now() + 301, body));
+        let future = header_map(&set.headers("evt_1", crate::clock::unix_seconds() + 301, body));
         assert_eq!(
             set.verify(body.as_bytes(), &future),
             Err(VerifyError::Future)
@@ -323,7 +316,7 @@ mod tests {
     #[test]
     fn missing_and_malformed_headers_are_named() {
         let set = SecretSet::parse(VECTOR_SECRET).unwrap();
-        let mut headers = header_map(&set.headers("evt_1", unix_now(), "{}"));
+        let mut headers = header_map(&set.headers("evt_1", crate::clock::unix_seconds(), "{}"));
         headers.remove(HEADER_WEBHOOK_SIGNATURE);
         assert_eq!(
             set.verify(b"{}", &headers),
@@ -447,7 +440,7 @@ mod tests {
         let both = SecretSet::parse(&format!("{OTHER_SECRET} {VECTOR_SECRET}")).unwrap();
         let old = SecretSet::parse(VECTOR_SECRET).unwrap();
         let new = SecretSet::parse(OTHER_SECRET).unwrap();
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         // A sender still on the old secret is accepted during the rotation.
         both.verify(b"{}", &header_map(&old.headers("e", now, "{}")))
             .unwrap();

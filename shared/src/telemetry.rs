@@ -4,6 +4,7 @@
 //! callers log ids, types, groups, status codes and durations only. Metrics: CloudWatch Embedded
 //! Metric Format lines on stdout, which Lambda's log pipeline turns into metrics with no SDK call.
 
+use crate::clock::unix_millis;
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ pub mod metric {
     pub const DEAD_LETTERED: &str = "DeadLettered";
     /// A `qr` event older than `QR_TTL_SECONDS`, dropped on purpose.
     pub const EXPIRED: &str = "Expired";
+    /// A live push that failed or timed out (the event was stored all the same). Not in
+    /// [`ALL`] until the template's dashboard and alarms show it.
+    pub const LIVE_PUBLISH_FAILED: &str = "LivePublishFailed";
     pub const ALL: [&str; 8] = [
         INGESTED,
         REJECTED,
@@ -38,14 +42,6 @@ pub mod metric {
 pub mod dimension {
     pub const REASON: &str = "Reason";
     pub const STATUS_CLASS: &str = "StatusClass";
-}
-
-/// Wall-clock unix milliseconds: EMF timestamps, the in-process queue's `SentTimestamp`, and
-/// end-to-end latency against it.
-pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Default namespace when `METRICS_NAMESPACE` is not set.

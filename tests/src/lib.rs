@@ -274,7 +274,7 @@ pub fn free_port() -> u16 {
 
 /// The three Standard Webhooks headers plus `Content-Type: application/json`, signed now.
 pub fn signed_headers(secret: &str, msg_id: &str, body: &str) -> HeaderMap {
-    signed_headers_at(secret, msg_id, body, relay_shared::signature::unix_now())
+    signed_headers_at(secret, msg_id, body, relay_shared::clock::unix_seconds())
 }
 
 pub fn signed_headers_at(secret: &str, msg_id: &str, body: &str, timestamp: i64) -> HeaderMap {

@@ -1,52 +1,141 @@
-//! Chaos: thousands of events over many chats through ingest → queue → poller → dispatcher →
-//! a receiver that randomly fails (500, 429 and 503 with `Retry-After`, answers too late) and is
-//! down for a while. Afterwards every event is delivered or in the DLQ, none lost; within each
-//! chat, first deliveries follow ingest order; every duplicate carries the same `webhook-id`.
-//! Then the receiver is fixed, the DLQ redriven, and the rest arrives in its per-chat order.
+//! Chaos: thousands of events over many chats through ingest (the real router) → queue →
+//! poller → dispatcher → a receiver that fails in every way it can: 5xx, 429 and 503 with
+//! `Retry-After` (seconds and HTTP date), timeouts, answers after the timeout that it still
+//! processed (so duplicates arise), a dead-letter status (422), an endless `200` body, a few
+//! poison events it refuses until fixed, and restarts on the same port. Afterwards every event
+//! is delivered or in the DLQ, none lost; the DLQ holds exactly what the dispatcher moved there
+//! (exhausted or dead-letter status); within each chat, first deliveries follow ingest order;
+//! every duplicate carries the same `webhook-id` and body. Then the receiver is fixed, the DLQ
+//! redriven, and the rest arrives in its per-chat order.
 //!
 //! The schedule is compressed (sub-second on the in-process queue, whole seconds on moto) and
 //! the run bounded; the receiver's randomness is seeded, so a failure can be replayed.
 
+use async_trait::async_trait;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
-use relay_shared::backoff::RetrySchedule;
-use relay_shared::deliver::Deliverer;
+use relay_shared::backoff::{RetryPolicy, RetrySchedule};
+use relay_shared::deliver::{Deliverer, MAX_RESPONSE_BYTES};
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{Queue, SAFETY_NET_RECEIVES, move_messages};
+use relay_shared::queue::{
+    Consumer, NewMessage, Producer, Queue, QueueError, ReceivedMessage, SAFETY_NET_RECEIVES,
+    Visibility, move_messages,
+};
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
 use relay_tests::{INGEST_SECRET, MotoServer, WEBHOOK_SECRET, signed_headers};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceExt;
+
+/// What the receiver did with one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    Ok,
+    /// `200`, then a body that never ends.
+    EndlessBody,
+    ServerError(u16),
+    /// `429` with `Retry-After` in seconds.
+    TooManyRequests,
+    /// `503` with `Retry-After` as an HTTP date.
+    Unavailable,
+    /// Not processed; answers only after the relay gave up.
+    Timeout,
+    /// Processed, but answers only after the relay gave up: a duplicate will follow.
+    LateButProcessed,
+    /// `422`: a dead-letter status.
+    Unprocessable,
+}
+
+impl Answer {
+    /// The receiver's app acted on the event.
+    fn processed(self) -> bool {
+        matches!(
+            self,
+            Answer::Ok | Answer::EndlessBody | Answer::LateButProcessed
+        )
+    }
+}
 
 /// One request as the receiver saw it.
 #[derive(Clone, Debug)]
 struct Seen {
     key: String,
     webhook_id: String,
-    /// The receiver processed it (2xx, or processed and then answered too late).
-    processed: bool,
+    body: Bytes,
+    answer: Answer,
+    /// Which run of the receiver (0, then +1 after each restart) took it.
+    incarnation: usize,
+    at: Instant,
 }
+
+/// The endless bodies served: how many, how many ended (the relay hung up), and the most bytes
+/// one of them produced before that.
+#[derive(Default)]
+struct EndlessStats {
+    served: AtomicUsize,
+    closed: AtomicUsize,
+    most_bytes: AtomicUsize,
+}
+
+/// Produces the endless body; reports on drop, which is when the server gave up writing it
+/// because the relay closed the connection.
+struct EndlessBody {
+    stats: Arc<EndlessStats>,
+    produced: usize,
+}
+
+impl Drop for EndlessBody {
+    fn drop(&mut self) {
+        self.stats
+            .most_bytes
+            .fetch_max(self.produced, Ordering::SeqCst);
+        self.stats.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+static CHUNK: [u8; 16 * 1024] = [b' '; 16 * 1024];
+
+/// The receiver's send buffer: small, so what an endless body produces before the relay hangs
+/// up is close to what the relay read (the kernel would otherwise buffer megabytes).
+const SEND_BUFFER: u32 = 16 * 1024;
+
+/// Bytes an endless body may produce before the relay hangs up: the relay's limit plus what
+/// the sockets and the server's write buffer hold. A relay reading on until its timeout would
+/// take tens of megabytes from a loopback server.
+const ENDLESS_BOUND: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 struct ReceiverState {
     rng: Arc<Mutex<fastrand::Rng>>,
     seen: Arc<Mutex<Vec<Seen>>>,
-    healthy: Arc<std::sync::atomic::AtomicBool>,
+    healthy: Arc<AtomicBool>,
+    incarnation: Arc<AtomicUsize>,
     webhook: Arc<standardwebhooks::Webhook>,
     too_late: Duration,
+    /// Events `m…` whose number is `poison_every / 2` modulo `poison_every` are refused
+    /// (`500`) every time until the receiver is fixed.
+    poison_every: usize,
+    endless: Arc<EndlessStats>,
+}
+
+impl ReceiverState {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
 }
 
 /// A receiver that can be taken down and brought back on the same port.
@@ -56,16 +145,30 @@ struct ChaosReceiver {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+fn listen(address: SocketAddr) -> TcpListener {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    // Accepted connections inherit the listener's buffer sizes.
+    socket.set_send_buffer_size(SEND_BUFFER).unwrap();
+    socket
+        .bind(address)
+        .expect("bind the receiver's port (again)");
+    socket.listen(1024).unwrap()
+}
+
 impl ChaosReceiver {
-    async fn start(seed: u64, too_late: Duration) -> ChaosReceiver {
+    fn start(seed: u64, too_late: Duration, poison_every: usize) -> ChaosReceiver {
         let state = ReceiverState {
             rng: Arc::new(Mutex::new(fastrand::Rng::with_seed(seed))),
             seen: Arc::new(Mutex::new(Vec::new())),
-            healthy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            healthy: Arc::new(AtomicBool::new(false)),
+            incarnation: Arc::new(AtomicUsize::new(0)),
             webhook: Arc::new(standardwebhooks::Webhook::new(WEBHOOK_SECRET).unwrap()),
             too_late,
+            poison_every,
+            endless: Arc::default(),
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = listen("127.0.0.1:0".parse().unwrap());
         let mut receiver = ChaosReceiver {
             address: listener.local_addr().unwrap(),
             state,
@@ -97,11 +200,9 @@ impl ChaosReceiver {
         }
     }
 
-    async fn up(&mut self) {
-        let listener = TcpListener::bind(self.address)
-            .await
-            .expect("rebind the receiver's port");
-        self.serve(listener);
+    fn up(&mut self) {
+        self.state.incarnation.fetch_add(1, Ordering::SeqCst);
+        self.serve(listen(self.address));
     }
 
     fn url(&self) -> reqwest::Url {
@@ -109,10 +210,14 @@ impl ChaosReceiver {
             .parse()
             .unwrap()
     }
+}
 
-    fn seen(&self) -> Vec<Seen> {
-        self.state.seen.lock().unwrap().clone()
-    }
+fn event_number(key: &str) -> usize {
+    key.trim_start_matches('m').parse().unwrap()
+}
+
+fn is_poison(key: &str, poison_every: usize) -> bool {
+    poison_every > 0 && event_number(key) % poison_every == poison_every / 2
 }
 
 async fn chaos_answer(
@@ -130,18 +235,32 @@ async fn chaos_answer(
         .as_str()
         .unwrap()
         .to_owned();
-    let roll = if state.healthy.load(std::sync::atomic::Ordering::SeqCst) {
-        0.0
+    let answer = if state.healthy.load(Ordering::SeqCst) {
+        Answer::Ok
+    } else if is_poison(&key, state.poison_every) {
+        Answer::ServerError(500)
     } else {
-        state.rng.lock().unwrap().f64()
+        let roll = state.rng.lock().unwrap().f64();
+        match roll {
+            r if r < 0.010 => Answer::EndlessBody,
+            r if r < 0.050 => Answer::ServerError(500),
+            r if r < 0.070 => Answer::ServerError(502),
+            r if r < 0.085 => Answer::TooManyRequests,
+            r if r < 0.100 => Answer::Unavailable,
+            r if r < 0.125 => Answer::Timeout,
+            r if r < 0.150 => Answer::LateButProcessed,
+            r if r < 0.155 => Answer::Unprocessable,
+            _ => Answer::Ok,
+        }
     };
-    let record = |processed| {
-        state.seen.lock().unwrap().push(Seen {
-            key: key.clone(),
-            webhook_id: webhook_id.clone(),
-            processed,
-        })
-    };
+    state.seen.lock().unwrap().push(Seen {
+        key,
+        webhook_id,
+        body,
+        answer,
+        incarnation: state.incarnation.load(Ordering::SeqCst),
+        at: Instant::now(),
+    });
     let with_retry_after = |status: StatusCode, value: String| {
         let mut response = status.into_response();
         response
@@ -149,27 +268,112 @@ async fn chaos_answer(
             .insert("retry-after", HeaderValue::from_str(&value).unwrap());
         response
     };
-    if roll < 0.70 {
-        record(true);
-        StatusCode::OK.into_response()
-    } else if roll < 0.82 {
-        record(false);
-        StatusCode::INTERNAL_SERVER_ERROR.into_response()
-    } else if roll < 0.88 {
-        record(false);
-        with_retry_after(StatusCode::TOO_MANY_REQUESTS, "1".into())
-    } else if roll < 0.92 {
-        record(false);
-        let soon = std::time::SystemTime::now() + Duration::from_secs(1);
-        with_retry_after(
-            StatusCode::SERVICE_UNAVAILABLE,
-            httpdate::fmt_http_date(soon),
-        )
-    } else {
-        // Processed, but the answer comes after the relay gave up: a duplicate will follow.
-        record(true);
-        tokio::time::sleep(state.too_late).await;
-        StatusCode::OK.into_response()
+    match answer {
+        Answer::Ok => StatusCode::OK.into_response(),
+        Answer::EndlessBody => {
+            state.endless.served.fetch_add(1, Ordering::SeqCst);
+            let producer = EndlessBody {
+                stats: Arc::clone(&state.endless),
+                produced: 0,
+            };
+            let stream = futures::stream::unfold(producer, |mut producer| async move {
+                producer.produced += CHUNK.len();
+                Some((Ok::<_, Infallible>(Bytes::from_static(&CHUNK)), producer))
+            });
+            Response::new(Body::from_stream(stream))
+        }
+        Answer::ServerError(status) => StatusCode::from_u16(status).unwrap().into_response(),
+        Answer::TooManyRequests => with_retry_after(StatusCode::TOO_MANY_REQUESTS, "1".into()),
+        Answer::Unavailable => {
+            let soon = std::time::SystemTime::now() + Duration::from_secs(1);
+            with_retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                httpdate::fmt_http_date(soon),
+            )
+        }
+        Answer::Timeout => {
+            tokio::time::sleep(state.too_late).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Answer::LateButProcessed => {
+            tokio::time::sleep(state.too_late).await;
+            StatusCode::OK.into_response()
+        }
+        Answer::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY.into_response(),
+    }
+}
+
+/// A queue that passes everything through and remembers the event ids sent to it and the
+/// highest receive count handed out.
+struct Tap {
+    inner: Arc<dyn Queue>,
+    sent: Mutex<Vec<String>>,
+    most_receives: AtomicU32,
+}
+
+impl Tap {
+    fn new(inner: Arc<dyn Queue>) -> Arc<Tap> {
+        Arc::new(Tap {
+            inner,
+            sent: Mutex::new(Vec::new()),
+            most_receives: AtomicU32::new(0),
+        })
+    }
+
+    fn note(&self, message: &NewMessage) {
+        let envelope: serde_json::Value = serde_json::from_str(&message.body).unwrap();
+        let key = envelope["data"]["message"]["id"].as_str().unwrap();
+        self.sent.lock().unwrap().push(key.to_owned());
+    }
+
+    fn sent(&self) -> Vec<String> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Producer for Tap {
+    async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
+        self.note(&message);
+        self.inner.send(message).await
+    }
+
+    async fn send_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        messages.iter().for_each(|m| self.note(m));
+        self.inner.send_batch(messages).await
+    }
+}
+
+#[async_trait]
+impl Consumer for Tap {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let received = self.inner.receive(max, wait).await?;
+        if let Some(most) = received.iter().map(|m| m.receive_count).max() {
+            self.most_receives.fetch_max(most, Ordering::SeqCst);
+        }
+        Ok(received)
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+}
+
+#[async_trait]
+impl Visibility for Tap {
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner.change_visibility(receipt_handle, timeout).await
     }
 }
 
@@ -179,8 +383,11 @@ struct Plan {
     groups: usize,
     schedule: RetrySchedule,
     delivery_timeout: Duration,
-    down_after: Duration,
-    down_for: Duration,
+    /// Receiver outages: (taken down this long after the start, for this long).
+    outages: Vec<(Duration, Duration)>,
+    /// See [`ReceiverState::poison_every`]; prime to the chat count, so the poison events
+    /// fall in different chats.
+    poison_every: usize,
     workers: usize,
     deadline: Duration,
 }
@@ -200,8 +407,15 @@ struct Figures {
     sent: usize,
     delivered: usize,
     duplicates: usize,
+    /// In the DLQ before the redrive: `by_status + exhausted`.
     in_dlq: usize,
+    by_status: usize,
+    exhausted: usize,
     max_attempts: usize,
+    endless_bodies: usize,
+    incarnations: usize,
+    /// Poison events whose every attempt the receiver saw (none near an outage).
+    poison_fully_seen: usize,
 }
 
 fn message_body(key: &str, group: usize, seq: usize) -> String {
@@ -210,7 +424,7 @@ fn message_body(key: &str, group: usize, seq: usize) -> String {
     )
 }
 
-async fn wait_until_empty(depth: &Depth, receiver: &ChaosReceiver, deadline: Instant, phase: &str) {
+async fn wait_until_empty(depth: &Depth, receiver: &ReceiverState, deadline: Instant, phase: &str) {
     loop {
         let depth = depth().await;
         if depth == 0 {
@@ -219,7 +433,7 @@ async fn wait_until_empty(depth: &Depth, receiver: &ChaosReceiver, deadline: Ins
         assert!(
             Instant::now() < deadline,
             "{phase}: {depth} messages still queued at the deadline ({} requests seen)",
-            receiver.seen().len()
+            receiver.seen.lock().unwrap().len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -228,24 +442,33 @@ async fn wait_until_empty(depth: &Depth, receiver: &ChaosReceiver, deadline: Ins
 async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     let started = Instant::now();
     let deadline = started + plan.deadline;
-    let mut receiver = ChaosReceiver::start(seed, plan.delivery_timeout * 2).await;
+    let mut receiver = ChaosReceiver::start(seed, plan.delivery_timeout * 2, plan.poison_every);
+    let receiver_state = receiver.state.clone();
+    let queue = Tap::new(Arc::clone(&queues.queue));
+    let dlq = Tap::new(Arc::clone(&queues.dlq));
     let deliverer = Deliverer::new(
         receiver.url(),
         Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap()),
         plan.delivery_timeout,
     )
     .unwrap();
+    let policy = RetryPolicy::from(plan.schedule.clone());
+    assert!(
+        policy.dead_letter_statuses.contains(422),
+        "422 is a dead-letter status by default"
+    );
+    let max_attempts = policy.schedule.max_attempts() as usize;
     let dispatcher = Arc::new(Dispatcher::new(
         deliverer,
         DispatchQueues {
-            source: Arc::clone(&queues.queue),
-            dead_letter: Arc::clone(&queues.dlq),
+            source: Arc::clone(&queue) as Arc<dyn Queue>,
+            dead_letter: Arc::clone(&dlq) as Arc<dyn Queue>,
         },
-        plan.schedule.clone(),
+        policy,
         Metrics::off(),
     ));
     let poller = Arc::new(Poller::new(
-        Arc::clone(&queues.queue),
+        Arc::clone(&queue) as Arc<dyn Queue>,
         dispatcher,
         Duration::from_millis(500),
     ));
@@ -254,17 +477,31 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         let _ = stop_rx.await;
     }));
 
+    // The receiver goes down and comes back on the same port, on its own timeline.
+    let outages = plan.outages.clone();
+    let restarts = tokio::spawn(async move {
+        let mut down_times = Vec::new();
+        for (at, down_for) in outages {
+            tokio::time::sleep_until((started + at).into()).await;
+            let down = Instant::now();
+            receiver.down();
+            tokio::time::sleep(down_for).await;
+            receiver.up();
+            down_times.push((down, Instant::now()));
+        }
+        (receiver, down_times)
+    });
+
     // Ingest every event through the real router, recording each chat's order.
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
         relay_tests::chat_id_key(),
-        Arc::clone(&queues.queue),
+        Arc::clone(&queue) as Arc<dyn Queue>,
         Metrics::off(),
     )));
     let mut order: HashMap<usize, Vec<String>> = HashMap::new();
     let mut webhook_id_of: HashMap<String, String> = HashMap::new();
     let mut group_of: HashMap<String, usize> = HashMap::new();
-    let mut outage = Some(());
     for seq in 0..plan.events {
         let group = seq % plan.groups;
         let key = format!("m{seq:06}");
@@ -282,34 +519,142 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         webhook_id_of.insert(key.clone(), reply["id"].as_str().unwrap().to_owned());
         group_of.insert(key.clone(), group);
         order.entry(group).or_default().push(key);
-        if outage.is_some() && started.elapsed() >= plan.down_after {
-            outage = None;
-            receiver.down();
-        }
         if seq % 50 == 49 {
             tokio::task::yield_now().await;
         }
     }
-    if outage.is_some() {
-        tokio::time::sleep(plan.down_after.saturating_sub(started.elapsed())).await;
-        receiver.down();
-    }
-    tokio::time::sleep(plan.down_for).await;
-    receiver.up().await;
+    let ingested = started.elapsed();
+    let (mut receiver, down_times) = restarts.await.unwrap();
 
-    // Phase 1: everything is delivered or parked in the DLQ.
-    wait_until_empty(&queues.queue_depth, &receiver, deadline, "phase 1").await;
-    let phase_one = receiver.seen();
+    // Phase 1: everything is delivered or parked in the DLQ, and the DLQ holds exactly what
+    // the dispatcher moved there: nothing went by the queue's receive-count safety net.
+    wait_until_empty(&queues.queue_depth, &receiver_state, deadline, "phase 1").await;
+    let phase_one = receiver_state.seen();
     let in_dlq = (queues.dlq_depth)().await;
+    let dead_lettered = dlq.sent();
+    let dead_lettered_set: HashSet<&String> = dead_lettered.iter().collect();
+    assert_eq!(
+        dead_lettered_set.len(),
+        dead_lettered.len(),
+        "each event is moved to the DLQ at most once"
+    );
+    assert_eq!(
+        in_dlq,
+        dead_lettered.len(),
+        "the DLQ holds what the dispatcher moved there and nothing else (most receives of one message: {})",
+        queue.most_receives.load(Ordering::SeqCst)
+    );
+    // Nothing lost: the relay deletes a message only after a 2xx, so every event was answered
+    // 2xx by the receiver or is in the DLQ.
+    let processed_in_phase_one: HashSet<&str> = phase_one
+        .iter()
+        .filter(|s| s.answer.processed())
+        .map(|s| s.key.as_str())
+        .collect();
+    let lost: Vec<&String> = webhook_id_of
+        .keys()
+        .filter(|k| !processed_in_phase_one.contains(k.as_str()) && !dead_lettered_set.contains(k))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "neither delivered nor in the DLQ: {lost:?}"
+    );
+    // Answered 2xx and still dead-lettered: the relay did not see that answer in time (a late
+    // answer, or this machine too busy to read one within the delivery timeout).
+    let processed_then_dead_lettered = dead_lettered_set
+        .iter()
+        .filter(|k| processed_in_phase_one.contains(k.as_str()))
+        .count();
+
+    // Why each is there: a dead-letter status, or exhaustion. An event whose last attempt was
+    // answered 422 is in the DLQ; one answered 422 is attempted again only when the relay did
+    // not see the answer in time, which is rare, whereas a relay that retried dead-letter
+    // statuses would retry every one.
+    let mut by_key: HashMap<&str, Vec<Answer>> = HashMap::new();
+    for s in &phase_one {
+        by_key.entry(s.key.as_str()).or_default().push(s.answer);
+    }
+    let by_status: HashSet<&str> = by_key
+        .iter()
+        .filter(|(_, answers)| answers.last() == Some(&Answer::Unprocessable))
+        .map(|(key, _)| *key)
+        .collect();
+    for key in &by_status {
+        assert!(
+            dead_lettered_set.contains(&key.to_string()),
+            "{key} was answered 422 but is not in the DLQ: {:?}",
+            by_key[key]
+        );
+    }
+    let unprocessable = phase_one
+        .iter()
+        .filter(|s| s.answer == Answer::Unprocessable)
+        .count();
+    let unprocessable_retried = unprocessable - by_status.len();
+    assert!(
+        unprocessable_retried * 10 <= unprocessable,
+        "{unprocessable_retried} of {unprocessable} events answered 422 were attempted again"
+    );
+    let exhausted: Vec<&String> = dead_lettered
+        .iter()
+        .filter(|k| !by_status.contains(k.as_str()))
+        .collect();
+    for (key, answers) in &by_key {
+        assert!(
+            answers.len() <= max_attempts,
+            "{key} was attempted {} times before the redrive, over the schedule's {max_attempts}: {answers:?}",
+            answers.len()
+        );
+    }
+    let poison: Vec<&String> = webhook_id_of
+        .keys()
+        .filter(|k| is_poison(k, plan.poison_every))
+        .collect();
+    for key in &poison {
+        assert!(
+            exhausted.contains(key),
+            "poison event {key} went to the DLQ once its attempts ran out"
+        );
+    }
+    // Attempts are deliveries, not receives: a poison event whose attempts came nowhere near
+    // an outage (so none was a refused connection the receiver could not see) had exactly the
+    // schedule's attempts, however often it was received while held behind its chat's head.
+    let near = Duration::from_secs(3);
+    let mut poison_fully_seen = 0;
+    for key in &poison {
+        let times: Vec<Instant> = phase_one
+            .iter()
+            .filter(|s| &s.key == *key)
+            .map(|s| s.at)
+            .collect();
+        let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+            continue;
+        };
+        let clear = down_times
+            .iter()
+            .all(|&(down, up)| up + near < first || last + near < down);
+        if clear {
+            poison_fully_seen += 1;
+            assert_eq!(
+                times.len(),
+                max_attempts,
+                "poison event {key} was dead-lettered after {} attempts, not the schedule's {max_attempts}",
+                times.len()
+            );
+        }
+    }
 
     // Phase 2: the receiver is fixed, the DLQ redriven, and the rest arrives.
-    receiver
-        .state
-        .healthy
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let moved = move_messages(&*queues.dlq, &*queues.queue).await.unwrap();
+    receiver_state.healthy.store(true, Ordering::SeqCst);
+    let moved = move_messages(&*dlq, &*queue).await.unwrap();
     assert_eq!(moved, in_dlq, "the redrive moved every parked message");
-    wait_until_empty(&queues.queue_depth, &receiver, deadline, "after redrive").await;
+    wait_until_empty(
+        &queues.queue_depth,
+        &receiver_state,
+        deadline,
+        "after redrive",
+    )
+    .await;
     assert_eq!(
         (queues.dlq_depth)().await,
         0,
@@ -317,10 +662,20 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     );
     let _ = stop_tx.send(());
     polling.await.unwrap();
-    let seen = receiver.seen();
+    // Every endless body ended: the relay hung up on each.
+    let endless = &receiver_state.endless;
+    while endless.closed.load(Ordering::SeqCst) < endless.served.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "an endless body is still being read: the relay did not hang up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    receiver.down();
+    let seen = receiver_state.seen();
 
     // Nothing lost: every event processed at least once.
-    let processed: Vec<&Seen> = seen.iter().filter(|s| s.processed).collect();
+    let processed: Vec<&Seen> = seen.iter().filter(|s| s.answer.processed()).collect();
     let keys: HashSet<&str> = processed.iter().map(|s| s.key.as_str()).collect();
     let missing: Vec<&String> = webhook_id_of
         .keys()
@@ -328,14 +683,54 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         .collect();
     assert!(missing.is_empty(), "lost events: {missing:?}");
 
-    // Every attempt of an event carries the webhook-id ingest returned for it.
+    // Every attempt of an event carries the webhook-id ingest returned for it and the same
+    // body as the first: a duplicate is always recognisable.
+    let mut first_body: HashMap<&str, &Bytes> = HashMap::new();
     for s in &seen {
         assert_eq!(
             s.webhook_id, webhook_id_of[&s.key],
             "webhook-id of {}",
             s.key
         );
+        let first = first_body.entry(s.key.as_str()).or_insert(&s.body);
+        assert_eq!(
+            *first, &s.body,
+            "every attempt of {} has the same body",
+            s.key
+        );
     }
+
+    // An endless body counts as delivered: its event is not attempted again (but for the rare
+    // answer not read in time, as for any 200; a relay that failed on endless bodies would
+    // retry every one), and the relay hung up after reading about its limit, not at its timeout.
+    let retried_after = |kind: Answer| -> (usize, usize) {
+        let mut last_attempt: HashMap<&str, usize> = HashMap::new();
+        for (at, s) in seen.iter().enumerate() {
+            last_attempt.insert(s.key.as_str(), at);
+        }
+        let of_kind: Vec<usize> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.answer == kind)
+            .map(|(at, _)| at)
+            .collect();
+        let retried = of_kind
+            .iter()
+            .filter(|&&at| last_attempt[seen[at].key.as_str()] > at)
+            .count();
+        (of_kind.len(), retried)
+    };
+    let (endless_bodies, endless_retried) = retried_after(Answer::EndlessBody);
+    let (_, ok_retried) = retried_after(Answer::Ok);
+    assert!(
+        endless_retried * 10 <= endless_bodies,
+        "{endless_retried} of {endless_bodies} events answered 200 with an endless body were attempted again"
+    );
+    let most_endless_bytes = endless.most_bytes.load(Ordering::SeqCst);
+    assert!(
+        most_endless_bytes <= ENDLESS_BOUND,
+        "an endless body produced {most_endless_bytes} bytes before the relay hung up (limit {MAX_RESPONSE_BYTES}, bound {ENDLESS_BOUND})"
+    );
 
     // Per chat, first deliveries in ingest order: in phase 1, and among the redriven events
     // (first processed after the redrive) — a parked event's chat moved on without it, as
@@ -344,7 +739,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         |requests: &[Seen], skip: &HashSet<String>| -> BTreeMap<usize, Vec<String>> {
             let mut firsts: BTreeMap<usize, Vec<String>> = BTreeMap::new();
             let mut done = skip.clone();
-            for s in requests.iter().filter(|s| s.processed) {
+            for s in requests.iter().filter(|s| s.answer.processed()) {
                 if done.insert(s.key.clone()) {
                     firsts
                         .entry(group_of[&s.key])
@@ -377,6 +772,23 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             );
         }
     }
+    for key in redriven_firsts.values().flatten() {
+        assert!(
+            dead_lettered_set.contains(key),
+            "{key} was first processed after the redrive but never went to the DLQ"
+        );
+    }
+
+    // The receiver came back after every restart and took requests each time.
+    let incarnations = plan.outages.len() + 1;
+    let mut per_incarnation = vec![0usize; incarnations];
+    for s in &seen {
+        per_incarnation[s.incarnation] += 1;
+    }
+    assert!(
+        per_incarnation.iter().all(|&n| n > 0),
+        "requests per run of the receiver: {per_incarnation:?}"
+    );
 
     let mut attempts: HashMap<&str, usize> = HashMap::new();
     for s in &seen {
@@ -387,23 +799,45 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         delivered: keys.len(),
         duplicates: processed.len() - keys.len(),
         in_dlq,
+        by_status: by_status.len(),
+        exhausted: exhausted.len(),
         max_attempts: attempts.values().copied().max().unwrap_or(0),
+        endless_bodies,
+        incarnations,
+        poison_fully_seen,
     };
-    println!(
-        "chaos: sent {} over {} chats, delivered {}, duplicates {}, in DLQ before redrive {}, max attempts {}, {:.1} s",
+    eprintln!(
+        "chaos: {} events over {} chats (ingested in {:.1} s), {} requests; delivered {}, duplicates {} (all same webhook-id and body); \
+         DLQ before redrive {} ({} dead-letter status 422, {} exhausted, {} poison of which {} far from outages had exactly {max_attempts} attempts; \
+         {processed_then_dead_lettered} of them answered 2xx too late), after redrive {}; \
+         max attempts per event {} (schedule allows {max_attempts} before the redrive), most receives of one message {}; \
+         endless-body deliveries {} (attempted again {endless_retried}; most bytes produced before the relay hung up {}); \
+         in-time 200s attempted again {ok_retried}, 422s attempted again {unprocessable_retried}; \
+         receiver runs {} (requests per run {per_incarnation:?}); wall {:.1} s",
         figures.sent,
         plan.groups,
+        ingested.as_secs_f64(),
+        seen.len(),
         figures.delivered,
         figures.duplicates,
         figures.in_dlq,
+        figures.by_status,
+        figures.exhausted,
+        poison.len(),
+        poison_fully_seen,
+        (queues.dlq_depth)().await,
         figures.max_attempts,
+        queue.most_receives.load(Ordering::SeqCst),
+        figures.endless_bodies,
+        most_endless_bytes,
+        figures.incarnations,
         started.elapsed().as_secs_f64()
     );
     figures
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_in_process_queue_2000_events_over_50_chats() {
+async fn chaos_in_process_queue_10000_events_over_100_chats() {
     let dlq = Arc::new(MemoryQueue::new("chaos-dlq", Duration::from_secs(10)));
     let schedule = RetrySchedule::from_delays(
         [100, 200, 300, 400, 500, 600]
@@ -431,22 +865,43 @@ async fn chaos_in_process_queue_2000_events_over_50_chats() {
             Box::pin(async move { depth })
         }),
     };
+    let s = Duration::from_secs_f64;
     let figures = run_chaos(
         Plan {
-            events: 2000,
-            groups: 50,
+            events: 10_000,
+            groups: 100,
             schedule,
             delivery_timeout: Duration::from_millis(250),
-            down_after: Duration::from_millis(500),
-            down_for: Duration::from_secs(2),
-            workers: 8,
-            deadline: Duration::from_secs(150),
+            // The first outage outlasts the whole schedule, so heads failing through it are
+            // exhausted; the others are shorter than the schedule.
+            outages: vec![(s(1.0), s(3.0)), (s(5.5), s(1.0)), (s(8.5), s(1.5))],
+            poison_every: 997,
+            workers: 16,
+            deadline: Duration::from_secs(300),
         },
         queues,
         0x5EED_2025,
     )
     .await;
-    assert_eq!(figures.delivered, 2000);
+    assert_eq!(figures.delivered, 10_000);
+    assert!(
+        figures.duplicates > 0,
+        "late answers caused duplicates: {figures:?}"
+    );
+    assert!(
+        figures.by_status > 0,
+        "422 answers were dead-lettered: {figures:?}"
+    );
+    assert!(
+        figures.exhausted >= 10,
+        "poison events were exhausted: {figures:?}"
+    );
+    assert_eq!(figures.in_dlq, figures.by_status + figures.exhausted);
+    assert!(figures.endless_bodies > 0, "{figures:?}");
+    assert!(
+        figures.poison_fully_seen > 0,
+        "the last poison events come long after the last outage: {figures:?}"
+    );
     assert!(
         figures.max_attempts > 1,
         "the receiver's failures caused retries: {figures:?}"
@@ -484,11 +939,14 @@ async fn chaos_moto_sqs_300_events_over_50_chats() {
             groups: 50,
             schedule,
             delivery_timeout: Duration::from_millis(500),
-            down_after: Duration::from_millis(300),
-            down_for: Duration::from_secs(2),
+            outages: vec![
+                (Duration::from_secs(1), Duration::from_secs(2)),
+                (Duration::from_secs(6), Duration::from_secs(1)),
+            ],
+            poison_every: 97,
             // One receive at a time: moto checks a group's in-flight lock against a snapshot
             // taken when a receive starts, so two concurrent receives can hand out two
-            // messages of one group (real SQS does not). The in-process run uses 8.
+            // messages of one group (real SQS does not). The in-process run uses 16.
             workers: 1,
             deadline: Duration::from_secs(150),
         },
@@ -497,5 +955,7 @@ async fn chaos_moto_sqs_300_events_over_50_chats() {
     )
     .await;
     assert_eq!(figures.delivered, 300);
+    assert!(figures.exhausted >= 3, "poison events: {figures:?}");
+    assert_eq!(figures.in_dlq, figures.by_status + figures.exhausted);
     assert!(figures.max_attempts > 1, "{figures:?}");
 }

@@ -77,8 +77,8 @@ fn dispatcher(pair: &Pair, url: &str, delays: &[u64]) -> Arc<Dispatcher> {
     let schedule =
         RetrySchedule::from_delays(delays.iter().map(|s| Duration::from_secs(*s)).collect());
     let queues = DispatchQueues {
-        source: Arc::clone(&pair.queue),
-        dead_letter: Arc::clone(&pair.dlq),
+        source: pair.queue.clone(),
+        dead_letter: pair.dlq.clone(),
     };
     Arc::new(
         Dispatcher::new(deliverer, queues, schedule, Metrics::off()).with_jitter(Arc::new(|| 0.5)),
@@ -135,7 +135,7 @@ async fn poison_head_dead_letters_alone(pair: Pair) {
     // Three zero waits: four attempts, each a new round in which all nine followers are
     // received again behind the head and released unsent.
     let poller = Poller::new(
-        Arc::clone(&pair.queue),
+        pair.queue.clone(),
         dispatcher(&pair, &receiver.url, &[0, 0, 0]),
         Duration::from_millis(200),
     );
@@ -204,7 +204,7 @@ async fn first_failure_after_an_outage_starts_at_step_one(pair: Pair) {
         pair.queue.send(status_event(id)).await.unwrap();
     }
     let poller = Poller::new(
-        Arc::clone(&pair.queue),
+        pair.queue.clone(),
         dispatcher(&pair, &receiver.url, &[0, 0, 0, 0, 0, 0, 3600, 3600]),
         Duration::from_millis(200),
     );
@@ -290,7 +290,7 @@ async fn an_endless_answer_is_cut_short_and_counts_as_delivered_once() {
     pair.queue.send(status_event("endless")).await.unwrap();
     let before = resident_bytes();
     let poller = Poller::new(
-        Arc::clone(&pair.queue),
+        pair.queue.clone(),
         dispatcher(&pair, &url, &[0, 0]),
         Duration::from_millis(200),
     );
@@ -371,7 +371,7 @@ async fn the_dynamodb_ledger_counts_forgets_and_ignores_expired_items_on_moto() 
         .unwrap()
         .parse()
         .unwrap();
-    let now = relay_shared::telemetry::unix_millis() / 1000;
+    let now = relay_shared::clock::unix_seconds() as u64;
     assert!(
         expires > now + 4 * 24 * 3600,
         "kept longer than the queue keeps messages"

@@ -11,7 +11,7 @@ use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{MAX_BATCH, Queue};
+use relay_shared::queue::{Consumer, MAX_BATCH, Queue};
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
 use relay_tests::{INGEST_SECRET, MotoServer, Receiver, WEBHOOK_SECRET, signed_headers};

@@ -4,10 +4,12 @@
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use relay_shared::ingest::{Ingest, MAX_BODY_BYTES, router};
+use relay_shared::clock::unix_seconds as unix_now;
+use relay_shared::ingest::{Ingest, router};
+use relay_shared::queue::MAX_MESSAGE_BYTES;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::signature::{SecretSet, unix_now};
+use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
 use relay_tests::{
     FifoQueues, INGEST_SECRET, MotoServer, WEBHOOK_SECRET, free_port, signed_headers,
@@ -151,7 +153,7 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
     unsigned.insert("content-type", "application/json".parse().unwrap());
     let huge = format!(
         r#"{{"event":"qr","data":{{"qr":"{}","available":true}},"timestamp":"2025-12-21T18:20:00Z"}}"#,
-        "A".repeat(MAX_BODY_BYTES)
+        "A".repeat(MAX_MESSAGE_BYTES)
     );
     let malformed = "{\"event\":\"qr\",\n \"data\": {]}";
     let bad_direction = MESSAGE.replace("\"incoming\"", "\"sideways\"");
@@ -345,10 +347,10 @@ async fn a_permanent_queue_refusal_is_a_500_not_a_503() {
 /// event alone: the sender drops it and goes on with its backlog.
 #[tokio::test]
 async fn a_queue_refusing_the_event_itself_is_a_422() {
-    use relay_shared::queue::{NewMessage, Queue, QueueError, ReceivedMessage};
+    use relay_shared::queue::{NewMessage, Producer, QueueError};
     struct RefusingQueue;
     #[async_trait::async_trait]
-    impl Queue for RefusingQueue {
+    impl Producer for RefusingQueue {
         async fn send(&self, _: NewMessage) -> Result<(), QueueError> {
             Err(QueueError::MessageRefused(
                 "InvalidMessageContents: invalid binary character".into(),
@@ -362,15 +364,6 @@ async fn a_queue_refusing_the_event_itself_is_a_422() {
                 .iter()
                 .map(|_| Err(QueueError::MessageRefused("InvalidMessageContents".into())))
                 .collect())
-        }
-        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-            Ok(Vec::new())
-        }
-        async fn delete(&self, _: &str) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
-            Ok(())
         }
     }
     let app = router(Arc::new(Ingest::new(

@@ -5,7 +5,9 @@
 use futures::future::BoxFuture;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{MAX_VISIBILITY, NewMessage, Queue, QueueError, ReceivedMessage};
+use relay_shared::queue::{
+    MAX_VISIBILITY, NewMessage, Producer, Queue, QueueError, ReceivedMessage, Visibility,
+};
 use relay_tests::MotoServer;
 use std::sync::Arc;
 use std::time::Duration;

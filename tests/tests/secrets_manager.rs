@@ -31,7 +31,7 @@ fn arn(var: &str) -> &'static str {
 
 /// Standard Webhooks headers signed by the public crate with `secret`.
 fn signed_by(secret: &str, id: &str, body: &str) -> HeaderMap {
-    let timestamp = relay_shared::signature::unix_now();
+    let timestamp = relay_shared::clock::unix_seconds();
     let signature = standardwebhooks::Webhook::new(secret)
         .expect("secret")
         .sign(id, timestamp, body.as_bytes())
@@ -110,7 +110,7 @@ async fn webhook_secrets_fetched_by_arn_sign_deliveries_the_receiver_accepts() {
     let resolved = secrets::resolve(&base, &store).await.expect("resolve");
     let config = DispatcherConfig::from_lookup(&resolved.over(&base)).expect("config");
     let body = r#"{"event":"message"}"#;
-    let timestamp = relay_shared::signature::unix_now();
+    let timestamp = relay_shared::clock::unix_seconds();
     let mut headers = HeaderMap::new();
     for (name, value) in config
         .delivery

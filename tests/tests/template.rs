@@ -3,7 +3,7 @@
 
 use relay_shared::backoff::{DEFAULT_SCHEDULE, RetrySchedule};
 use relay_shared::config;
-use relay_shared::ingest::MAX_BODY_BYTES;
+use relay_shared::queue::MAX_MESSAGE_BYTES;
 use relay_shared::secrets::{self, arn_var};
 use relay_shared::telemetry::metric;
 use relay_tests::repo_root;
@@ -157,7 +157,7 @@ fn both_queues_take_exactly_what_ingest_accepts() {
             &t,
             &["Resources", queue, "Properties", "MaximumMessageSize"],
         ));
-        assert_eq!(size as usize, MAX_BODY_BYTES, "{queue}");
+        assert_eq!(size as usize, MAX_MESSAGE_BYTES, "{queue}");
         assert_eq!(
             at(&t, &["Resources", queue, "Properties", "FifoQueue"]),
             &Value::Bool(true)

@@ -23,7 +23,7 @@ use relay_shared::ingest::{Ingest, router};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::queue::{SAFETY_NET_RECEIVES, move_messages};
+use relay_shared::queue::{Producer, Queue, SAFETY_NET_RECEIVES, Visibility, move_messages};
 use relay_shared::telemetry::Metrics;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -73,6 +73,8 @@ pub struct LocalArgs {
     /// Concurrent receive loops (each handles a batch of up to 10)
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    #[command(flatten)]
+    live: crate::live::LocalLiveArgs,
 }
 
 #[derive(clap::Args)]
@@ -125,8 +127,10 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let listener = crate::bind(args.listen).await?;
 
     let delivery = config.delivery;
+    let live = crate::live::local_hub(&args.live, delivery.retry.qr_ttl)?;
     let schedule = delivery.retry.schedule.clone();
-    let (queues, local_queues, queue_note): (DispatchQueues, Option<LocalQueues>, String) =
+    type Queues = (Arc<dyn Queue>, Arc<dyn Producer>);
+    let ((queue, dlq), local_queues, queue_note): (Queues, Option<LocalQueues>, String) =
         match &config.queue_url {
             Some(url) => {
                 let queue = SqsQueue::from_env(url.clone()).await;
@@ -143,14 +147,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
                     dlq.queue_url(),
                     schedule.max_attempts()
                 );
-                (
-                    DispatchQueues {
-                        source: Arc::new(queue),
-                        dead_letter: Arc::new(dlq),
-                    },
-                    None,
-                    note,
-                )
+                ((Arc::new(queue), Arc::new(dlq)), None, note)
             }
             None => {
                 let dlq = Arc::new(MemoryQueue::new(
@@ -165,10 +162,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
                         }),
                 );
                 (
-                    DispatchQueues {
-                        source: queue.clone(),
-                        dead_letter: dlq.clone(),
-                    },
+                    (queue.clone(), dlq.clone()),
                     Some(LocalQueues { queue, dlq }),
                     format!(
                         "in-process FIFO queue, DLQ after {} attempts; it does NOT survive a restart",
@@ -185,7 +179,10 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.delivery_timeout,
     )
     .map_err(|e| Failure(format!("cannot build the HTTP client: {e}")))?;
-    let queue = Arc::clone(&queues.source);
+    let queues = DispatchQueues {
+        source: Arc::clone(&queue) as Arc<dyn Visibility>,
+        dead_letter: dlq,
+    };
     let retry = delivery.retry.clone();
     let dispatcher = Arc::new(Dispatcher::new(deliverer, queues, retry, Metrics::off()));
     // The in-process queue is lost on restart, so a key that lives as long as the process
@@ -199,13 +196,19 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
             )),
         ),
     };
-    let ingest = Arc::new(Ingest::new(
+    let mut ingest = Ingest::new(
         config.ingest_secrets,
         chat_id_key,
-        Arc::clone(&queue),
+        Arc::clone(&queue) as Arc<dyn Producer>,
         Metrics::off(),
-    ));
-    let mut app = router(ingest);
+    );
+    if let Some(live) = &live {
+        ingest = ingest.with_live(live.publishing.clone());
+    }
+    let mut app = router(Arc::new(ingest));
+    if let Some(live) = &live {
+        app = app.merge(crate::live::routes(live));
+    }
     if let Some(local) = &local_queues {
         app = local_routes(local.clone()).merge(app);
     }
@@ -222,6 +225,12 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
         delivery.retry.qr_ttl.as_secs()
     );
     println!("relay local: queue: {queue_note}");
+    if let Some(live) = &live {
+        println!(
+            "relay local: live hub on ws://{address}/event/realtime and POST /event, channels /{}/<session>",
+            live.hub.config().namespace
+        );
+    }
     if let Some(note) = key_note {
         println!("{note}");
     }

@@ -4,6 +4,7 @@
 //! the smoke test of a deployed stack); `relay receive` is a dev receiver that verifies and prints
 //! each delivery. Every error is one line on stderr and a non-zero exit, never a panic trace.
 
+mod live;
 mod local;
 mod receive;
 mod samples;
@@ -33,6 +34,10 @@ enum Command {
     Receive(receive::ReceiveArgs),
     /// Move every message of the local stack's DLQ back to its queue, in order
     Redrive(local::RedriveArgs),
+    /// Print a live token for a session, signed with LIVE_TOKEN_SECRETS
+    Token(live::TokenArgs),
+    /// Subscribe to a session's live channel and print what a page would see
+    Live(live::LiveArgs),
 }
 
 /// A one-line, user-facing failure.
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Receive(args) => receive::run(args).await,
             Command::Redrive(args) => local::redrive(args).await,
+            Command::Token(args) => live::token(args),
+            Command::Live(args) => live::live(args).await,
         }
     });
     match result {

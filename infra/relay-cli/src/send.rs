@@ -3,8 +3,9 @@
 //! Prints the status and the relay's answer; exits non-zero unless the relay accepted it.
 
 use crate::{Failure, samples};
+use relay_shared::clock::unix_seconds;
 use relay_shared::envelope::EventType;
-use relay_shared::signature::{SecretSet, unix_now};
+use relay_shared::signature::SecretSet;
 use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -69,7 +70,7 @@ pub async fn run(args: SendArgs) -> Result<ExitCode, Failure> {
         let mut request = client
             .post(&args.url)
             .header("content-type", "application/json");
-        for (name, value) in secrets.headers(&msg_id, unix_now(), &body) {
+        for (name, value) in secrets.headers(&msg_id, unix_seconds(), &body) {
             request = request.header(name, value);
         }
         let response = request

@@ -11,8 +11,11 @@
 //!
 //! Time is `tokio::time::Instant`, so tests may pause and advance the clock.
 
-use super::{MAX_BATCH, MAX_VISIBILITY, NewMessage, Queue, QueueError, ReceivedMessage};
-use crate::telemetry::unix_millis;
+use super::{
+    Consumer, MAX_BATCH, MAX_MESSAGE_BYTES, MAX_VISIBILITY, NewMessage, Producer, QueueError,
+    ReceivedMessage, Visibility,
+};
+use crate::clock::unix_millis;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,8 +25,6 @@ use tokio::time::Instant;
 
 /// SQS FIFO deduplication window.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
-/// SQS's default: 1 MiB here, as the relay's queues are configured.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Where a message goes after too many receives.
 #[derive(Clone)]
@@ -160,11 +161,11 @@ impl MemoryQueue {
             if blocked.contains(&message.group_id) {
                 continue;
             }
-            if let Some(dl) = &self.dead_letter {
-                if message.receive_count >= dl.max_receive_count {
-                    dead.push(index);
-                    continue;
-                }
+            if let Some(dl) = &self.dead_letter
+                && message.receive_count >= dl.max_receive_count
+            {
+                dead.push(index);
+                continue;
             }
             message.receive_count += 1;
             message.visible_at = now + self.visibility_timeout;
@@ -190,19 +191,19 @@ impl MemoryQueue {
             .filter_map(|index| state.messages.remove(index))
             .collect();
         drop(state);
-        if let Some(dl) = &self.dead_letter {
-            if !moved.is_empty() {
-                let mut target = dl.queue.state.lock().unwrap();
-                for mut message in moved.into_iter().rev() {
-                    message.receipt_handle = None;
-                    message.visible_at = now;
-                    message.seq = target.next_seq;
-                    target.next_seq += 1;
-                    target.messages.push_back(message);
-                }
-                drop(target);
-                dl.queue.changed.notify_one();
+        if let Some(dl) = &self.dead_letter
+            && !moved.is_empty()
+        {
+            let mut target = dl.queue.state.lock().unwrap();
+            for mut message in moved.into_iter().rev() {
+                message.receipt_handle = None;
+                message.visible_at = now;
+                message.seq = target.next_seq;
+                target.next_seq += 1;
+                target.messages.push_back(message);
             }
+            drop(target);
+            dl.queue.changed.notify_one();
         }
         taken
     }
@@ -249,7 +250,7 @@ fn too_many(count: usize) -> QueueError {
 }
 
 #[async_trait]
-impl Queue for MemoryQueue {
+impl Producer for MemoryQueue {
     async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
         self.store(message)?;
         self.changed.notify_one();
@@ -267,7 +268,10 @@ impl Queue for MemoryQueue {
         self.changed.notify_one();
         Ok(results)
     }
+}
 
+#[async_trait]
+impl Consumer for MemoryQueue {
     async fn receive(
         &self,
         max: usize,
@@ -310,7 +314,10 @@ impl Queue for MemoryQueue {
         self.changed.notify_one();
         Ok(())
     }
+}
 
+#[async_trait]
+impl Visibility for MemoryQueue {
     async fn change_visibility(
         &self,
         receipt_handle: &str,

@@ -17,8 +17,15 @@ use std::time::Duration;
 /// (it catches a message whose every batch crashes the dispatcher).
 pub const SAFETY_NET_RECEIVES: u32 = 100;
 
+// SQS's limits, which the relay's code depends on: defined here, beside the port, once.
+
 /// SQS returns at most 10 messages per receive, and takes at most 10 per batch send.
 pub const MAX_BATCH: usize = 10;
+/// The largest message body: SQS's maximum, 1 MiB, set explicitly on the relay's queues. Ingest
+/// answers 413 above it; the in-process queue refuses above it.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// SQS's limit on `MessageGroupId` and `MessageDeduplicationId`: 128 characters.
+pub const MAX_ID_LEN: usize = 128;
 /// SQS's largest visibility timeout: 12 hours, counted from when the message was received.
 ///
 /// AWS, `ChangeMessageVisibility`: "You can continue to call ChangeMessageVisibility to extend
@@ -112,9 +119,19 @@ pub enum QueueError {
     Refused(String),
 }
 
-/// A FIFO queue with SQS semantics.
+/// A FIFO queue with SQS semantics, in all its roles.
+///
+/// The port comes in three roles, so each caller names only what it uses: ingest and the
+/// dispatcher's dead-letter moves produce ([`Producer`]); the event source mapping (the local
+/// poller) consumes and deletes ([`Consumer`]); the dispatcher sets when a failed or held
+/// message comes back ([`Visibility`]). An adapter implements all three and is then a [`Queue`].
+pub trait Queue: Producer + Consumer + Visibility {}
+
+impl<T: Producer + Consumer + Visibility + ?Sized> Queue for T {}
+
+/// Storing messages.
 #[async_trait]
-pub trait Queue: Send + Sync + 'static {
+pub trait Producer: Send + Sync + 'static {
     /// Stores one message. `Ok` means the queue has it durably (or already had it: dedup).
     async fn send(&self, message: NewMessage) -> Result<(), QueueError>;
 
@@ -123,14 +140,22 @@ pub trait Queue: Send + Sync + 'static {
         &self,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Result<(), QueueError>>, QueueError>;
+}
 
+/// Taking messages and removing the settled ones.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
     /// Receives up to `max` messages, waiting up to `wait` for the first one (long polling).
     async fn receive(&self, max: usize, wait: Duration)
     -> Result<Vec<ReceivedMessage>, QueueError>;
 
-    /// Removes a received message for good (it was delivered).
+    /// Removes a received message for good (it was delivered or moved).
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+}
 
+/// When a received message comes back.
+#[async_trait]
+pub trait Visibility: Send + Sync + 'static {
     /// Makes a received message visible again after `timeout` (0 = now): the retry backoff.
     async fn change_visibility(
         &self,
@@ -148,7 +173,7 @@ pub trait Queue: Send + Sync + 'static {
 /// SQS's 5-minute window; the `webhook-id` does not change, because the dispatcher derives it
 /// from the body. A message is deleted from `source` only after `target` stored it; if storing
 /// fails, what was received is made visible again and the error returned.
-pub async fn move_messages(source: &dyn Queue, target: &dyn Queue) -> Result<usize, QueueError> {
+pub async fn move_messages(source: &dyn Queue, target: &dyn Producer) -> Result<usize, QueueError> {
     let mut moved = 0;
     loop {
         let batch = source
@@ -182,14 +207,11 @@ pub async fn move_messages(source: &dyn Queue, target: &dyn Queue) -> Result<usi
 }
 
 fn redrive_dedup_id(message: &ReceivedMessage) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    // The time plus a process-wide sequence: unique even for two moves in one millisecond.
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let base = message.dedup_id.as_deref().unwrap_or(&message.message_id);
-    let suffix = format!(".r{stamp}");
-    let keep = MAX_DEDUP_ID_LEN.saturating_sub(suffix.len());
+    let suffix = format!(".r{}-{sequence}", crate::clock::unix_millis());
+    let keep = MAX_ID_LEN.saturating_sub(suffix.len());
     format!("{}{suffix}", &base[..base.len().min(keep)])
 }
-
-/// SQS's limit on `MessageDeduplicationId`.
-pub const MAX_DEDUP_ID_LEN: usize = 128;

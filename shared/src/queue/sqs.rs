@@ -1,7 +1,7 @@
 //! The SQS adapter of the queue port: AWS SQS, or any SQS-protocol server (moto, fauxqs)
 //! through the SDK's own `AWS_ENDPOINT_URL_SQS` override.
 
-use super::{NewMessage, Queue, QueueError, ReceivedMessage};
+use super::{Consumer, NewMessage, Producer, QueueError, ReceivedMessage, Visibility};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
@@ -168,7 +168,7 @@ fn classify_refusal(code: Option<&str>, call: Call, message: String) -> QueueErr
 }
 
 #[async_trait]
-impl Queue for SqsQueue {
+impl Producer for SqsQueue {
     async fn send(&self, message: NewMessage) -> Result<(), QueueError> {
         self.client
             .send_message()
@@ -247,7 +247,10 @@ impl Queue for SqsQueue {
         }
         Ok(results)
     }
+}
 
+#[async_trait]
+impl Consumer for SqsQueue {
     async fn receive(
         &self,
         max: usize,
@@ -300,7 +303,10 @@ impl Queue for SqsQueue {
             .map_err(|e| classify(e, Call::Other))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Visibility for SqsQueue {
     async fn change_visibility(
         &self,
         receipt_handle: &str,

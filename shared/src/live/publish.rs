@@ -1,0 +1,329 @@
+//! The publisher port: every event ingest stores is also pushed to its session's live channel.
+//!
+//! At most once and no replay: a page loads the current state from its app, then listens. The
+//! push happens right after the queue confirmed the event (so nothing is pushed that the
+//! sender will have to send again), is bounded by [`PUBLISH_TIMEOUT`], is never retried, and
+//! never changes ingest's answer: a failure is counted (`LivePublishFailed`) and logged
+//! without the payload. A `qr` older than `QR_TTL_SECONDS` by its envelope's `timestamp` is
+//! not pushed: the code is dead by then.
+//!
+//! Adapters: the local hub (`live::hub`, in process) and, on AWS, AppSync Events' HTTP
+//! publish.
+
+use crate::envelope::{EventType, Routing};
+use crate::live::channel::session_of;
+use crate::telemetry::{Metrics, metric};
+use async_trait::async_trait;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest ingest waits for the live channel, all items of a request together.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// AppSync Events concepts: "Events are designed to be lightweight and efficient, with a
+/// maximum size of 240 KB per event." Bigger events are pushed as a small notice instead.
+pub const MAX_EVENT_BYTES: usize = 240 * 1000;
+
+/// One event for one session's channel. `payload` is the JSON text subscribers receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEvent {
+    pub session: String,
+    pub event_id: String,
+    pub event_type: EventType,
+    pub payload: String,
+}
+
+/// Why a push failed. Never carries the payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the live channel is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the live channel refused the event: {0}")]
+    Refused(String),
+    #[error("the live channel did not answer within {0} ms")]
+    Timeout(u128),
+}
+
+/// Where live events go.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Push one event to its session's channel, once. Implementations must not retry.
+    async fn publish(&self, event: &LiveEvent) -> Result<(), PublishError>;
+}
+
+/// What ingest holds to publish: the adapter, the QR lifetime, the time budget, the metrics.
+#[derive(Clone)]
+pub struct LivePublishing {
+    publisher: Arc<dyn Publisher>,
+    qr_ttl: Duration,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl LivePublishing {
+    pub fn new(publisher: Arc<dyn Publisher>, qr_ttl: Duration, metrics: Metrics) -> Self {
+        LivePublishing {
+            publisher,
+            qr_ttl,
+            timeout: PUBLISH_TIMEOUT,
+            metrics,
+        }
+    }
+
+    /// A different bound on the wait (tests; a slower adapter).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The live event for a stored envelope, or `None` for an expired `qr`.
+    /// `raw` is the envelope's exact text; `received_ms` when ingest received it.
+    pub fn prepare(
+        &self,
+        envelope: &Value,
+        raw: &str,
+        routing: &Routing,
+        received_ms: u64,
+    ) -> Option<LiveEvent> {
+        if routing.event_type == EventType::Qr {
+            let born = envelope
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(rfc3339_millis);
+            if born.is_some_and(|b| received_ms.saturating_sub(b) > self.qr_ttl.as_millis() as u64)
+            {
+                tracing::info!(
+                    event_id = %routing.event_id,
+                    event_type = "qr",
+                    outcome = "live-expired",
+                    "qr event too old to push live"
+                );
+                return None;
+            }
+        }
+        Some(live_event(envelope, raw, routing, received_ms))
+    }
+
+    /// Pushes every event concurrently, waiting at most the budget; counts and logs failures.
+    pub async fn publish_all(&self, events: Vec<LiveEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let pushes = events.iter().map(|e| self.publisher.publish(e));
+        let outcome = tokio::time::timeout(self.timeout, futures::future::join_all(pushes)).await;
+        match outcome {
+            Ok(results) => {
+                for (event, result) in events.iter().zip(results) {
+                    if let Err(error) = result {
+                        self.failed(event, &error);
+                    }
+                }
+            }
+            Err(_) => {
+                let error = PublishError::Timeout(self.timeout.as_millis());
+                for event in &events {
+                    self.failed(event, &error);
+                }
+            }
+        }
+    }
+
+    fn failed(&self, event: &LiveEvent, error: &PublishError) {
+        self.metrics.count(metric::LIVE_PUBLISH_FAILED, None);
+        // Ids and the error only: the payload may be a QR code or a message text.
+        tracing::warn!(
+            event_id = %event.event_id,
+            event_type = event.event_type.as_str(),
+            error = %error,
+            outcome = "live-failed",
+            "live publish failed"
+        );
+    }
+}
+
+/// The payload subscribers receive: `{"id", "type", "session", "receivedAt", "envelope"}`,
+/// the envelope byte for byte as accepted; or, over [`MAX_EVENT_BYTES`], the same without
+/// `envelope` and with `"tooLarge": true` and a notice to fetch it from the app.
+pub fn live_event(envelope: &Value, raw: &str, routing: &Routing, received_ms: u64) -> LiveEvent {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Payload<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        session: &'a str,
+        received_at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        envelope: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        too_large: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notice: Option<&'a str>,
+    }
+    let session = session_of(envelope);
+    let raw_value: Option<&RawValue> = serde_json::from_str(raw).ok();
+    let mut payload = Payload {
+        id: &routing.event_id,
+        event_type: routing.event_type.as_str(),
+        session,
+        received_at: rfc3339(received_ms),
+        envelope: raw_value,
+        too_large: None,
+        notice: None,
+    };
+    let mut text = serde_json::to_string(&payload).unwrap_or_default();
+    if text.len() > MAX_EVENT_BYTES || raw_value.is_none() {
+        payload.envelope = None;
+        payload.too_large = Some(true);
+        payload.notice = Some("the event is too large to push live: fetch it from the app");
+        text = serde_json::to_string(&payload).unwrap_or_default();
+    }
+    LiveEvent {
+        session: session.to_owned(),
+        event_id: routing.event_id.clone(),
+        event_type: routing.event_type,
+        payload: text,
+    }
+}
+
+fn rfc3339_millis(text: &str) -> Option<u64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+fn rfc3339(millis: u64) -> String {
+    let nanos = i128::from(millis) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::MetricsSink;
+    use std::sync::Mutex;
+
+    struct Recorder(Mutex<Vec<LiveEvent>>, Option<PublishError>, Duration);
+
+    #[async_trait]
+    impl Publisher for Recorder {
+        async fn publish(&self, event: &LiveEvent) -> Result<(), PublishError> {
+            tokio::time::sleep(self.2).await;
+            self.0.lock().unwrap().push(event.clone());
+            self.1.clone().map_or(Ok(()), Err)
+        }
+    }
+
+    fn routing(event_type: EventType) -> Routing {
+        Routing {
+            event_type,
+            event_id: "evt_1".into(),
+            group_id: "default:status".into(),
+        }
+    }
+
+    const NOW_MS: u64 = 1_766_341_200_000; // 2025-12-21T18:20:00Z
+
+    fn live(recorder: Arc<Recorder>, buffer: Arc<Mutex<Vec<String>>>) -> LivePublishing {
+        LivePublishing::new(
+            recorder,
+            Duration::from_secs(60),
+            Metrics::new("test", MetricsSink::Buffer(buffer)),
+        )
+    }
+
+    #[test]
+    fn the_payload_carries_the_envelope_as_accepted_plus_id_and_receive_time() {
+        let raw = r#"{"event":"status","data":{"connected":true},"timestamp":"2025-12-21T18:20:00Z","session":"sales"}"#;
+        let value: Value = serde_json::from_str(raw).unwrap();
+        let event = live_event(&value, raw, &routing(EventType::Status), NOW_MS + 5);
+        assert_eq!(event.session, "sales");
+        let payload: Value = serde_json::from_str(&event.payload).unwrap();
+        assert_eq!(payload["id"], "evt_1");
+        assert_eq!(payload["type"], "status");
+        assert_eq!(payload["session"], "sales");
+        assert_eq!(payload["receivedAt"], "2025-12-21T18:20:00.005Z");
+        assert_eq!(payload["envelope"], value);
+        assert!(event.payload.contains(raw), "byte for byte");
+    }
+
+    #[test]
+    fn an_event_over_240_kb_becomes_a_notice() {
+        let text = "x".repeat(MAX_EVENT_BYTES);
+        let raw = format!(
+            r#"{{"event":"message","data":{{"message":{{"content":"{text}"}}}},"timestamp":"2025-12-21T18:20:00Z"}}"#
+        );
+        let value: Value = serde_json::from_str(&raw).unwrap();
+        let event = live_event(&value, &raw, &routing(EventType::Message), NOW_MS);
+        assert!(event.payload.len() < 1000);
+        let payload: Value = serde_json::from_str(&event.payload).unwrap();
+        assert_eq!(payload["tooLarge"], true);
+        assert_eq!(payload["id"], "evt_1");
+        assert!(payload.get("envelope").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_expired_qr_is_not_pushed_a_fresh_one_is() {
+        let recorder = Arc::new(Recorder(Mutex::new(vec![]), None, Duration::ZERO));
+        let live = live(recorder.clone(), Arc::default());
+        let qr = |stamp: &str| {
+            format!(
+                r#"{{"event":"qr","data":{{"qr":"x","available":true}},"timestamp":"{stamp}"}}"#
+            )
+        };
+        let old = qr("2025-12-21T18:18:59Z"); // 61 s before NOW_MS
+        let fresh = qr("2025-12-21T18:19:30Z");
+        let prepared: Vec<LiveEvent> = [old, fresh]
+            .iter()
+            .filter_map(|raw| {
+                let value: Value = serde_json::from_str(raw).unwrap();
+                live.prepare(&value, raw, &routing(EventType::Qr), NOW_MS)
+            })
+            .collect();
+        assert_eq!(prepared.len(), 1);
+        live.publish_all(prepared).await;
+        let pushed = recorder.0.lock().unwrap();
+        assert_eq!(pushed.len(), 1);
+        assert!(pushed[0].payload.contains("18:19:30Z"));
+    }
+
+    #[tokio::test]
+    async fn failures_and_timeouts_are_counted_never_raised() {
+        let buffer: Arc<Mutex<Vec<String>>> = Arc::default();
+        let failing = Arc::new(Recorder(
+            Mutex::new(vec![]),
+            Some(PublishError::Unavailable("down".into())),
+            Duration::ZERO,
+        ));
+        let raw =
+            r#"{"event":"status","data":{"connected":true},"timestamp":"2025-12-21T18:20:00Z"}"#;
+        let value: Value = serde_json::from_str(raw).unwrap();
+        let event = live_event(&value, raw, &routing(EventType::Status), NOW_MS);
+        live(failing, buffer.clone())
+            .publish_all(vec![event.clone(), event.clone()])
+            .await;
+        assert_eq!(buffer.lock().unwrap().len(), 2);
+        assert!(buffer.lock().unwrap()[0].contains(metric::LIVE_PUBLISH_FAILED));
+
+        let slow = Arc::new(Recorder(
+            Mutex::new(vec![]),
+            None,
+            Duration::from_secs(3600),
+        ));
+        let buffer: Arc<Mutex<Vec<String>>> = Arc::default();
+        tokio::time::pause();
+        live(slow, buffer.clone())
+            .with_timeout(Duration::from_millis(50))
+            .publish_all(vec![event])
+            .await;
+        assert_eq!(buffer.lock().unwrap().len(), 1, "the timeout is counted");
+    }
+}
