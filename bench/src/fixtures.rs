@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 pub use relay_tests::{INGEST_SECRET, WEBHOOK_SECRET};
 
-/// The size of a typical chat `message` event (the spec's example with a short text).
+/// The size of a typical chat `message` event (docs/contract.md's example with a short text).
 pub const TYPICAL_BYTES: usize = 300;
 
 /// Distinct chats the load spreads over: one FIFO group per chat, as real traffic has.
@@ -20,7 +20,7 @@ pub const CHATS: usize = 1000;
 /// Text that needs no JSON escaping, cycled to pad `content`.
 const FILLER: &[u8] = b"Oi, tudo bem? Chego amanha de manha com os documentos. ";
 
-/// A `message` envelope (the spec's example) of exactly `size` bytes, or the smallest
+/// A `message` envelope (docs/contract.md's example) of exactly `size` bytes, or the smallest
 /// possible when `size` is below it. `id` becomes the event id, the FIFO deduplication id and
 /// the `webhook-id` of the delivery; `chat` picks the peer, hence the FIFO group.
 pub fn envelope(id: &str, chat: usize, size: usize) -> String {

@@ -1,4 +1,4 @@
-//! The relay's benchmark suite (issue #7), run by `make bench`: every figure is measured next
+//! The relay's benchmark suite, run by `make bench`: every figure is measured next
 //! to a baseline taken in the same run, because the machine is small and shared and absolute
 //! numbers drift from one run to the next.
 //!

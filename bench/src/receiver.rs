@@ -1,7 +1,7 @@
 //! A webhook receiver on a loopback port inside the bench process. It records when each
 //! event first arrived (keyed by the index in its `webhook-id`), answers `204`, and can take
 //! a fixed time per request to play a slow app. It does not verify signatures: that cost
-//! would belong to the app, and here it would take CPU from the relay on a 2-core machine.
+//! would belong to the app, and here it would take CPU from the relay sharing the machine.
 //! `HEAD` (the dispatcher's connection warm-up) is answered and not counted.
 
 use crate::fixtures::index_of;

@@ -2,8 +2,9 @@
 // axios `sendWebhook`.
 //
 // What it does, per event:
-//   - builds the envelope of SPEC §2: {event, data, timestamp, id, session}; `id` is made once
-//     per event (so every retry carries the same id and the relay deduplicates it);
+//   - builds the envelope (the relay's docs/contract.md): {event, data, timestamp, id, session};
+//     `id` is made once per event (so every retry carries the same id and the relay
+//     deduplicates it);
 //   - signs each attempt with Standard Webhooks (`standardwebhooks` on npm) using the relay's
 //     INGEST secret, and POSTs it with the global `fetch`, 5 s timeout per attempt;
 //   - retries network errors, timeouts, 5xx, 408 and 429 with exponential backoff and jitter,
@@ -531,7 +532,8 @@ function messageEvent(msg) {
 }
 
 /**
- * The message payload of SPEC §2 from a whatsapp-web.js Message.
+ * The `message` payload of the envelope (the relay's docs/contract.md) from a whatsapp-web.js
+ * Message.
  * @param {any} msg
  */
 export function toChatMessage(msg) {

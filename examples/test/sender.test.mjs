@@ -41,7 +41,7 @@ function sender(options) {
 const verify = (record, secret = INGEST) => new Webhook(secret).verify(record.body, /** @type {any} */ (record.headers));
 
 describe('envelope and signature', () => {
-  it('POSTs the SPEC envelope, signed with the ingest secret, webhook-id = envelope id', async () => {
+  it('POSTs the envelope, signed with the ingest secret, webhook-id = envelope id', async () => {
     const relay = await fakeRelay();
     const s = sender({ url: relay.eventsUrl, session: 'shop-1' });
     const before = Date.now();
@@ -415,7 +415,7 @@ describe('wireClient (whatsapp-web.js events)', () => {
     return client;
   }
 
-  it('maps each client event to the SPEC envelope, in emission order', async () => {
+  it('maps each client event to the envelope, in emission order', async () => {
     const relay = await fakeRelay();
     const s = sender({ url: relay.eventsUrl });
     const client = fakeClient();

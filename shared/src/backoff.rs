@@ -1,5 +1,6 @@
-//! The retry schedule (SPEC §5): how long a failed delivery waits before its next attempt,
-//! with jitter, `Retry-After`, a floor for overload signals and SQS's 12-hour cap.
+//! The retry schedule: how long a failed delivery waits before its next attempt, with jitter,
+//! `Retry-After`, a floor for overload signals and SQS's 12-hour cap (docs/contract.md,
+//! Retries).
 //!
 //! `RETRY_SCHEDULE` lists the wait after attempt 1, 2, … in seconds. A schedule of `n` waits
 //! allows `n + 1` attempts. Attempts are real deliveries, counted by the dispatcher in its

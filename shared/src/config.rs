@@ -1,6 +1,7 @@
-//! Configuration from the environment (SPEC §7), validated once at start. Every problem is
-//! reported, one line each, naming the variable and what it should look like; a function
-//! with a bad configuration stops before serving anything.
+//! Configuration from the environment, validated once at start (every variable, its reader and
+//! its default: docs/contract.md, Configuration). Every problem is reported, one line each,
+//! naming the variable and what it should look like; a function with a bad configuration
+//! stops before serving anything.
 //!
 //! Values come through a lookup function so the local stack can layer command-line flags
 //! over the environment and tests can pass plain maps.

@@ -1,6 +1,7 @@
-//! One delivery attempt (SPEC §5): POST the stored body, signed, to `WEBHOOK_URL`, and
-//! classify the outcome. 2xx is delivered; anything else — 3xx included, since redirects are
-//! not followed — is a failure to retry, with the receiver's `Retry-After` when it gave one.
+//! One delivery attempt (docs/contract.md, Delivery to the receiver): POST the stored body, signed,
+//! to `WEBHOOK_URL`, and classify the outcome. 2xx is delivered; anything else — 3xx included,
+//! since redirects are not followed — is a failure to retry, with the receiver's `Retry-After` when
+//! it gave one.
 //!
 //! The HTTP client is built once and reused across attempts and Lambda invocations, so warm
 //! invocations reuse TLS connections to the receiver.
@@ -13,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// SPEC §5: 5 s per attempt unless `DELIVERY_TIMEOUT_MS` says otherwise.
+/// 5 s per attempt unless `DELIVERY_TIMEOUT_MS` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most of a receiver's answer that is read. The status and `Retry-After` decide the

@@ -1,7 +1,7 @@
-//! The wire contract (SPEC §2): the envelope chat-whatsapp sends and chatbot-atimo receives,
-//! its validation (the JSON path of the first offending field and what was expected), and the
-//! ids derived from it: the event id (idempotency / FIFO deduplication) and the FIFO group id
-//! (ordering).
+//! The wire contract (docs/contract.md, The envelope): the envelope chat-whatsapp sends and
+//! chatbot-atimo receives, its validation (the JSON path of the first offending field and what was
+//! expected), and the ids derived from it: the event id (idempotency / FIFO deduplication) and the
+//! FIFO group id (ordering).
 //!
 //! The relay never re-serialises an envelope: the body is validated here and then stored and
 //! delivered byte for byte, so unknown extra fields always reach the receiver. The typed
@@ -249,7 +249,7 @@ impl fmt::Debug for ChatIdKey {
     }
 }
 
-/// Validates a parsed envelope against SPEC §2 and derives its routing ids.
+/// Validates a parsed envelope (docs/contract.md, The envelope) and derives its routing ids.
 ///
 /// `raw` is the exact body the value was parsed from; it feeds the derived event id.
 /// `chat_ids` names chats in group ids (see [`ChatIdKey`]).
@@ -536,7 +536,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The seed's own envelopes (SPEC §2), one per whatsapp-web.js event.
+    /// The seed's own envelopes, one per whatsapp-web.js event.
     pub(crate) fn seeds() -> Vec<Value> {
         vec![
             json!({"event":"status","data":{"connected":true,"clientInfo":{"wid":"5511999990000@c.us","pushname":"Atimo","platform":"android"}},"timestamp":"2025-12-21T18:22:44.850Z"}),

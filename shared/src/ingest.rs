@@ -1,4 +1,5 @@
-//! Ingest (SPEC §4): a signed HTTP request in, a stored event (or a clear refusal) out.
+//! Ingest: a signed HTTP request in, a stored event (or a clear refusal) out. Every status
+//! code, its error code and what a sender should do: docs/contract.md, Status codes.
 //!
 //! Checks run cheapest and least trusting first: content type (415), size (413), signature on
 //! the raw bytes (401), JSON syntax (400), schema (422), then the queue (202, or 503 with

@@ -11,7 +11,7 @@
 //! [`resolve`] turns the environment into a lookup where every `X` holds its value, wherever it
 //! came from, so `config` parses it unchanged and the domain only ever sees a `SecretSet` (or a
 //! plain key string). There is no refresh: a new value reaches a function through a new
-//! execution environment (the README's rotation steps force one).
+//! execution environment (the rotation steps in docs/operations.md force one).
 
 use crate::config::{CHAT_ID_KEY, ConfigError, ConfigErrors, INGEST_SECRETS, WEBHOOK_SECRETS};
 use async_trait::async_trait;

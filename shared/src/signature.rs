@@ -1,14 +1,16 @@
-//! Standard Webhooks signatures (SPEC §3) on both hops, with several secrets at once so a
-//! secret can be rotated without downtime: verification accepts any configured secret, and
-//! signing emits one `v1,` signature per secret (receivers accept the message if any matches).
+//! Standard Webhooks signatures on both hops (docs/contract.md, Signatures), with several
+//! secrets at once so a secret can be rotated without downtime: verification accepts any
+//! configured secret, and signing emits one `v1,` signature per secret (receivers accept the
+//! message if any matches).
 //!
 //! The scheme is HMAC-SHA256 over `"{webhook-id}.{webhook-timestamp}.{body}"`, base64, with a
 //! 5-minute tolerance on the timestamp. It is computed here with `aws-lc-rs` (already the TLS
-//! stack's crypto) rather than through the `standardwebhooks` crate, for two measured reasons:
-//! that crate copies the whole body into a new string before hashing and hashes in portable
-//! software (about 59 instructions per byte: 80 % of ingest's work on a 1 MiB body), and its
-//! verifier reads the system clock, so tolerance tests could not be exact. Interoperability
-//! with the `standardwebhooks` libraries of crates.io, npm and PyPI is tested both ways.
+//! stack's crypto) rather than through the `standardwebhooks` crate, for two reasons: that
+//! crate copies the whole body into a new string before hashing and hashes in portable
+//! software, which made signing the largest cost of ingesting a large body (the README's
+//! Performance section has the measurements), and its verifier reads the system clock, so
+//! tolerance tests could not be exact. Interoperability with the `standardwebhooks` libraries
+//! of crates.io, npm and PyPI is tested both ways.
 
 use aws_lc_rs::{constant_time, hmac};
 use base64::Engine as _;

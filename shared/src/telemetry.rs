@@ -1,8 +1,8 @@
-//! Logs and metrics (SPEC §8). Logs: one JSON line per request or attempt through `tracing`,
-//! keyed by event id; the payload is never logged (QR codes are login credentials, message
-//! text is personal data), and neither are secrets or signature headers — callers log ids,
-//! types, groups, status codes and durations only. Metrics: CloudWatch Embedded Metric Format
-//! lines on stdout, which Lambda's log pipeline turns into metrics with no SDK call.
+//! Logs and metrics (docs/operations.md, Reading the logs). Logs: one JSON line per request or
+//! attempt through `tracing`, keyed by event id; the payload is never logged (QR codes are login
+//! credentials, message text is personal data), and neither are secrets or signature headers —
+//! callers log ids, types, groups, status codes and durations only. Metrics: CloudWatch Embedded
+//! Metric Format lines on stdout, which Lambda's log pipeline turns into metrics with no SDK call.
 
 use crate::clock::unix_millis;
 use serde_json::{Map, Value, json};

@@ -1,5 +1,5 @@
 //! Ingest against a real SQS-protocol server (moto): what is stored, with which FIFO ids, and
-//! that every refusal in the SPEC §4 table leaves the queue empty.
+//! that every refusal in docs/contract.md's status code table leaves the queue empty.
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::body::Body;

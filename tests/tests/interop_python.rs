@@ -1,7 +1,7 @@
-//! Interoperability with the PyPI `standardwebhooks` library (SPEC §3): a delivery signed by the
-//! real dispatcher, captured by a real receiver, verifies in Python; a request signed in Python
-//! is accepted by ingest. (The crates.io library is the receiver of every Rust end-to-end test,
-//! and the npm one is exercised by the examples' tests.)
+//! Interoperability with the PyPI `standardwebhooks` library (docs/contract.md, Signatures): a
+//! delivery signed by the real dispatcher, captured by a real receiver, verifies in Python; a
+//! request signed in Python is accepted by ingest. (The crates.io library is the receiver of every
+//! Rust end-to-end test, and the npm one is exercised by the examples' tests.)
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -349,7 +349,7 @@ async fn redrive_dlq(State(queues): State<InProcessQueues>) -> Response {
 }
 
 /// `relay redrive`: asks a running local stack to move its DLQ back (for AWS, use
-/// `aws sqs start-message-move-task`, see the README).
+/// `aws sqs start-message-move-task`, see docs/operations.md, Redrive).
 pub async fn redrive(args: RedriveArgs) -> Result<ExitCode, Failure> {
     if let (Some(queue_url), Some(dlq_url)) = (args.queue_url, args.dlq_url) {
         let queue = SqsQueue::from_env(queue_url).await;

@@ -1,7 +1,7 @@
-//! `relay`: the developer binary (SPEC §6). `relay local` runs the whole relay on one machine
-//! (the same ingest router and dispatch code the Lambdas run, over an in-process FIFO queue or
-//! a real SQS endpoint); `relay send` signs and posts an envelope to any ingest URL (also the
-//! smoke test of a deployed stack); `relay receive` is a dev receiver that verifies and prints
+//! `relay`: the developer binary (README, "The local stack"). `relay local` runs the whole relay on
+//! one machine (the same ingest router and dispatch code the Lambdas run, over an in-process FIFO
+//! queue or a real SQS endpoint); `relay send` signs and posts an envelope to any ingest URL (also
+//! the smoke test of a deployed stack); `relay receive` is a dev receiver that verifies and prints
 //! each delivery. Every error is one line on stderr and a non-zero exit, never a panic trace.
 
 mod live;

@@ -160,8 +160,9 @@ export type ParseResult =
 const KNOWN_EVENTS = new Set(["status", "qr", "message"]);
 
 /**
- * Checks a parsed body against SPEC §2 (the same rules the relay applies at ingest) and types
- * it. An `event` name this code does not know is reported as `unknown`, not `invalid`.
+ * Checks a parsed body against the envelope rules (the relay's docs/contract.md, the same rules
+ * the relay applies at ingest) and types it. An `event` name this code does not know is
+ * reported as `unknown`, not `invalid`.
  */
 export function parseEnvelope(value: unknown): ParseResult {
   if (!isObject(value)) return invalid("body", "a JSON object (the event envelope)");

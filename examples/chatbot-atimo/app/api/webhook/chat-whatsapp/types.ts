@@ -1,7 +1,7 @@
-// The events chat-whatsapp sends through the relay (SPEC §2), as a discriminated union on
-// `event`. Shapes follow the relay's validation at ingest: a delivery signed by the relay has
-// these fields with these types. Unknown extra fields are allowed everywhere (the relay
-// forwards the sender's body byte for byte), hence the index signatures.
+// The events chat-whatsapp sends through the relay (the relay's docs/contract.md), as a
+// discriminated union on `event`. Shapes follow the relay's validation at ingest: a delivery
+// signed by the relay has these fields with these types. Unknown extra fields are allowed
+// everywhere (the relay forwards the sender's body byte for byte), hence the index signatures.
 
 export type EventType = "status" | "qr" | "message";
 
