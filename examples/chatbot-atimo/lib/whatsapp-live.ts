@@ -127,7 +127,11 @@ const MAX_FETCH_FROM_APP = 50;
 type EventsChannel = Awaited<ReturnType<typeof events.connect>>;
 type EventsSubscription = ReturnType<EventsChannel["subscribe"]>;
 
-/** Points Amplify's Events client at `endpoint`, keeping whatever else the app configured. */
+/**
+ * Points Amplify's Events client at `endpoint`, keeping whatever else the app configured
+ * (configure Amplify's other categories, if any, before the panel mounts). In a page that
+ * does not use Amplify otherwise, Amplify warns once that it was not configured yet.
+ */
 function configureEvents(endpoint: string): void {
   const config = Amplify.getConfig();
   if (config.API?.Events?.endpoint === endpoint) return;
