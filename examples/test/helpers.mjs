@@ -144,8 +144,10 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 /**
  * Starts `relay local` on 127.0.0.1:port and resolves once it prints its listening line.
  * `env` adds variables after the developer's relay settings are cleared (e.g. QUEUE_URL).
+ * `liveTokenSecrets` turns on the live hub (`--live-token-secrets`).
  * @param {{port: number, webhookUrl: string, webhookSecret: string, ingestSecret: string,
- *   retrySchedule?: string, deliveryTimeoutMs?: number, env?: Record<string, string>}} options
+ *   retrySchedule?: string, deliveryTimeoutMs?: number, liveTokenSecrets?: string,
+ *   env?: Record<string, string>}} options
  */
 export async function startRelay(options) {
   const bin = requireRelayBin();
@@ -158,11 +160,12 @@ export async function startRelay(options) {
     '--retry-schedule', options.retrySchedule ?? '1,1,1',
     '--delivery-timeout-ms', String(options.deliveryTimeoutMs ?? 2000),
   ];
+  if (options.liveTokenSecrets) args.push('--live-token-secrets', options.liveTokenSecrets);
   // A clean environment: nothing from the developer's shell leaks into the relay's config.
   const env = { ...process.env };
   for (const name of ['INGEST_SECRETS', 'WEBHOOK_URL', 'WEBHOOK_SECRETS', 'RETRY_SCHEDULE',
     'DELIVERY_TIMEOUT_MS', 'QUEUE_URL', 'AWS_ENDPOINT_URL_SQS', 'DEAD_LETTER_QUEUE_URL',
-    'DEAD_LETTER_STATUSES', 'QR_TTL_SECONDS', 'CHAT_ID_KEY']) delete env[name];
+    'DEAD_LETTER_STATUSES', 'QR_TTL_SECONDS', 'CHAT_ID_KEY', 'LIVE_TOKEN_SECRETS', 'LIVE_NAMESPACE']) delete env[name];
   env.RUST_LOG ??= 'info';
   Object.assign(env, options.env ?? {});
 

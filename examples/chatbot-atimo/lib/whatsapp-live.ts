@@ -1,0 +1,372 @@
+// The page's live view of one WhatsApp session, framework-agnostic (React wraps it in
+// `useWhatsAppLive`): fetches a token from the app's `/api/live-token`, subscribes to the
+// session's channel with the `aws-amplify` `events` client, and keeps a snapshot of what to
+// show: the connection status, the QR while it is valid, the messages that arrived.
+//
+// The same code runs against AppSync Events on AWS and `relay local`: only the endpoint the
+// token route returns differs (https://…/event; locally a TLS front, see the README).
+//
+// No replay: the relay pushes each event once, as it is accepted, and keeps nothing for a page
+// that was not listening. So a page first loads the current state from the app (its database,
+// fed by the webhook route), then listens here for what changes after that; after a reconnect
+// it should load again, since events published while it was away are not sent later.
+
+import { Amplify } from "aws-amplify";
+import { CONNECTION_STATE_CHANGE, ConnectionState, events } from "aws-amplify/data";
+import { Hub } from "aws-amplify/utils";
+import type { ChatMessage, RelayEvent, StatusData } from "../app/api/webhook/chat-whatsapp/types";
+
+/** What the token route answers (see app/api/live-token/token.ts). */
+export interface LiveTokenInfo {
+  token: string;
+  endpoint: string;
+  channel: string;
+  /** Unix seconds. */
+  expiresAt: number;
+}
+
+/** What the relay publishes for each accepted event. */
+export interface LivePayload {
+  /** The relay's event id (also the webhook delivery's `webhook-id`). */
+  id: string;
+  type: string;
+  session: string;
+  /** RFC 3339: when the relay accepted the event. */
+  receivedAt: string;
+  /** The event as the sender sent it; absent when it was too large to push live. */
+  envelope?: RelayEvent;
+  /** Set when the event was over the live size limit: fetch it from the app. */
+  tooLarge?: boolean;
+  notice?: string;
+}
+
+export type LiveStatus =
+  | "connecting" // fetching a token, connecting, subscribing
+  | "live" // subscribed: events arrive as they are accepted
+  | "reconnecting" // the connection dropped; the client is reconnecting (events meanwhile are missed)
+  | "refused" // the app or the relay refused the token; retrying with a new one
+  | "unauthenticated" // the app said 401/403: sign in (no retry)
+  | "closed";
+
+export interface LiveQr {
+  /** A `data:image/png;base64,…` URL: a login credential. Show it; never log it. */
+  image: string;
+  /** Unix milliseconds after which it is dropped. */
+  expiresAt: number;
+}
+
+export interface WhatsAppLiveState {
+  status: LiveStatus;
+  /** Why the last attempt failed (no secrets in it). */
+  error: string | null;
+  /** The QR to scan, while it is valid. */
+  qr: LiveQr | null;
+  /** The last `status` event's data (connected, authenticated, …). */
+  whatsapp: StatusData | null;
+  /** Messages that arrived while listening, oldest first (at most `maxMessages`). */
+  messages: ChatMessage[];
+  /** Events too large to push live: fetch them from the app by id. */
+  fetchFromApp: { id: string; type: string }[];
+}
+
+export interface WhatsAppLiveOptions {
+  /** Fetches a token for the session. Default: GET /api/live-token?session=… (same origin). */
+  fetchToken?: (session: string) => Promise<LiveTokenInfo>;
+  /** A QR is shown at most this long after it was received. Default 60 s (the relay's QR_TTL_SECONDS). */
+  qrTtlMs?: number;
+  /** Messages kept. Default 200. */
+  maxMessages?: number;
+  /** A new token is fetched this long before the current one expires. Default 60 s. */
+  refreshBeforeMs?: number;
+  /** Delay before retrying after a failure (doubling up to 60 s). Default 2 s. */
+  retryDelayMs?: number;
+  /** Called when the connection is back after a drop: reload the state from the app. */
+  onResume?: () => void;
+  /** Called with every event, after the snapshot is updated. */
+  onEvent?: (payload: LivePayload) => void;
+  /** The clock, unix milliseconds (tests). */
+  now?: () => number;
+}
+
+export interface WhatsAppLive {
+  getSnapshot(): WhatsAppLiveState;
+  /** Calls `listener` on every change; returns the unsubscribe function. */
+  subscribe(listener: () => void): () => void;
+  /** Connects (again, after `close`). */
+  start(): void;
+  close(): void;
+}
+
+/** An HTTP failure from the token route, with its status. */
+export class LiveTokenError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** GET /api/live-token?session=… with the page's cookies. */
+export async function fetchLiveToken(session: string): Promise<LiveTokenInfo> {
+  const response = await fetch(`/api/live-token?session=${encodeURIComponent(session)}`, {
+    credentials: "same-origin",
+    cache: "no-store",
+  });
+  if (!response.ok) {
+    const body = (await response.json().catch(() => ({}))) as { message?: string };
+    throw new LiveTokenError(response.status, body.message ?? `the token route answered ${response.status}`);
+  }
+  return (await response.json()) as LiveTokenInfo;
+}
+
+const MAX_RETRY_DELAY_MS = 60_000;
+const MAX_SEEN_IDS = 1000;
+const MAX_FETCH_FROM_APP = 50;
+
+type EventsChannel = Awaited<ReturnType<typeof events.connect>>;
+type EventsSubscription = ReturnType<EventsChannel["subscribe"]>;
+
+/**
+ * Points Amplify's Events client at `endpoint`, keeping whatever else the app configured
+ * (configure Amplify's other categories, if any, before the panel mounts). In a page that
+ * does not use Amplify otherwise, Amplify warns once that it was not configured yet.
+ */
+function configureEvents(endpoint: string): void {
+  const config = Amplify.getConfig();
+  if (config.API?.Events?.endpoint === endpoint) return;
+  Amplify.configure({
+    ...config,
+    API: { ...config.API, Events: { endpoint, defaultAuthMode: "lambda" } },
+  });
+}
+
+/** A readable reason from what Amplify rejects or errors with (never the token). */
+function reason(error: unknown): string {
+  if (error instanceof Error && error.message) return error.message;
+  const errors = (error as { errors?: { message?: string }[] } | null)?.errors;
+  if (Array.isArray(errors) && errors[0]?.message) return errors[0].message;
+  return String(error);
+}
+
+function isDataImage(value: unknown): value is string {
+  return typeof value === "string" && /^data:image\/(png|jpeg|gif|webp);base64,/.test(value);
+}
+
+export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions = {}): WhatsAppLive {
+  const fetchToken = options.fetchToken ?? fetchLiveToken;
+  const qrTtlMs = options.qrTtlMs ?? 60_000;
+  const maxMessages = options.maxMessages ?? 200;
+  const refreshBeforeMs = options.refreshBeforeMs ?? 60_000;
+  const baseRetryMs = options.retryDelayMs ?? 2_000;
+  const now = options.now ?? Date.now;
+
+  let state: WhatsAppLiveState = {
+    status: "closed",
+    error: null,
+    qr: null,
+    whatsapp: null,
+    messages: [],
+    fetchFromApp: [],
+  };
+  const listeners = new Set<() => void>();
+  // Each start/close begins a new generation; work from an older one is dropped when it lands.
+  let generation = 0;
+  let current: { channel: EventsChannel; subscription: EventsSubscription } | null = null;
+  let refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  let qrTimer: ReturnType<typeof setTimeout> | undefined;
+  let retryMs = baseRetryMs;
+  let stopHub: (() => void) | undefined;
+  // During a token refresh two subscriptions overlap: the same event may come twice.
+  const seen = new Set<string>();
+
+  function set(patch: Partial<WhatsAppLiveState>): void {
+    state = { ...state, ...patch };
+    for (const listener of listeners) listener();
+  }
+
+  function release(entry: { channel: EventsChannel; subscription: EventsSubscription } | null): void {
+    if (!entry) return;
+    try {
+      entry.subscription.unsubscribe();
+      entry.channel.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  function onPayload(payload: LivePayload): void {
+    if (!payload || typeof payload.id !== "string" || seen.has(payload.id)) return;
+    seen.add(payload.id);
+    if (seen.size > MAX_SEEN_IDS) seen.delete(seen.values().next().value as string);
+    const envelope = payload.envelope;
+    if (payload.tooLarge || !envelope) {
+      set({ fetchFromApp: [...state.fetchFromApp, { id: payload.id, type: payload.type }].slice(-MAX_FETCH_FROM_APP) });
+    } else if (envelope.event === "qr") {
+      // Shown until qrTtlMs after it reached the relay or the page, whichever clock says
+      // earlier, so a skewed clock cannot keep a dead code on screen.
+      const received = Date.parse(payload.receivedAt);
+      const arrived = now();
+      const expiresAt = Math.min(Number.isNaN(received) ? arrived : received, arrived) + qrTtlMs;
+      if (envelope.data.available && isDataImage(envelope.data.qr) && expiresAt > arrived) {
+        clearTimeout(qrTimer);
+        qrTimer = setTimeout(() => set({ qr: null }), expiresAt - arrived);
+        set({ qr: { image: envelope.data.qr, expiresAt } });
+      } else {
+        clearTimeout(qrTimer);
+        set({ qr: null });
+      }
+    } else if (envelope.event === "status") {
+      // Connected: the QR has been used (or is moot).
+      set({ whatsapp: envelope.data, ...(envelope.data.connected ? { qr: null } : {}) });
+    } else if (envelope.event === "message") {
+      set({ messages: [...state.messages, envelope.data.message].slice(-maxMessages) });
+    }
+    options.onEvent?.(payload);
+  }
+
+  /** Token → connect → subscribe → ready. Resolves with the live subscription. */
+  async function subscribeWithFreshToken(gen: number) {
+    const info = await fetchToken(session);
+    if (gen !== generation) return null;
+    configureEvents(info.endpoint);
+    const channel = await events.connect(info.channel, { authMode: "lambda", authToken: info.token });
+    const subscription = channel.subscribe(
+      {
+        next: (message: { event: LivePayload }) => {
+          if (gen === generation) onPayload(message.event);
+        },
+        // A refused or failed subscription (e.g. its token expired before a reconnect):
+        // start over with a new token.
+        error: (error: unknown) => {
+          if (gen === generation && current?.subscription === subscription) fail(gen, error);
+        },
+      },
+      { authMode: "lambda", authToken: info.token },
+    );
+    try {
+      await subscription.ready;
+    } catch (error) {
+      release({ channel, subscription });
+      throw error;
+    }
+    if (gen !== generation) {
+      release({ channel, subscription });
+      return null;
+    }
+    return { channel, subscription, info };
+  }
+
+  function scheduleRefresh(gen: number, info: LiveTokenInfo): void {
+    clearTimeout(refreshTimer);
+    const wait = Math.max(1_000, info.expiresAt * 1000 - refreshBeforeMs - now());
+    refreshTimer = setTimeout(() => void refresh(gen), wait);
+  }
+
+  /**
+   * A new token before the current one expires: a second subscription with it, then the old
+   * one closes, so no event falls between them (duplicates are dropped by id). The
+   * connection itself stays open; Amplify reconnects with the newest subscription's token.
+   */
+  async function refresh(gen: number): Promise<void> {
+    try {
+      const next = await subscribeWithFreshToken(gen);
+      if (!next) return;
+      const previous = current;
+      current = { channel: next.channel, subscription: next.subscription };
+      release(previous);
+      retryMs = baseRetryMs;
+      scheduleRefresh(gen, next.info);
+    } catch (error) {
+      if (gen !== generation) return;
+      if (error instanceof LiveTokenError && (error.status === 401 || error.status === 403)) {
+        fail(gen, error); // signed out: stop listening
+        return;
+      }
+      // The current subscription keeps working (a token is checked at connect and
+      // subscribe only); try again shortly.
+      set({ error: reason(error) });
+      clearTimeout(refreshTimer);
+      refreshTimer = setTimeout(() => void refresh(gen), retryMs);
+      retryMs = Math.min(retryMs * 2, MAX_RETRY_DELAY_MS);
+    }
+  }
+
+  function fail(gen: number, error: unknown): void {
+    const status = error instanceof LiveTokenError ? error.status : 0;
+    release(current);
+    current = null;
+    clearTimeout(refreshTimer);
+    if (status === 401 || status === 403) {
+      set({ status: "unauthenticated", error: reason(error) });
+      return;
+    }
+    set({ status: "refused", error: reason(error) });
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(() => void connect(gen), retryMs);
+    retryMs = Math.min(retryMs * 2, MAX_RETRY_DELAY_MS);
+  }
+
+  async function connect(gen: number): Promise<void> {
+    if (gen !== generation) return;
+    set({ status: "connecting" });
+    try {
+      const next = await subscribeWithFreshToken(gen);
+      if (!next) return;
+      current = { channel: next.channel, subscription: next.subscription };
+      retryMs = baseRetryMs;
+      set({ status: "live", error: null });
+      scheduleRefresh(gen, next.info);
+    } catch (error) {
+      if (gen === generation) fail(gen, error);
+    }
+  }
+
+  function teardown(): void {
+    generation += 1;
+    clearTimeout(refreshTimer);
+    clearTimeout(retryTimer);
+    clearTimeout(qrTimer);
+    stopHub?.();
+    stopHub = undefined;
+    release(current);
+    current = null;
+  }
+
+  return {
+    getSnapshot: () => state,
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    start() {
+      teardown();
+      const gen = generation;
+      // The connection is shared by every channel of the page; its drops and recoveries are
+      // announced on Amplify's Hub.
+      stopHub = Hub.listen("api", ({ payload }) => {
+        if (payload.event !== CONNECTION_STATE_CHANGE || gen !== generation || !current) return;
+        const connection = (payload.data as { connectionState?: ConnectionState } | undefined)?.connectionState;
+        if (connection === ConnectionState.Connected) {
+          const resumed = state.status === "reconnecting";
+          set({ status: "live", error: null });
+          // Events published while the connection was down are not sent again.
+          if (resumed) options.onResume?.();
+        } else if (
+          connection === ConnectionState.ConnectionDisrupted ||
+          connection === ConnectionState.ConnectionDisruptedPendingNetwork ||
+          connection === ConnectionState.Connecting
+        ) {
+          set({ status: "reconnecting" });
+        }
+      });
+      retryMs = baseRetryMs;
+      void connect(gen);
+    },
+    close() {
+      teardown();
+      set({ status: "closed", qr: null });
+    },
+  };
+}
