@@ -657,19 +657,28 @@ mod tests {
             IngestConfig::from_lookup(&lookup(&pairs))
         };
         let off = with(&[(LIVE_NAMESPACE, "bad namespace!")]).unwrap();
-        assert_eq!(off.live, None, "unset: no live publishing, LIVE_NAMESPACE unread");
+        assert_eq!(
+            off.live, None,
+            "unset: no live publishing, LIVE_NAMESPACE unread"
+        );
         assert_eq!(off.qr_ttl, Duration::from_secs(60));
-        let bare = with(&[(LIVE_EVENTS_URL, "https://abc.appsync-api.eu-west-1.amazonaws.com")])
-            .unwrap()
-            .live
-            .unwrap();
+        let bare = with(&[(
+            LIVE_EVENTS_URL,
+            "https://abc.appsync-api.eu-west-1.amazonaws.com",
+        )])
+        .unwrap()
+        .live
+        .unwrap();
         assert_eq!(
             bare.events_url.as_str(),
             "https://abc.appsync-api.eu-west-1.amazonaws.com/event"
         );
         assert_eq!(bare.namespace, "relay");
         let full = with(&[
-            (LIVE_EVENTS_URL, "https://abc.appsync-api.eu-west-1.amazonaws.com/event"),
+            (
+                LIVE_EVENTS_URL,
+                "https://abc.appsync-api.eu-west-1.amazonaws.com/event",
+            ),
             (LIVE_NAMESPACE, "chat-live"),
             (QR_TTL_SECONDS, "30"),
         ])

@@ -35,8 +35,11 @@ async fn main() -> Result<(), lambda_http::Error> {
                 eprintln!("configuration error: LIVE_EVENTS_URL: {e}");
                 std::process::exit(2)
             });
-        ingest =
-            ingest.with_live(LivePublishing::new(Arc::new(publisher), config.qr_ttl, metrics));
+        ingest = ingest.with_live(LivePublishing::new(
+            Arc::new(publisher),
+            config.qr_ttl,
+            metrics,
+        ));
     }
     lambda_http::run(router(Arc::new(ingest))).await
 }

@@ -105,7 +105,12 @@ impl AppSyncPublisher {
 
     async fn identity(&self) -> Result<Identity, PublishError> {
         let now = SystemTime::now();
-        if let Some(identity) = self.cached.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(identity) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             let fresh = identity
                 .expiration()
                 .is_none_or(|at| at > now + REFRESH_BEFORE_EXPIRY);

@@ -262,21 +262,24 @@ mod tests {
     }
 
     fn denial(value: Value) -> Denial {
-        authorizer().decide_value(value, NOW).denial.expect("denied")
+        authorizer()
+            .decide_value(value, NOW)
+            .denial
+            .expect("denied")
     }
 
     #[test]
     fn a_valid_token_connects_and_subscribes_to_its_sessions_only() {
         let t = token(&["default", "sales team"], 600, NOW);
         assert!(allowed(request(&t, "EVENT_CONNECT", None)));
-        assert!(allowed(request(&t, "EVENT_SUBSCRIBE", Some("/relay/default"))));
+        assert!(allowed(request(
+            &t,
+            "EVENT_SUBSCRIBE",
+            Some("/relay/default")
+        )));
         let mapped = session_channel("relay", "sales team");
         assert!(allowed(request(&t, "EVENT_SUBSCRIBE", Some(&mapped))));
-        for other in [
-            "/relay/other",
-            "/relay/default/x",
-            "/other/default",
-        ] {
+        for other in ["/relay/other", "/relay/default/x", "/other/default"] {
             assert_eq!(
                 denial(request(&t, "EVENT_SUBSCRIBE", Some(other))),
                 Denial::Token(TokenError::WrongSession),
@@ -346,12 +349,7 @@ mod tests {
         );
         let foreign = TokenSecrets::parse(OTHER)
             .unwrap()
-            .mint(
-                "x",
-                &["default".to_owned()],
-                Duration::from_secs(600),
-                NOW,
-            )
+            .mint("x", &["default".to_owned()], Duration::from_secs(600), NOW)
             .unwrap();
         assert_eq!(
             denial(request(&foreign, "EVENT_CONNECT", None)),
