@@ -23,10 +23,9 @@ pub mod metric {
     pub const DEAD_LETTERED: &str = "DeadLettered";
     /// A `qr` event older than `QR_TTL_SECONDS`, dropped on purpose.
     pub const EXPIRED: &str = "Expired";
-    /// A live push that failed or timed out (the event was stored all the same). Not in
-    /// [`ALL`] until the template's dashboard and alarms show it.
+    /// A live push that failed or timed out (the event was stored all the same).
     pub const LIVE_PUBLISH_FAILED: &str = "LivePublishFailed";
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         INGESTED,
         REJECTED,
         DELIVERED,
@@ -35,6 +34,7 @@ pub mod metric {
         END_TO_END_LATENCY,
         DEAD_LETTERED,
         EXPIRED,
+        LIVE_PUBLISH_FAILED,
     ];
 }
 
