@@ -69,9 +69,9 @@ pub fn init_json_logs() {
 /// `target=level` directives without a regex engine in every binary.)
 pub fn production_filter(level: &str) -> Targets {
     let level: LevelFilter = level.parse().unwrap_or(LevelFilter::INFO);
-    Targets::new()
-        .with_default(LevelFilter::WARN)
-        .with_targets(["relay_shared", "ingest", "dispatcher"].map(|target| (target, level)))
+    Targets::new().with_default(LevelFilter::WARN).with_targets(
+        ["relay_shared", "ingest", "dispatcher", "live_auth"].map(|target| (target, level)),
+    )
 }
 
 /// The Lambdas' log format, writing to `writer`: one flat JSON object per event, no timestamp

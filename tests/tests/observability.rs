@@ -268,6 +268,7 @@ fn the_production_filter_keeps_dependencies_quiet() {
         "relay_shared::dispatch",
         "ingest",
         "dispatcher",
+        "live_auth",
     ] {
         assert!(
             filter.would_enable(ours, &Level::TRACE),
