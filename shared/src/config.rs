@@ -8,6 +8,8 @@
 
 use crate::backoff::{DeadLetterStatuses, RetryPolicy, RetrySchedule};
 use crate::envelope::ChatIdKey;
+use crate::live::channel::{DEFAULT_NAMESPACE as DEFAULT_LIVE_NAMESPACE, is_valid_segment};
+use crate::live::token::TokenSecrets;
 use crate::signature::SecretSet;
 use crate::telemetry::DEFAULT_NAMESPACE;
 use std::fmt;
@@ -28,6 +30,13 @@ pub const ATTEMPTS_TABLE: &str = "ATTEMPTS_TABLE";
 /// The longest `QR_TTL_SECONDS`: a WhatsApp login code is long dead after an hour.
 pub const MAX_QR_TTL_SECS: u64 = 3600;
 pub const CHAT_ID_KEY: &str = "CHAT_ID_KEY";
+/// The Event API's HTTP publish endpoint (`https://<http domain>/event`); unset, ingest
+/// publishes nothing live.
+pub const LIVE_EVENTS_URL: &str = "LIVE_EVENTS_URL";
+/// The channel namespace: a session's channel is `/<namespace>/<session segment>`.
+pub const LIVE_NAMESPACE: &str = "LIVE_NAMESPACE";
+/// Space-separated secrets that sign live tokens (the live authorizer, `relay local`).
+pub const LIVE_TOKEN_SECRETS: &str = "LIVE_TOKEN_SECRETS";
 
 /// The longest per-attempt timeout: a group of 10 is delivered serially inside one Lambda
 /// invocation, and the dispatcher's timeout must cover all of them.
@@ -175,6 +184,60 @@ impl<'a> Reader<'a> {
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
     }
 
+    /// `LIVE_EVENTS_URL`: an http(s) URL; a bare endpoint (`https://<domain>`) gets `/event`.
+    fn live_events_url(&mut self) -> Option<reqwest::Url> {
+        let text = self.required(
+            LIVE_EVENTS_URL,
+            "expected the Event API's HTTP endpoint, https://<id>.appsync-api.<region>.amazonaws.com/event",
+        )?;
+        match reqwest::Url::parse(&text) {
+            Ok(mut url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none() =>
+            {
+                if url.path() == "/" {
+                    url.set_path("/event");
+                }
+                Some(url)
+            }
+            _ => {
+                self.fail(
+                    LIVE_EVENTS_URL,
+                    format!("{text:?} is not an http(s) URL like https://<id>.appsync-api.<region>.amazonaws.com/event"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `LIVE_NAMESPACE`, default `relay`: one legal channel segment.
+    fn live_namespace(&mut self) -> Option<String> {
+        let name = self
+            .value(LIVE_NAMESPACE)
+            .unwrap_or_else(|| DEFAULT_LIVE_NAMESPACE.to_owned());
+        if is_valid_segment(&name) {
+            Some(name)
+        } else {
+            self.fail(
+                LIVE_NAMESPACE,
+                format!("{name:?} is not a channel namespace (1 to 50 letters, digits and inner dashes; default {DEFAULT_LIVE_NAMESPACE})"),
+            );
+            None
+        }
+    }
+
+    /// `LIVE_TOKEN_SECRETS`: 1 to 4 space-separated secrets of 32+ characters.
+    fn live_token_secrets(&mut self) -> Option<TokenSecrets> {
+        let list = self.required(
+            LIVE_TOKEN_SECRETS,
+            "expected the space-separated secrets (32+ characters each) the app signs live tokens with (the Lambda function takes LIVE_TOKEN_SECRETS_ARN instead, naming a Secrets Manager secret)",
+        )?;
+        TokenSecrets::parse(&list)
+            .map_err(|e| self.fail(LIVE_TOKEN_SECRETS, e.to_string()))
+            .ok()
+    }
+
     fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, ConfigErrors> {
         if self.errors.is_empty() {
             Ok(build().expect("every value was read without error"))
@@ -196,6 +259,19 @@ pub struct IngestConfig {
     pub chat_id_key: ChatIdKey,
     pub queue_url: String,
     pub metrics_namespace: String,
+    /// `QR_TTL_SECONDS`: an older `qr` is not pushed live.
+    pub qr_ttl: Duration,
+    /// Where accepted events are also published live, if anywhere.
+    pub live: Option<LivePublishConfig>,
+}
+
+/// Ingest's live publishing on AWS: AppSync Events' HTTP endpoint and the namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivePublishConfig {
+    /// `LIVE_EVENTS_URL`, always ending in `/event`.
+    pub events_url: reqwest::Url,
+    /// `LIVE_NAMESPACE`.
+    pub namespace: String,
 }
 
 impl IngestConfig {
@@ -209,12 +285,27 @@ impl IngestConfig {
         let chat_id_key = reader.chat_id_key(CHAT_ID_KEY_HINT);
         let queue_url = reader.queue_url();
         let metrics_namespace = reader.metrics_namespace();
+        let qr_ttl = reader.qr_ttl();
+        // Only read (and checked) when set: unset means no live publishing.
+        let live = reader.value(LIVE_EVENTS_URL).map(|_| {
+            let events_url = reader.live_events_url();
+            let namespace = reader.live_namespace();
+            Some(LivePublishConfig {
+                events_url: events_url?,
+                namespace: namespace?,
+            })
+        });
         reader.finish(|| {
             Some(IngestConfig {
                 secrets: secrets?,
                 chat_id_key: chat_id_key?,
                 queue_url: queue_url?,
                 metrics_namespace,
+                qr_ttl: qr_ttl?,
+                live: match live {
+                    None => None,
+                    Some(live) => Some(live?),
+                },
             })
         })
     }
@@ -309,6 +400,27 @@ impl DispatcherConfig {
                 attempts_table: attempts_table?,
                 delivery: delivery?,
                 metrics_namespace,
+            })
+        })
+    }
+}
+
+/// What the live authorizer (`functions/live-auth`) needs.
+#[derive(Debug)]
+pub struct LiveAuthConfig {
+    pub secrets: TokenSecrets,
+    pub namespace: String,
+}
+
+impl LiveAuthConfig {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut reader = Reader::new(lookup);
+        let secrets = reader.live_token_secrets();
+        let namespace = reader.live_namespace();
+        reader.finish(|| {
+            Some(LiveAuthConfig {
+                secrets: secrets?,
+                namespace: namespace?,
             })
         })
     }
@@ -532,5 +644,76 @@ mod tests {
         assert!(with(&[(QUEUE_URL, QUEUE), (CHAT_ID_KEY, CHAT_KEY)]).is_ok());
         let errors = with(&[(CHAT_ID_KEY, "short")]).unwrap_err();
         assert_eq!(errors.0[0].var, CHAT_ID_KEY, "a key given is checked too");
+    }
+    #[test]
+    fn ingest_publishes_live_only_when_the_events_url_is_set() {
+        let base = [
+            (INGEST_SECRETS, SECRET),
+            (QUEUE_URL, QUEUE),
+            (CHAT_ID_KEY, CHAT_KEY),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            IngestConfig::from_lookup(&lookup(&pairs))
+        };
+        let off = with(&[(LIVE_NAMESPACE, "bad namespace!")]).unwrap();
+        assert_eq!(
+            off.live, None,
+            "unset: no live publishing, LIVE_NAMESPACE unread"
+        );
+        assert_eq!(off.qr_ttl, Duration::from_secs(60));
+        let bare = with(&[(
+            LIVE_EVENTS_URL,
+            "https://abc.appsync-api.eu-west-1.amazonaws.com",
+        )])
+        .unwrap()
+        .live
+        .unwrap();
+        assert_eq!(
+            bare.events_url.as_str(),
+            "https://abc.appsync-api.eu-west-1.amazonaws.com/event"
+        );
+        assert_eq!(bare.namespace, "relay");
+        let full = with(&[
+            (
+                LIVE_EVENTS_URL,
+                "https://abc.appsync-api.eu-west-1.amazonaws.com/event",
+            ),
+            (LIVE_NAMESPACE, "chat-live"),
+            (QR_TTL_SECONDS, "30"),
+        ])
+        .unwrap();
+        assert_eq!(full.qr_ttl, Duration::from_secs(30));
+        assert_eq!(full.live.unwrap().namespace, "chat-live");
+        let errors = with(&[
+            (LIVE_EVENTS_URL, "ftp://abc"),
+            (LIVE_NAMESPACE, "chat_live"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = errors.0.iter().map(|e| e.var).collect();
+        assert_eq!(vars, [LIVE_EVENTS_URL, LIVE_NAMESPACE]);
+    }
+
+    #[test]
+    fn the_live_authorizer_needs_its_token_secrets() {
+        let errors = LiveAuthConfig::from_lookup(&lookup(&[])).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert!(
+            errors.0[0].problem.contains("LIVE_TOKEN_SECRETS_ARN"),
+            "{errors}"
+        );
+        let short = "too-short-live-secret";
+        let errors =
+            LiveAuthConfig::from_lookup(&lookup(&[(LIVE_TOKEN_SECRETS, short)])).unwrap_err();
+        assert_eq!(errors.0[0].var, LIVE_TOKEN_SECRETS);
+        assert!(!errors.to_string().contains(short), "never echoed");
+        let config = LiveAuthConfig::from_lookup(&lookup(&[(
+            LIVE_TOKEN_SECRETS,
+            "live-secret-0123456789abcdef0123456789 live-secret-second-0123456789abcdef",
+        )]))
+        .unwrap();
+        assert_eq!(config.secrets.len(), 2);
+        assert_eq!(config.namespace, "relay");
     }
 }

@@ -13,7 +13,9 @@
 //! plain key string). There is no refresh: a new value reaches a function through a new
 //! execution environment (the rotation steps in docs/operations.md force one).
 
-use crate::config::{CHAT_ID_KEY, ConfigError, ConfigErrors, INGEST_SECRETS, WEBHOOK_SECRETS};
+use crate::config::{
+    CHAT_ID_KEY, ConfigError, ConfigErrors, INGEST_SECRETS, LIVE_TOKEN_SECRETS, WEBHOOK_SECRETS,
+};
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
@@ -22,10 +24,11 @@ use std::fmt;
 
 /// Every secret variable and the variable naming its Secrets Manager secret.
 /// A new secret variable is one more line here.
-pub const SECRET_VARS: [(&str, &str); 3] = [
+pub const SECRET_VARS: [(&str, &str); 4] = [
     (INGEST_SECRETS, "INGEST_SECRETS_ARN"),
     (WEBHOOK_SECRETS, "WEBHOOK_SECRETS_ARN"),
     (CHAT_ID_KEY, "CHAT_ID_KEY_ARN"),
+    (LIVE_TOKEN_SECRETS, "LIVE_TOKEN_SECRETS_ARN"),
 ];
 
 /// The `X_ARN` variable of secret variable `X`, if `X` is one.

@@ -23,10 +23,9 @@ pub mod metric {
     pub const DEAD_LETTERED: &str = "DeadLettered";
     /// A `qr` event older than `QR_TTL_SECONDS`, dropped on purpose.
     pub const EXPIRED: &str = "Expired";
-    /// A live push that failed or timed out (the event was stored all the same). Not in
-    /// [`ALL`] until the template's dashboard and alarms show it.
+    /// A live push that failed or timed out (the event was stored all the same).
     pub const LIVE_PUBLISH_FAILED: &str = "LivePublishFailed";
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         INGESTED,
         REJECTED,
         DELIVERED,
@@ -35,6 +34,7 @@ pub mod metric {
         END_TO_END_LATENCY,
         DEAD_LETTERED,
         EXPIRED,
+        LIVE_PUBLISH_FAILED,
     ];
 }
 
@@ -69,9 +69,9 @@ pub fn init_json_logs() {
 /// `target=level` directives without a regex engine in every binary.)
 pub fn production_filter(level: &str) -> Targets {
     let level: LevelFilter = level.parse().unwrap_or(LevelFilter::INFO);
-    Targets::new()
-        .with_default(LevelFilter::WARN)
-        .with_targets(["relay_shared", "ingest", "dispatcher"].map(|target| (target, level)))
+    Targets::new().with_default(LevelFilter::WARN).with_targets(
+        ["relay_shared", "ingest", "dispatcher", "live_auth"].map(|target| (target, level)),
+    )
 }
 
 /// The Lambdas' log format, writing to `writer`: one flat JSON object per event, no timestamp

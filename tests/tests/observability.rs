@@ -9,6 +9,7 @@ use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::ingest::{Ingest, router};
+use relay_shared::live::publish::{LiveEvent, LivePublishing, PublishError, Publisher};
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
@@ -61,16 +62,31 @@ async fn post(app: &axum::Router, path: &str, body: &str, secret: &str) -> (Stat
     )
 }
 
+/// A live channel that refuses everything.
+struct LiveDown;
+
+#[async_trait::async_trait]
+impl Publisher for LiveDown {
+    async fn publish(&self, _event: &LiveEvent) -> Result<(), PublishError> {
+        Err(PublishError::Unavailable("the Event API is down".into()))
+    }
+}
+
 /// Feeds QR, status and message events (accepted and refused) through ingest and the
 /// dispatcher, to a receiver that fails once; returns the event ids ingest gave out.
 async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
     let queue = Arc::new(MemoryQueue::new("observed", Duration::from_secs(30)));
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        metrics.clone(),
-    )));
+    // Every live push fails, so its metric and log line (ids only) are observed too.
+    let live = LivePublishing::new(Arc::new(LiveDown), Duration::from_secs(60), metrics.clone());
+    let app = router(Arc::new(
+        Ingest::new(
+            SecretSet::parse(INGEST_SECRET).unwrap(),
+            relay_tests::chat_id_key(),
+            queue.clone(),
+            metrics.clone(),
+        )
+        .with_live(live),
+    ));
     let mut ids = Vec::new();
     let accepted = [
         qr_event(),
@@ -220,6 +236,12 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
         lines.iter().any(|l| l["reason"] == "schema_violation"),
         "the refusal is logged"
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["outcome"] == "live-failed" && l["event_type"] == "qr"),
+        "a failed live push is logged by id and type (the payload check below covers its text)"
+    );
     // A chat is named by its hashed group only, at ingest and at delivery.
     let chat_groups: BTreeSet<&str> = lines
         .iter()
@@ -246,6 +268,7 @@ fn the_production_filter_keeps_dependencies_quiet() {
         "relay_shared::dispatch",
         "ingest",
         "dispatcher",
+        "live_auth",
     ] {
         assert!(
             filter.would_enable(ours, &Level::TRACE),

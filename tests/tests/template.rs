@@ -192,10 +192,20 @@ fn the_functions_get_the_spec_variables() {
         config::QUEUE_URL,
         config::QR_TTL_SECONDS,
         config::METRICS_NAMESPACE,
+        config::LIVE_EVENTS_URL,
+        config::LIVE_NAMESPACE,
     ]
     .map(String::from)
     .into();
     assert_eq!(names("IngestFunction"), ingest);
+    let live_auth: BTreeSet<String> = [
+        arn_var(config::LIVE_TOKEN_SECRETS).unwrap(),
+        config::LIVE_NAMESPACE,
+        secrets::SECRETS_REVISION,
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(names("LiveAuthFunction"), live_auth);
     let dispatcher: BTreeSet<String> = [
         config::QUEUE_URL,
         config::WEBHOOK_URL,
@@ -512,7 +522,11 @@ fn each_function_reads_its_own_secrets_by_arn_and_nothing_else() {
         granted(&t, "DispatcherRole", "secretsmanager:GetSecretValue"),
         set(&["!Ref WebhookSecret"])
     );
-    for role in ["IngestRole", "DispatcherRole"] {
+    assert_eq!(
+        granted(&t, "LiveAuthRole", "secretsmanager:GetSecretValue"),
+        set(&["!Ref LiveTokenSecret"])
+    );
+    for role in ["IngestRole", "DispatcherRole", "LiveAuthRole"] {
         for (actions, _) in statements(&t, role) {
             assert!(
                 actions.iter().all(|a| !a.contains('*')),
@@ -539,9 +553,12 @@ fn each_function_reads_its_own_secrets_by_arn_and_nothing_else() {
     assert_eq!(env("IngestFunction", ingest_arn), "!Ref IngestSecret");
     assert_eq!(env("IngestFunction", key_arn), "!Ref ChatIdKeySecret");
     assert_eq!(env("DispatcherFunction", webhook_arn), "!Ref WebhookSecret");
+    let live_arn = arn_var(config::LIVE_TOKEN_SECRETS).unwrap();
+    assert_eq!(env("LiveAuthFunction", live_arn), "!Ref LiveTokenSecret");
     for (secret, parameter) in [
         ("IngestSecret", "IngestSecrets"),
         ("WebhookSecret", "WebhookSecrets"),
+        ("LiveTokenSecret", "LiveTokenSecrets"),
     ] {
         assert_eq!(
             at(&t, &["Resources", secret, "Type"]).as_str(),
@@ -580,8 +597,10 @@ fn no_secret_reaches_an_environment_variable_or_an_output() {
     let secret_names = [
         "IngestSecrets",
         "WebhookSecrets",
+        "LiveTokenSecrets",
         "IngestSecret",
         "WebhookSecret",
+        "LiveTokenSecret",
         "ChatIdKeySecret",
     ];
     // Any reference at all: !Ref X, !GetAtt X.…, ${X} inside a !Sub.
@@ -603,7 +622,7 @@ fn no_secret_reaches_an_environment_variable_or_an_output() {
     for name in secret_names {
         assert!(!mentions(&t["Outputs"], name), "an Output mentions {name}");
     }
-    for function in ["IngestFunction", "DispatcherFunction"] {
+    for function in ["IngestFunction", "DispatcherFunction", "LiveAuthFunction"] {
         let vars = at(
             &t,
             &[
@@ -614,7 +633,7 @@ fn no_secret_reaches_an_environment_variable_or_an_output() {
                 "Variables",
             ],
         );
-        for name in ["IngestSecrets", "WebhookSecrets"] {
+        for name in ["IngestSecrets", "WebhookSecrets", "LiveTokenSecrets"] {
             assert!(
                 !mentions(vars, name),
                 "{function}'s environment holds {name}"
@@ -757,4 +776,220 @@ fn the_delivery_parameters_have_sane_defaults_and_patterns() {
         number(at(&t, &["Parameters", "QrTtlSeconds", "MinValue"])),
         1
     );
+}
+
+/// `[{AuthType: X}, …]` → the auth types.
+fn auth_types(value: &Value) -> Vec<String> {
+    let Value::Sequence(modes) = value else {
+        panic!("a list of auth modes: {value:?}")
+    };
+    modes
+        .iter()
+        .map(|m| at(m, &["AuthType"]).as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_event_api_has_iam_publish_lambda_subscribe_and_no_api_key() {
+    let t = template();
+    let api = at(&t, &["Resources", "EventApi"]);
+    assert_eq!(at(api, &["Type"]).as_str(), Some("AWS::AppSync::Api"));
+    let config = at(api, &["Properties", "EventConfig"]);
+    let Value::Sequence(providers) = at(config, &["AuthProviders"]) else {
+        panic!("AuthProviders is a list")
+    };
+    let provider_types: Vec<String> = providers
+        .iter()
+        .map(|p| at(p, &["AuthType"]).as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(provider_types, ["AWS_IAM", "AWS_LAMBDA"]);
+    let lambda = at(&providers[1], &["LambdaAuthorizerConfig"]);
+    assert_eq!(
+        reference(at(lambda, &["AuthorizerUri"])),
+        "!GetAtt LiveAuthFunction.Arn"
+    );
+    assert_eq!(
+        number(at(lambda, &["AuthorizerResultTtlInSeconds"])),
+        0,
+        "a cached answer would stand for another channel"
+    );
+    assert_eq!(
+        auth_types(at(config, &["ConnectionAuthModes"])),
+        ["AWS_LAMBDA"]
+    );
+    assert_eq!(
+        auth_types(at(config, &["DefaultSubscribeAuthModes"])),
+        ["AWS_LAMBDA"]
+    );
+    assert_eq!(
+        auth_types(at(config, &["DefaultPublishAuthModes"])),
+        ["AWS_IAM"],
+        "pages never publish"
+    );
+    let namespace = at(&t, &["Resources", "LiveChannelNamespace"]);
+    assert_eq!(
+        at(namespace, &["Type"]).as_str(),
+        Some("AWS::AppSync::ChannelNamespace")
+    );
+    assert_eq!(
+        reference(at(namespace, &["Properties", "ApiId"])),
+        "!GetAtt EventApi.ApiId"
+    );
+    assert_eq!(
+        reference(at(namespace, &["Properties", "Name"])),
+        "!Ref LiveNamespaceName"
+    );
+    assert_eq!(
+        auth_types(at(namespace, &["Properties", "PublishAuthModes"])),
+        ["AWS_IAM"]
+    );
+    assert_eq!(
+        auth_types(at(namespace, &["Properties", "SubscribeAuthModes"])),
+        ["AWS_LAMBDA"]
+    );
+    let text = template_text();
+    for key in ["API_KEY", "AWS::AppSync::ApiKey"] {
+        assert!(!text.contains(key), "no API key anywhere: {key}");
+    }
+    // The default namespace and its rule are the code's.
+    assert_eq!(
+        at(&t, &["Parameters", "LiveNamespaceName", "Default"]).as_str(),
+        Some(relay_shared::live::channel::DEFAULT_NAMESPACE)
+    );
+    let pattern = allowed_pattern(&t, "LiveNamespaceName");
+    for name in [
+        "relay",
+        "a",
+        "chat-live-2",
+        &"x".repeat(50),
+        "-a",
+        "a-",
+        "a_b",
+        &"x".repeat(51),
+        "",
+    ] {
+        assert_eq!(
+            pattern.is_match(name),
+            relay_shared::live::channel::is_valid_segment(name),
+            "{name:?}"
+        );
+    }
+    let secrets = allowed_pattern(&t, "LiveTokenSecrets");
+    let one = "a".repeat(32);
+    for list in [
+        one.clone(),
+        format!("{one} {one}"),
+        [one.as_str(); 4].join(" "),
+    ] {
+        assert!(secrets.is_match(&list), "{list}");
+        relay_shared::live::token::TokenSecrets::parse(&list)
+            .expect("what the template accepts, the authorizer accepts");
+    }
+    for bad in [
+        "a".repeat(31),
+        [one.as_str(); 5].join(" "),
+        format!("{one}  {one}"),
+        String::new(),
+    ] {
+        assert!(!secrets.is_match(&bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn only_ingest_may_publish_and_only_to_the_live_namespace() {
+    let t = template();
+    let set =
+        |items: &[&str]| -> BTreeSet<String> { items.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(
+        granted(&t, "IngestRole", "appsync:EventPublish"),
+        set(&["!GetAtt LiveChannelNamespace.ChannelNamespaceArn"])
+    );
+    for role in ["IngestRole", "DispatcherRole", "LiveAuthRole"] {
+        let appsync: Vec<String> = statements(&t, role)
+            .into_iter()
+            .flat_map(|(actions, _)| actions)
+            .filter(|a| a.starts_with("appsync:"))
+            .collect();
+        let expected: Vec<String> = if role == "IngestRole" {
+            vec!["appsync:EventPublish".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(appsync, expected, "{role}");
+    }
+    let env = at(
+        &t,
+        &[
+            "Resources",
+            "IngestFunction",
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    );
+    assert_eq!(
+        reference(at(env, &[config::LIVE_EVENTS_URL])),
+        "!Sub https://${EventApi.Dns.Http}/event"
+    );
+    for function in ["IngestFunction", "LiveAuthFunction"] {
+        assert_eq!(
+            reference(at(
+                &t,
+                &[
+                    "Resources",
+                    function,
+                    "Properties",
+                    "Environment",
+                    "Variables",
+                    config::LIVE_NAMESPACE
+                ]
+            )),
+            "!Ref LiveNamespaceName",
+            "{function}: one namespace for publisher and authorizer"
+        );
+    }
+    // AppSync may invoke the authorizer, for this API only.
+    let permission = at(&t, &["Resources", "LiveAuthInvokePermission", "Properties"]);
+    assert_eq!(
+        at(permission, &["Principal"]).as_str(),
+        Some("appsync.amazonaws.com")
+    );
+    assert_eq!(
+        at(permission, &["Action"]).as_str(),
+        Some("lambda:InvokeFunction")
+    );
+    assert_eq!(
+        reference(at(permission, &["FunctionName"])),
+        "!GetAtt LiveAuthFunction.Arn"
+    );
+    assert_eq!(
+        reference(at(permission, &["SourceArn"])),
+        "!GetAtt EventApi.ApiArn"
+    );
+    let function = at(&t, &["Resources", "LiveAuthFunction"]);
+    assert_eq!(
+        at(function, &["Metadata", "BuildProperties", "Binary"]).as_str(),
+        Some("live-auth")
+    );
+    assert_eq!(
+        at(function, &["Properties", "Runtime"]).as_str(),
+        Some("provided.al2023")
+    );
+    assert!(
+        number(at(function, &["Properties", "Timeout"])) < 10,
+        "AppSync waits at most 10 s for an authorizer"
+    );
+    for (output, value) in [
+        (
+            "LiveHttpEndpoint",
+            "!Sub https://${EventApi.Dns.Http}/event",
+        ),
+        (
+            "LiveRealtimeEndpoint",
+            "!Sub wss://${EventApi.Dns.Realtime}/event/realtime",
+        ),
+        ("LiveNamespace", "!Ref LiveNamespaceName"),
+    ] {
+        assert_eq!(reference(at(&t, &["Outputs", output, "Value"])), value);
+    }
 }

@@ -29,6 +29,7 @@
 //! subscriber that falls that far behind is dropped (closed with 1013), never buffered
 //! without end. Subscriptions per connection and incoming message size are capped too.
 
+use crate::live::authorize::allows_channel;
 use crate::live::channel::{normalize_channel, session_channel};
 use crate::live::publish::{LiveEvent, PublishError, Publisher};
 use crate::live::token::{Claims, TokenError, TokenSecrets, unix_now};
@@ -170,13 +171,10 @@ impl Hub {
         delivered
     }
 
-    /// May `claims` subscribe to `channel` (canonical form)? Only the exact channels of its
-    /// sessions: no wildcards, no other namespace.
+    /// May `claims` subscribe to `channel` (canonical form)? The same decision as the AppSync
+    /// authorizer's ([`allows_channel`]).
     fn allowed(&self, claims: &Claims, channel: &str) -> bool {
-        claims
-            .sessions
-            .iter()
-            .any(|s| session_channel(&self.config.namespace, s) == channel)
+        allows_channel(claims, &self.config.namespace, channel)
     }
 
     fn subscribe(&self, connection: &Arc<Connection>, channel: &str, id: &str) {
