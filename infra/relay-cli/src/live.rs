@@ -18,8 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-pub const LIVE_TOKEN_SECRETS: &str = "LIVE_TOKEN_SECRETS";
-pub const LIVE_NAMESPACE: &str = "LIVE_NAMESPACE";
+use relay_shared::config::{LIVE_NAMESPACE, LIVE_TOKEN_SECRETS};
 
 /// `relay local`'s live hub flags.
 #[derive(clap::Args)]
