@@ -1,5 +1,5 @@
 //! The local stack end to end: `target/release/relay local` (in-process queue) on a free
-//! port, delivering to a [`Receiver`] in this process, driven by a load generator on
+//! port, delivering to a [`TimingReceiver`] in this process, driven by a load generator on
 //! kept-alive HTTP/1.1 connections. The same generator then POSTs the same signed events
 //! straight to a receiver (what the seed did), so the relay's added latency is the difference.
 //!
@@ -7,8 +7,10 @@
 //! the stack takes) and *paced* (a fixed rate; how late the generator got is recorded, so a
 //! stalled generator cannot hide latency). Both are bounded in count and time, loopback only.
 
-use crate::fixtures::{CHATS, TYPICAL_BYTES, envelope, event_id, ingest_secrets, signed_headers};
-use crate::receiver::Receiver;
+use crate::fixtures::{
+    CHATS, TYPICAL_BYTES, envelope, event_id, ingest_secrets, signed_header_pairs,
+};
+use crate::receiver::TimingReceiver;
 use crate::stats::Summary;
 use axum::body::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -82,7 +84,7 @@ pub fn prepare(prefix: &str, count: usize) -> Prepared {
         let id = event_id(prefix, i);
         let body = envelope(&id, i % CHATS, TYPICAL_BYTES);
         let mut map = HeaderMap::new();
-        for (name, value) in signed_headers(&secrets, &id, &body) {
+        for (name, value) in signed_header_pairs(&secrets, &id, &body) {
             map.insert(
                 HeaderName::from_static(name),
                 HeaderValue::from_str(&value).expect("ASCII header"),
@@ -151,7 +153,7 @@ pub async fn generate(
     url: &str,
     prepared: Prepared,
     load: Load,
-    receiver: &Receiver,
+    receiver: &TimingReceiver,
     epoch: Instant,
     expect: u16,
     drain: Duration,

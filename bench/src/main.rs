@@ -10,10 +10,10 @@
 use relay_bench::coldstart::{self, Subject};
 use relay_bench::fixtures::{
     self, INGEST_SECRET, TYPICAL_BYTES, WEBHOOK_SECRET, apigw_v2_event, envelope, event_id,
-    ingest_secrets, records, signed_headers, sqs_event,
+    ingest_secrets, records, signed_header_pairs, sqs_event,
 };
 use relay_bench::loadgen::{self, Load, LoadResult, RelayLocal};
-use relay_bench::receiver::Receiver;
+use relay_bench::receiver::TimingReceiver;
 use relay_bench::report::{Report, Verdict, ms, ratio, size, thousands, us};
 use relay_bench::stats::Summary;
 use relay_bench::{callgrind, warm};
@@ -422,7 +422,7 @@ async fn cold_start(
         }
     }
     let moto_send = Summary::of(&sends);
-    let receiver = Receiver::start(epoch, 0, Duration::ZERO).await;
+    let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
     let secrets = ingest_secrets();
     // Secrets by ARN, as the template deploys them: init includes the Secrets Manager fetch
     // (ingest two secrets, the dispatcher one).
@@ -478,7 +478,7 @@ async fn cold_start(
                 let body = envelope(&id, i, TYPICAL_BYTES);
                 apigw_v2_event(
                     &format!("req-{i}"),
-                    &signed_headers(&secrets, &id, &body),
+                    &signed_header_pairs(&secrets, &id, &body),
                     &body,
                 )
                 .to_string()
@@ -711,7 +711,7 @@ fn warm_costs(
     );
 
     let (post, one, ten) = rt.block_on(async {
-        let receiver = Receiver::start(epoch, 0, Duration::ZERO).await;
+        let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
         let post = warm::loopback_post(&receiver, plan.dispatch_batches, 200).await;
         let one = warm::dispatch_per_batch(&receiver, 1, plan.dispatch_batches, 200).await;
         let ten = warm::dispatch_per_batch(&receiver, 10, plan.dispatch_batches / 4, 50).await;
@@ -820,7 +820,7 @@ async fn load_run(
     events: usize,
 ) -> Result<LoadRun, String> {
     let drain = Duration::from_secs(60);
-    let receiver = Receiver::start(epoch, events, Duration::ZERO).await;
+    let receiver = TimingReceiver::start(epoch, events, Duration::ZERO).await;
     let prepared = loadgen::prepare(tag, events);
     let run = if via_relay {
         let log = logs.join(format!("relay-local-{tag}.log"));
@@ -1060,7 +1060,7 @@ async fn concurrency(report: &mut Report, epoch: Instant) -> Result<(), String> 
 }
 
 async fn payload_scaling(report: &mut Report, epoch: Instant) -> Result<(), String> {
-    let receiver = Receiver::start(epoch, 0, Duration::ZERO).await;
+    let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
     let mut points = Vec::new();
     for size in [
         1024,

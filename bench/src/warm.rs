@@ -5,9 +5,9 @@
 
 use crate::fixtures::{
     CHATS, Record, TYPICAL_BYTES, WEBHOOK_SECRET, envelope, event_id, ingest_request,
-    ingest_secrets, records, signed_headers, typed_sqs_event,
+    ingest_secrets, records, signed_header_pairs, typed_sqs_event,
 };
-use crate::receiver::Receiver;
+use crate::receiver::TimingReceiver;
 use crate::stats::Summary;
 use axum::Router;
 use axum::body::Body;
@@ -49,7 +49,7 @@ pub fn presigned_requests(prefix: &str, count: usize, size: usize) -> Vec<Reques
         .map(|i| {
             let id = event_id(prefix, i);
             let body = envelope(&id, i % CHATS, size);
-            ingest_request(&signed_headers(&secrets, &id, &body), body)
+            ingest_request(&signed_header_pairs(&secrets, &id, &body), body)
         })
         .collect()
 }
@@ -180,7 +180,7 @@ pub async fn time_batches(
 
 /// `handle_batch` of `batch` typical records, each in its own chat (group), per call.
 pub async fn dispatch_per_batch(
-    receiver: &Receiver,
+    receiver: &TimingReceiver,
     batch: usize,
     n: usize,
     warmup: usize,
@@ -194,7 +194,7 @@ pub async fn dispatch_per_batch(
 
 /// The floor under a delivery: one plain reqwest POST of a typical signed body to the same
 /// receiver, on a kept-alive connection.
-pub async fn loopback_post(receiver: &Receiver, n: usize, warmup: usize) -> Summary {
+pub async fn loopback_post(receiver: &TimingReceiver, n: usize, warmup: usize) -> Summary {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -205,7 +205,7 @@ pub async fn loopback_post(receiver: &Receiver, n: usize, warmup: usize) -> Summ
         let id = event_id("lp", i);
         let body = envelope(&id, i % CHATS, TYPICAL_BYTES);
         let mut request = client.post(&receiver.url);
-        for (name, value) in signed_headers(&secrets, &id, &body) {
+        for (name, value) in signed_header_pairs(&secrets, &id, &body) {
             request = request.header(name, value);
         }
         let started = Instant::now();
@@ -221,7 +221,7 @@ pub async fn loopback_post(receiver: &Receiver, n: usize, warmup: usize) -> Summ
 /// Wall time of a batch of 10 against a receiver taking `delay` per request: 10 chats
 /// (delivered concurrently) and 1 chat (delivered in order, one after the other).
 pub async fn concurrency(epoch: Instant, delay: Duration, reps: usize) -> (Summary, Summary) {
-    let receiver = Receiver::start(epoch, 0, delay).await;
+    let receiver = TimingReceiver::start(epoch, 0, delay).await;
     let dispatcher = dispatcher(&receiver.url);
     // A first batch opens the pooled connections, as a warm Lambda has them.
     time_batches(&dispatcher, vec![records("cw", 10, 10, TYPICAL_BYTES)], 0).await;
@@ -267,7 +267,7 @@ fn iterations_for(size: usize, budget_bytes: usize) -> usize {
     (budget_bytes / size).clamp(20, 500)
 }
 
-pub async fn payload_point(receiver: &Receiver, size: usize, warmup: usize) -> PayloadPoint {
+pub async fn payload_point(receiver: &TimingReceiver, size: usize, warmup: usize) -> PayloadPoint {
     let n = iterations_for(size, 48 << 20);
     let requests = presigned_requests(&format!("p{size}"), warmup + n, size);
     let ingest = Summary::of(

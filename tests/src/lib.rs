@@ -13,7 +13,7 @@ mod signing;
 
 pub use moto::{FifoQueues, MotoServer};
 pub use process::Process;
-pub use receiver::{Delivery, Receiver, Script};
+pub use receiver::{Delivery, Script, VerifyingReceiver};
 pub use signing::{signed_headers, signed_headers_at};
 
 use std::path::PathBuf;

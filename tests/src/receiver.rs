@@ -29,27 +29,27 @@ pub type Script =
     Arc<dyn Fn(&Delivery, usize) -> (StatusCode, Vec<(&'static str, String)>) + Send + Sync>;
 
 /// A real HTTP receiver on 127.0.0.1:0 that verifies every delivery as a user's app would.
-pub struct Receiver {
+pub struct VerifyingReceiver {
     pub url: String,
     deliveries: Arc<Mutex<Vec<Delivery>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Clone)]
-struct ReceiverState {
+struct VerifyingReceiverState {
     webhook: Arc<standardwebhooks::Webhook>,
     deliveries: Arc<Mutex<Vec<Delivery>>>,
     script: Script,
 }
 
-impl Receiver {
+impl VerifyingReceiver {
     /// Answers 204 to everything.
-    pub async fn start_ok() -> Receiver {
-        Receiver::start(Arc::new(|_, _| (StatusCode::NO_CONTENT, Vec::new()))).await
+    pub async fn start_ok() -> VerifyingReceiver {
+        VerifyingReceiver::start(Arc::new(|_, _| (StatusCode::NO_CONTENT, Vec::new()))).await
     }
 
     /// Answers as `script` says; the second argument counts earlier requests.
-    pub async fn start(script: Script) -> Receiver {
+    pub async fn start(script: Script) -> VerifyingReceiver {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -58,7 +58,7 @@ impl Receiver {
             listener.local_addr().unwrap()
         );
         let deliveries = Arc::new(Mutex::new(Vec::new()));
-        let state = ReceiverState {
+        let state = VerifyingReceiverState {
             webhook: Arc::new(
                 standardwebhooks::Webhook::new(WEBHOOK_SECRET).expect("webhook secret"),
             ),
@@ -71,7 +71,7 @@ impl Receiver {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("receiver serve");
         });
-        Receiver {
+        VerifyingReceiver {
             url,
             deliveries,
             task,
@@ -83,13 +83,17 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
+impl Drop for VerifyingReceiver {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(state): State<VerifyingReceiverState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let webhook_id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
