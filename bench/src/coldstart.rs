@@ -250,6 +250,53 @@ pub async fn section(
     // Context for ingest's first invoke: what one SendMessage to moto costs once warm.
     let sqs =
         relay_shared::queue::sqs::SqsQueue::new(moto.client().await, queues.queue_url.clone());
+    let moto_send = moto_send_cost(&sqs).await?;
+    let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
+    // Secrets by ARN, as the template deploys them: init includes the Secrets Manager fetch
+    // (ingest two secrets, the dispatcher one).
+    let arns = SecretArns {
+        ingest: moto
+            .create_secret("bench/ingest-secrets", INGEST_SECRET)
+            .await,
+        chat_id_key: moto
+            .create_secret("bench/chat-id-key", &"k".repeat(64))
+            .await,
+        webhook: moto
+            .create_secret("bench/webhook-secrets", WEBHOOK_SECRET)
+            .await,
+    };
+    let aws_env = vec![
+        ("AWS_ENDPOINT_URL_SQS".to_owned(), moto.endpoint.clone()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
+            moto.endpoint.clone(),
+        ),
+        ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
+    ];
+    let delivered = Cell::new(0usize);
+    let subjects = subjects(bins, plan, arns, aws_env, &receiver, &delivered);
+    let series = run(&subjects, plan.spawns, logs).await?;
+    let stored = queues.depth(&queues.queue_url).await;
+    let expected_stored = 25 + plan.spawns + 1;
+    if stored != expected_stored {
+        return Err(format!(
+            "moto holds {stored} messages, expected {expected_stored}: ingest answered 202 without storing"
+        ));
+    }
+    drop(moto);
+    report_times(report, &series, &moto_send);
+    report_rss(report, &series);
+    let hello = &series[0];
+    report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the dispatcher one).");
+    report.json("coldstart", json!({
+        "hello": hello.to_json(), "ingest": series[1].to_json(), "dispatcher": series[2].to_json(),
+        "moto_send_message": moto_send.to_json_ms(),
+    }));
+    Ok(())
+}
+
+/// What one SendMessage to moto costs once the client is warm (25 sends, the first 5 untimed).
+async fn moto_send_cost(sqs: &relay_shared::queue::sqs::SqsQueue) -> Result<Summary, String> {
     let mut sends = Vec::new();
     for i in 0..25 {
         let id = event_id("moto", i);
@@ -266,44 +313,35 @@ pub async fn section(
             sends.push(t.elapsed());
         }
     }
-    let moto_send = Summary::of(&sends);
-    let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
+    Ok(Summary::of(&sends))
+}
+
+/// The secrets the functions fetch from moto's Secrets Manager at init.
+struct SecretArns {
+    ingest: String,
+    chat_id_key: String,
+    webhook: String,
+}
+
+/// Hello-world, ingest and the dispatcher, each with the event it gets and the check of its
+/// answer; the dispatcher's check counts what reached `receiver` since the last spawn.
+fn subjects<'a>(
+    bins: &Bins,
+    plan: &Plan,
+    arns: SecretArns,
+    aws_env: Vec<(String, String)>,
+    receiver: &'a TimingReceiver,
+    delivered: &'a Cell<usize>,
+) -> [Subject<'a>; 3] {
     let secrets = ingest_secrets();
-    // Secrets by ARN, as the template deploys them: init includes the Secrets Manager fetch
-    // (ingest two secrets, the dispatcher one).
-    let ingest_arn = moto
-        .create_secret("bench/ingest-secrets", INGEST_SECRET)
-        .await;
-    let chat_id_key_arn = moto
-        .create_secret("bench/chat-id-key", &"k".repeat(64))
-        .await;
-    let webhook_arn = moto
-        .create_secret("bench/webhook-secrets", WEBHOOK_SECRET)
-        .await;
-    let aws_env = vec![
-        ("AWS_ENDPOINT_URL_SQS".to_owned(), moto.endpoint.clone()),
-        (
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
-            moto.endpoint.clone(),
-        ),
-        ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
-    ];
     let hello_event = apigw_v2_event("hello", &[], "{}");
-    let expect_json =
-        |body: &[u8]| serde_json::from_slice::<Value>(body).map_err(|e| format!("not JSON: {e}"));
-    let delivered = Cell::new(0usize);
-    let subjects = [
+    [
         Subject {
             name: "hello",
             binary: bins.hello.clone(),
             env: plan.lambda_env.clone(),
             event: Box::new(move |_| hello_event.to_string().into_bytes()),
-            check: Box::new(
-                move |body, _| match expect_json(body)?["statusCode"].as_u64() {
-                    Some(200) => Ok(()),
-                    _ => Err(String::from_utf8_lossy(body).into_owned()),
-                },
-            ),
+            check: Box::new(|body, _| hello_answered(body)),
         },
         Subject {
             name: "ingest",
@@ -311,8 +349,8 @@ pub async fn section(
             env: [
                 aws_env.clone(),
                 vec![
-                    ("INGEST_SECRETS_ARN".to_owned(), ingest_arn),
-                    ("CHAT_ID_KEY_ARN".to_owned(), chat_id_key_arn),
+                    ("INGEST_SECRETS_ARN".to_owned(), arns.ingest),
+                    ("CHAT_ID_KEY_ARN".to_owned(), arns.chat_id_key),
                 ],
                 plan.lambda_env.clone(),
             ]
@@ -329,16 +367,7 @@ pub async fn section(
                 .to_string()
                 .into_bytes()
             }),
-            check: Box::new(move |body, _| {
-                let response = expect_json(body)?;
-                let inner: Value = serde_json::from_str(response["body"].as_str().unwrap_or("{}"))
-                    .unwrap_or_default();
-                if response["statusCode"] == 202 && inner["status"] == "queued" {
-                    Ok(())
-                } else {
-                    Err(String::from_utf8_lossy(body).into_owned())
-                }
-            }),
+            check: Box::new(|body, _| ingest_queued(body)),
         },
         Subject {
             name: "dispatcher",
@@ -347,7 +376,7 @@ pub async fn section(
                 aws_env,
                 vec![
                     ("WEBHOOK_URL".to_owned(), receiver.url.clone()),
-                    ("WEBHOOK_SECRETS_ARN".to_owned(), webhook_arn),
+                    ("WEBHOOK_SECRETS_ARN".to_owned(), arns.webhook),
                 ],
                 plan.lambda_env.clone(),
             ]
@@ -360,7 +389,7 @@ pub async fn section(
                 .to_string()
                 .into_bytes()
             }),
-            check: Box::new(|body, _| {
+            check: Box::new(move |body, _| {
                 let response = expect_json(body)?;
                 let now = receiver.received();
                 let arrived = now - delivered.replace(now);
@@ -373,17 +402,36 @@ pub async fn section(
                 }
             }),
         },
-    ];
-    let series = run(&subjects, plan.spawns, logs).await?;
-    let stored = queues.depth(&queues.queue_url).await;
-    let expected_stored = 25 + plan.spawns + 1;
-    if stored != expected_stored {
-        return Err(format!(
-            "moto holds {stored} messages, expected {expected_stored}: ingest answered 202 without storing"
-        ));
-    }
-    drop(moto);
+    ]
+}
 
+/// The Lambda response, as JSON.
+fn expect_json(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(body).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// Hello-world answered 200.
+fn hello_answered(body: &[u8]) -> Result<(), String> {
+    match expect_json(body)?["statusCode"].as_u64() {
+        Some(200) => Ok(()),
+        _ => Err(String::from_utf8_lossy(body).into_owned()),
+    }
+}
+
+/// Ingest answered 202 `queued`.
+fn ingest_queued(body: &[u8]) -> Result<(), String> {
+    let response = expect_json(body)?;
+    let inner: Value =
+        serde_json::from_str(response["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+    if response["statusCode"] == 202 && inner["status"] == "queued" {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(body).into_owned())
+    }
+}
+
+/// Init and first-invoke rows: each function beside hello-world.
+fn report_times(report: &mut Report, series: &[Series], moto_send: &Summary) {
     let hello = &series[0];
     let (hello_init, hello_first) = (hello.init(), hello.first_invoke());
     let cell = |s: &Summary| format!("{} (p90 {})", ms(s.median), ms(s.p90));
@@ -441,13 +489,18 @@ pub async fn section(
     report.row(
         "1",
         "moto SendMessage, warm client (context for ingest's first invoke)",
-        cell(&moto_send),
+        cell(moto_send),
         "",
         "",
         Verdict::Info,
     );
+}
+
+/// Peak RSS rows: each function beside hello-world.
+fn report_rss(report: &mut Report, series: &[Series]) {
+    let hello = &series[0];
     let hello_rss = hello.vm_hwm_kb();
-    for s in &series {
+    for s in series {
         let rss = s.vm_hwm_kb();
         let baseline = if s.name == "hello" {
             String::new()
@@ -468,9 +521,4 @@ pub async fn section(
         );
     }
     report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the dispatcher one).");
-    report.json("coldstart", json!({
-        "hello": hello.to_json(), "ingest": series[1].to_json(), "dispatcher": series[2].to_json(),
-        "moto_send_message": moto_send.to_json_ms(),
-    }));
-    Ok(())
 }

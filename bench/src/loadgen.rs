@@ -186,52 +186,66 @@ pub async fn generate(
     });
     let sending = async {
         match load {
-            Load::Closed { concurrency } => {
-                let next = Arc::new(AtomicUsize::new(0));
-                let workers: Vec<_> = (0..concurrency)
-                    .map(|_| {
-                        let (next, run) = (Arc::clone(&next), Arc::clone(&run));
-                        tokio::spawn(async move {
-                            loop {
-                                let i = next.fetch_add(1, Ordering::SeqCst);
-                                if i >= count {
-                                    break;
-                                }
-                                run.send(i, None).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for worker in workers {
-                    let _ = worker.await;
-                }
-            }
+            Load::Closed { concurrency } => send_closed(&run, count, concurrency).await,
             Load::Paced { per_second } => {
-                let start = epoch.elapsed();
-                let gate = Arc::new(tokio::sync::Semaphore::new(in_flight_limit));
-                let mut tasks = Vec::with_capacity(count);
-                for i in 0..count {
-                    let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / per_second);
-                    tokio::time::sleep_until((epoch + due).into()).await;
-                    let permit = Arc::clone(&gate)
-                        .acquire_owned()
-                        .await
-                        .expect("open semaphore");
-                    let run = Arc::clone(&run);
-                    tasks.push(tokio::spawn(async move {
-                        run.send(i, Some(due)).await;
-                        drop(permit);
-                    }));
-                }
-                for task in tasks {
-                    let _ = task.await;
-                }
+                send_paced(&run, count, per_second, in_flight_limit).await
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(120), sending).await;
     receiver.wait_for(count, drain).await;
 
+    tally(&run, receiver, count)
+}
+
+/// C workers, each sending the next unsent event as soon as its last one was answered.
+async fn send_closed(run: &Arc<Run>, count: usize, concurrency: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, run) = (Arc::clone(&next), Arc::clone(run));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= count {
+                        break;
+                    }
+                    run.send(i, None).await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+/// One event every 1/`per_second` s on schedule, at most `in_flight_limit` unanswered.
+async fn send_paced(run: &Arc<Run>, count: usize, per_second: u64, in_flight_limit: usize) {
+    let epoch = run.epoch;
+    let start = epoch.elapsed();
+    let gate = Arc::new(tokio::sync::Semaphore::new(in_flight_limit));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / per_second);
+        tokio::time::sleep_until((epoch + due).into()).await;
+        let permit = Arc::clone(&gate)
+            .acquire_owned()
+            .await
+            .expect("open semaphore");
+        let run = Arc::clone(run);
+        tasks.push(tokio::spawn(async move {
+            run.send(i, Some(due)).await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Latency and rates from what was sent, answered and received.
+fn tally(run: &Run, receiver: &TimingReceiver, count: usize) -> LoadResult {
     let mut latencies = Vec::with_capacity(count);
     let mut answers = Vec::with_capacity(count);
     let (mut first_send, mut last_arrival, mut last_answer) =
@@ -456,7 +470,22 @@ pub async fn section(
     logs: &Path,
     epoch: Instant,
 ) -> Result<(), String> {
-    // Saturating load: direct and relay alternate, `closed_repeats` times each.
+    let closed = closed_load(report, bins, plan, logs, epoch).await?;
+    let paced = paced_load(report, bins, plan, logs, epoch).await?;
+    report.note("Local stack: a fresh `target/release/relay local` per run (in-process queue, default 4 poll workers), its stdout/stderr (one log line per event and stage) redirected to a file in `bench-results/logs/`; the receiver runs inside the bench process, answers 204 without verifying; events are spread over 1,000 chats (FIFO groups). The load generator (reqwest, HTTP/1.1 keep-alive) runs in the bench process too, so generator, relay and receiver share the 2 cores. Latency runs from the moment the generator sends (paced runs also report how late the generator was against its schedule). Latency under the saturating load is queueing (ingest accepts faster than the stack delivers), not overhead.");
+    report.json("local_stack", json!({"closed": closed, "paced": paced}));
+    Ok(())
+}
+
+/// Saturating load: direct and relay alternate, `closed_repeats` times each; the rows show the
+/// median run of each. Returns every run, for the JSON file.
+async fn closed_load(
+    report: &mut Report,
+    bins: &Bins,
+    plan: &Plan,
+    logs: &Path,
+    epoch: Instant,
+) -> Result<Value, String> {
     let closed = Load::Closed {
         concurrency: plan.concurrency,
     };
@@ -477,23 +506,7 @@ pub async fn section(
         );
         relay.push(load_run(bins, logs, epoch, &format!("cr{rep}"), true, closed, events).await?);
     }
-    let median_run = |runs: &[LoadRun]| -> usize {
-        let mut order: Vec<usize> = (0..runs.len()).collect();
-        order.sort_by(|&a, &b| {
-            runs[a]
-                .result
-                .throughput
-                .total_cmp(&runs[b].result.throughput)
-        });
-        order[(order.len() - 1) / 2]
-    };
-    let (d, r) = (&direct[median_run(&direct)], &relay[median_run(&relay)]);
-    let list = |runs: &[LoadRun]| {
-        runs.iter()
-            .map(|x| thousands(x.result.throughput as u64))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
+    let (d, r) = (median_run(&direct), median_run(&relay));
     let all_complete = relay.iter().chain(&direct).all(|x| complete(&x.result));
     let what = closed.describe();
     report.row(
@@ -506,14 +519,14 @@ pub async fn section(
         format!(
             "{} events/s (runs {}; ingest answered at {} events/s){}",
             thousands(r.result.throughput as u64),
-            list(&relay),
+            throughputs(&relay),
             thousands(r.result.accept_rate as u64),
             lost(&r.result)
         ),
         format!(
             "direct POST {} events/s (runs {}) → {}",
             thousands(d.result.throughput as u64),
-            list(&direct),
+            throughputs(&direct),
             ratio(r.result.throughput / d.result.throughput)
         ),
         "≥ 20,000 events/s",
@@ -538,7 +551,42 @@ pub async fn section(
         Verdict::Info,
     );
 
-    // Paced load: what one event waits for when the stack is not saturated.
+    Ok(json!({
+        "load": closed.describe(),
+        "direct": direct.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
+        "relay": relay.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// The run of median throughput.
+fn median_run(runs: &[LoadRun]) -> &LoadRun {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| {
+        runs[a]
+            .result
+            .throughput
+            .total_cmp(&runs[b].result.throughput)
+    });
+    &runs[order[(order.len() - 1) / 2]]
+}
+
+/// Every run's throughput, in events/s: "12,345 / 12,001 / …".
+fn throughputs(runs: &[LoadRun]) -> String {
+    runs.iter()
+        .map(|x| thousands(x.result.throughput as u64))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Paced load: what one event waits for when the stack is not saturated. Returns both runs,
+/// for the JSON file.
+async fn paced_load(
+    report: &mut Report,
+    bins: &Bins,
+    plan: &Plan,
+    logs: &Path,
+    epoch: Instant,
+) -> Result<Value, String> {
     let paced = Load::Paced {
         per_second: plan.paced_rate,
     };
@@ -585,17 +633,5 @@ pub async fn section(
         "≤ 5 ms",
         Verdict::of(ok && added99 <= 5_000.0),
     );
-    report.note("Local stack: a fresh `target/release/relay local` per run (in-process queue, default 4 poll workers), its stdout/stderr (one log line per event and stage) redirected to a file in `bench-results/logs/`; the receiver runs inside the bench process, answers 204 without verifying; events are spread over 1,000 chats (FIFO groups). The load generator (reqwest, HTTP/1.1 keep-alive) runs in the bench process too, so generator, relay and receiver share the 2 cores. Latency runs from the moment the generator sends (paced runs also report how late the generator was against its schedule). Latency under the saturating load is queueing (ingest accepts faster than the stack delivers), not overhead.");
-    report.json(
-        "local_stack",
-        json!({
-            "closed": {
-                "load": closed.describe(),
-                "direct": direct.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
-                "relay": relay.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
-            },
-            "paced": {"load": what, "direct": pd.to_json(), "relay": pr.to_json()},
-        }),
-    );
-    Ok(())
+    Ok(json!({"load": what, "direct": pd.to_json(), "relay": pr.to_json()}))
 }

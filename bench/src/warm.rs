@@ -303,10 +303,34 @@ pub fn section(
     epoch: Instant,
 ) -> Result<(), String> {
     let warmup = 1000;
-    let health = rt.block_on(async {
+    let health = health_oneshot(rt, plan.warm_events, warmup);
+    let bare = ingest_per_event(rt, plan.warm_events, warmup, false);
+    let telemetry = ingest_per_event(rt, plan.warm_events, warmup, true);
+    let backlog = ingest_with_backlog(rt, plan.backlog, 2_000);
+    report_ingest(report, plan, [&health, &bare, &telemetry, &backlog]);
+    let (post, one, ten) = rt.block_on(async {
+        let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
+        let post = loopback_post(&receiver, plan.dispatch_batches, 200).await;
+        let one = dispatch_per_batch(&receiver, 1, plan.dispatch_batches, 200).await;
+        let ten = dispatch_per_batch(&receiver, 10, plan.dispatch_batches / 4, 50).await;
+        (post, one, ten)
+    });
+    report_dispatch(report, [&post, &one, &ten]);
+    report.note(format!("Warm costs: {warmup} untimed events first; requests are signed before the clock starts; ingest gets a fresh in-process queue every {} events (its dedup window would otherwise grow through the run — the backlog row measures that on its own); no tracing subscriber unless stated. The receiver is in the bench process and does not verify signatures.", QUEUE_RESET_EVERY));
+    report.json("warm", json!({
+        "health_oneshot": health.to_json_ms(), "ingest": bare.to_json_ms(), "ingest_with_telemetry": telemetry.to_json_ms(),
+        "ingest_with_backlog": backlog.to_json_ms(), "backlog": plan.backlog,
+        "loopback_post": post.to_json_ms(), "dispatch_batch_1": one.to_json_ms(), "dispatch_batch_10": ten.to_json_ms(),
+    }));
+    Ok(())
+}
+
+/// `GET /health` through the same router: the floor under ingest's per-event cost.
+fn health_oneshot(rt: &Runtime, n: usize, warmup: usize) -> Summary {
+    rt.block_on(async {
         let app = ingest_router(relay_shared::telemetry::Metrics::off());
         let mut samples = Vec::new();
-        for i in 0..warmup + plan.warm_events {
+        for i in 0..warmup + n {
             let request = axum::http::Request::get("/health")
                 .body(axum::body::Body::empty())
                 .expect("request");
@@ -321,10 +345,15 @@ pub fn section(
             }
         }
         Summary::of(&samples)
-    });
-    let bare = ingest_per_event(rt, plan.warm_events, warmup, false);
-    let telemetry = ingest_per_event(rt, plan.warm_events, warmup, true);
-    let backlog = ingest_with_backlog(rt, plan.backlog, 2_000);
+    })
+}
+
+/// The ingest rows: bare, with telemetry and with a backlog, each beside its baseline.
+fn report_ingest(
+    report: &mut Report,
+    plan: &Plan,
+    [health, bare, telemetry, backlog]: [&Summary; 4],
+) {
     let cell = |s: &Summary| format!("{} (p99 {})", us(s.median), us(s.p99));
     report.row(
         "2",
@@ -333,7 +362,7 @@ pub fn section(
         ),
         format!(
             "{}; {} events/s on one core",
-            cell(&bare),
+            cell(bare),
             thousands((1e6 / bare.median) as u64)
         ),
         format!(
@@ -347,7 +376,7 @@ pub fn section(
     report.row(
         "2",
         "ingest per event + the Lambda's telemetry (JSON log line to a sink, EMF line)",
-        cell(&telemetry),
+        cell(telemetry),
         format!(
             "bare {} → {}",
             us(bare.median),
@@ -362,7 +391,7 @@ pub fn section(
             "ingest per event with {} events already in the queue's dedup window",
             thousands(plan.backlog as u64)
         ),
-        cell(&backlog),
+        cell(backlog),
         format!(
             "bare {} → {}",
             us(bare.median),
@@ -371,18 +400,15 @@ pub fn section(
         "",
         Verdict::Info,
     );
+}
 
-    let (post, one, ten) = rt.block_on(async {
-        let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
-        let post = loopback_post(&receiver, plan.dispatch_batches, 200).await;
-        let one = dispatch_per_batch(&receiver, 1, plan.dispatch_batches, 200).await;
-        let ten = dispatch_per_batch(&receiver, 10, plan.dispatch_batches / 4, 50).await;
-        (post, one, ten)
-    });
+/// The dispatch rows: a batch of 1 beside a plain POST, a batch of 10 beside a batch of 1.
+fn report_dispatch(report: &mut Report, [post, one, ten]: [&Summary; 3]) {
+    let cell = |s: &Summary| format!("{} (p99 {})", us(s.median), us(s.p99));
     report.row(
         "2",
         "dispatch: `handle_batch` of 1 record → loopback receiver",
-        cell(&one),
+        cell(one),
         format!(
             "plain reqwest POST {} → {}",
             us(post.median),
@@ -396,7 +422,7 @@ pub fn section(
         "dispatch: `handle_batch` of 10 records (10 chats) → loopback receiver",
         format!(
             "{} per batch, {} per event",
-            cell(&ten),
+            cell(ten),
             us(ten.median / 10.0)
         ),
         format!(
@@ -407,13 +433,6 @@ pub fn section(
         "",
         Verdict::Info,
     );
-    report.note(format!("Warm costs: {warmup} untimed events first; requests are signed before the clock starts; ingest gets a fresh in-process queue every {} events (its dedup window would otherwise grow through the run — the backlog row measures that on its own); no tracing subscriber unless stated. The receiver is in the bench process and does not verify signatures.", QUEUE_RESET_EVERY));
-    report.json("warm", json!({
-        "health_oneshot": health.to_json_ms(), "ingest": bare.to_json_ms(), "ingest_with_telemetry": telemetry.to_json_ms(),
-        "ingest_with_backlog": backlog.to_json_ms(), "backlog": plan.backlog,
-        "loopback_post": post.to_json_ms(), "dispatch_batch_1": one.to_json_ms(), "dispatch_batch_10": ten.to_json_ms(),
-    }));
-    Ok(())
 }
 
 /// The dispatcher concurrency section: ten chats against one, with a slow receiver.
