@@ -1,7 +1,10 @@
-//! Test support shared by the integration and end-to-end suites: a real SQS-protocol server
-//! (moto, started per test on a free loopback port; it serves Secrets Manager too), a real
-//! HTTP receiver that verifies deliveries with the public `standardwebhooks` crate, and
-//! request-signing helpers.
+//! Test support shared by the integration and end-to-end suites, one module per role:
+//! [`MotoServer`] (a real SQS-protocol server, moto, started per test on a free loopback port;
+//! it serves Secrets Manager too), [`VerifyingReceiver`] (a real HTTP receiver that verifies
+//! deliveries with the public `standardwebhooks` crate), [`signed_headers`] (what a sender
+//! sends), [`Process`] (the relay's binaries, their output collected) and [`personal_data`]
+//! (fixtures and the check that logs hold none of them). This file keeps the shared secrets
+//! and small helpers.
 //!
 //! Nothing here skips: a missing moto is a test failure that says how to install it.
 
