@@ -4,6 +4,9 @@
 //! Instruction counts do not depend on the machine's load, so two repeats should agree to a
 //! fraction of a percent (hash seeds and timestamps differ between runs).
 
+use crate::plan::{Bins, Plan};
+use crate::report::{Report, Verdict, thousands};
+use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 
@@ -72,4 +75,38 @@ pub fn run(binary: &Path, out_dir: &Path, repeats: usize) -> Result<Callgrind, S
         per_event.push((large as f64 - small as f64) / (K2 - K1) as f64);
     }
     Ok(Callgrind { per_event })
+}
+
+/// The callgrind row of the report.
+pub fn section(report: &mut Report, bins: &Bins, plan: &Plan, out: &Path) -> Result<(), String> {
+    let result = run(
+        &bins.ingest_events,
+        &out.join("callgrind"),
+        plan.callgrind_repeats,
+    )?;
+    let runs: Vec<String> = result
+        .per_event
+        .iter()
+        .map(|i| thousands(*i as u64))
+        .collect();
+    report.row(
+        "2",
+        format!(
+            "ingest instructions per event (callgrind, (I({}) − I({})) / {})",
+            K2,
+            K1,
+            K2 - K1
+        ),
+        format!(
+            "{} (runs: {}; spread {:.2}%)",
+            thousands(result.per_event[0] as u64),
+            runs.join(" / "),
+            result.spread() * 100.0
+        ),
+        "",
+        "",
+        Verdict::Info,
+    );
+    report.json("callgrind", json!({"k1": K1, "k2": K2, "instructions_per_event": result.per_event, "spread": result.spread()}));
+    Ok(())
 }

@@ -5,10 +5,20 @@
 //! before the bench ends it). Subjects are spawned round-robin, so a burst of load from
 //! elsewhere on the machine hits all of them alike.
 
+use crate::fixtures::{
+    self, INGEST_SECRET, TYPICAL_BYTES, WEBHOOK_SECRET, apigw_v2_event, envelope, event_id,
+    ingest_secrets, records, signed_header_pairs, sqs_event,
+};
+use crate::plan::{Bins, Plan};
+use crate::receiver::TimingReceiver;
+use crate::report::{Report, Verdict, mib_kb, ms, ratio};
 use crate::runtime_api::{ApiEvent, RuntimeApi};
 use crate::stats::{Summary, median_u64};
+use relay_shared::queue::{NewMessage, Producer};
 use serde_json::{Value, json};
+use std::cell::Cell;
 use std::fs::File;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -224,4 +234,291 @@ pub async fn run(
         }
     }
     Ok(series)
+}
+
+/// The cold-start section of the report: hello-world, ingest (storing to moto, secrets by
+/// ARN) and the dispatcher (delivering to a loopback receiver), round-robin.
+pub async fn section(
+    report: &mut Report,
+    bins: &Bins,
+    plan: &Plan,
+    logs: &Path,
+    epoch: Instant,
+) -> Result<(), String> {
+    let moto = relay_tests::MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("bench-coldstart", 5, 30).await;
+    // Context for ingest's first invoke: what one SendMessage to moto costs once warm.
+    let sqs =
+        relay_shared::queue::sqs::SqsQueue::new(moto.client().await, queues.queue_url.clone());
+    let moto_send = moto_send_cost(&sqs).await?;
+    let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
+    // Secrets by ARN, as the template deploys them: init includes the Secrets Manager fetch
+    // (ingest two secrets, the dispatcher one).
+    let arns = SecretArns {
+        ingest: moto
+            .create_secret("bench/ingest-secrets", INGEST_SECRET)
+            .await,
+        chat_id_key: moto
+            .create_secret("bench/chat-id-key", &"k".repeat(64))
+            .await,
+        webhook: moto
+            .create_secret("bench/webhook-secrets", WEBHOOK_SECRET)
+            .await,
+    };
+    let aws_env = vec![
+        ("AWS_ENDPOINT_URL_SQS".to_owned(), moto.endpoint.clone()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
+            moto.endpoint.clone(),
+        ),
+        ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
+    ];
+    let delivered = Cell::new(0usize);
+    let subjects = subjects(bins, plan, arns, aws_env, &receiver, &delivered);
+    let series = run(&subjects, plan.spawns, logs).await?;
+    let stored = queues.depth(&queues.queue_url).await;
+    let expected_stored = 25 + plan.spawns + 1;
+    if stored != expected_stored {
+        return Err(format!(
+            "moto holds {stored} messages, expected {expected_stored}: ingest answered 202 without storing"
+        ));
+    }
+    drop(moto);
+    report_times(report, &series, &moto_send);
+    report_rss(report, &series);
+    let hello = &series[0];
+    report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the dispatcher one).");
+    report.json("coldstart", json!({
+        "hello": hello.to_json(), "ingest": series[1].to_json(), "dispatcher": series[2].to_json(),
+        "moto_send_message": moto_send.to_json_ms(),
+    }));
+    Ok(())
+}
+
+/// What one SendMessage to moto costs once the client is warm (25 sends, the first 5 untimed).
+async fn moto_send_cost(sqs: &relay_shared::queue::sqs::SqsQueue) -> Result<Summary, String> {
+    let mut sends = Vec::new();
+    for i in 0..25 {
+        let id = event_id("moto", i);
+        let message = NewMessage {
+            body: envelope(&id, i, TYPICAL_BYTES),
+            group_id: fixtures::group_of(i),
+            dedup_id: id,
+        };
+        let t = Instant::now();
+        sqs.send(message)
+            .await
+            .map_err(|e| format!("moto SendMessage: {e}"))?;
+        if i >= 5 {
+            sends.push(t.elapsed());
+        }
+    }
+    Ok(Summary::of(&sends))
+}
+
+/// The secrets the functions fetch from moto's Secrets Manager at init.
+struct SecretArns {
+    ingest: String,
+    chat_id_key: String,
+    webhook: String,
+}
+
+/// Hello-world, ingest and the dispatcher, each with the event it gets and the check of its
+/// answer; the dispatcher's check counts what reached `receiver` since the last spawn.
+fn subjects<'a>(
+    bins: &Bins,
+    plan: &Plan,
+    arns: SecretArns,
+    aws_env: Vec<(String, String)>,
+    receiver: &'a TimingReceiver,
+    delivered: &'a Cell<usize>,
+) -> [Subject<'a>; 3] {
+    let secrets = ingest_secrets();
+    let hello_event = apigw_v2_event("hello", &[], "{}");
+    [
+        Subject {
+            name: "hello",
+            binary: bins.hello.clone(),
+            env: plan.lambda_env.clone(),
+            event: Box::new(move |_| hello_event.to_string().into_bytes()),
+            check: Box::new(|body, _| hello_answered(body)),
+        },
+        Subject {
+            name: "ingest",
+            binary: bins.ingest.clone(),
+            env: [
+                aws_env.clone(),
+                vec![
+                    ("INGEST_SECRETS_ARN".to_owned(), arns.ingest),
+                    ("CHAT_ID_KEY_ARN".to_owned(), arns.chat_id_key),
+                ],
+                plan.lambda_env.clone(),
+            ]
+            .concat(),
+            event: Box::new(move |i| {
+                // Signed now, for this spawn.
+                let id = event_id("cold", i);
+                let body = envelope(&id, i, TYPICAL_BYTES);
+                apigw_v2_event(
+                    &format!("req-{i}"),
+                    &signed_header_pairs(&secrets, &id, &body),
+                    &body,
+                )
+                .to_string()
+                .into_bytes()
+            }),
+            check: Box::new(|body, _| ingest_queued(body)),
+        },
+        Subject {
+            name: "dispatcher",
+            binary: bins.dispatcher.clone(),
+            env: [
+                aws_env,
+                vec![
+                    ("WEBHOOK_URL".to_owned(), receiver.url.clone()),
+                    ("WEBHOOK_SECRETS_ARN".to_owned(), arns.webhook),
+                ],
+                plan.lambda_env.clone(),
+            ]
+            .concat(),
+            event: Box::new(|i| {
+                sqs_event(
+                    &format!("c{i:04}"),
+                    &records(&format!("cd{i}"), 10, 10, TYPICAL_BYTES),
+                )
+                .to_string()
+                .into_bytes()
+            }),
+            check: Box::new(move |body, _| {
+                let response = expect_json(body)?;
+                let now = receiver.received();
+                let arrived = now - delivered.replace(now);
+                match response["batchItemFailures"].as_array() {
+                    Some(failures) if failures.is_empty() && arrived == 10 => Ok(()),
+                    _ => Err(format!(
+                        "{} ({arrived} of 10 delivered)",
+                        String::from_utf8_lossy(body)
+                    )),
+                }
+            }),
+        },
+    ]
+}
+
+/// The Lambda response, as JSON.
+fn expect_json(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(body).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// Hello-world answered 200.
+fn hello_answered(body: &[u8]) -> Result<(), String> {
+    match expect_json(body)?["statusCode"].as_u64() {
+        Some(200) => Ok(()),
+        _ => Err(String::from_utf8_lossy(body).into_owned()),
+    }
+}
+
+/// Ingest answered 202 `queued`.
+fn ingest_queued(body: &[u8]) -> Result<(), String> {
+    let response = expect_json(body)?;
+    let inner: Value =
+        serde_json::from_str(response["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+    if response["statusCode"] == 202 && inner["status"] == "queued" {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(body).into_owned())
+    }
+}
+
+/// Init and first-invoke rows: each function beside hello-world.
+fn report_times(report: &mut Report, series: &[Series], moto_send: &Summary) {
+    let hello = &series[0];
+    let (hello_init, hello_first) = (hello.init(), hello.first_invoke());
+    let cell = |s: &Summary| format!("{} (p90 {})", ms(s.median), ms(s.p90));
+    report.row(
+        "1",
+        format!(
+            "init, exec → first `next` — hello-world ({} spawns)",
+            hello.spawns.len()
+        ),
+        cell(&hello_init),
+        "",
+        "",
+        Verdict::Info,
+    );
+    for s in &series[1..] {
+        let init = s.init();
+        let r = init.median / hello_init.median;
+        report.row(
+            "1",
+            format!("init — `{}` ({} spawns)", s.name, s.spawns.len()),
+            cell(&init),
+            format!("hello {} → {}", ms(hello_init.median), ratio(r)),
+            "≤ 2× hello",
+            Verdict::of(r <= 2.0),
+        );
+    }
+    report.row(
+        "1",
+        "first invoke, exec → first response — hello-world",
+        cell(&hello_first),
+        "",
+        "",
+        Verdict::Info,
+    );
+    for s in &series[1..] {
+        let first = s.first_invoke();
+        let what = if s.name == "ingest" {
+            "API GW v2 event → 202, SendMessage to moto"
+        } else {
+            "10-record SQS event → 10 deliveries, loopback"
+        };
+        report.row(
+            "1",
+            format!("first invoke — `{}` ({what})", s.name),
+            cell(&first),
+            format!(
+                "hello {} → {}",
+                ms(hello_first.median),
+                ratio(first.median / hello_first.median)
+            ),
+            "",
+            Verdict::Info,
+        );
+    }
+    report.row(
+        "1",
+        "moto SendMessage, warm client (context for ingest's first invoke)",
+        cell(moto_send),
+        "",
+        "",
+        Verdict::Info,
+    );
+}
+
+/// Peak RSS rows: each function beside hello-world.
+fn report_rss(report: &mut Report, series: &[Series]) {
+    let hello = &series[0];
+    let hello_rss = hello.vm_hwm_kb();
+    for s in series {
+        let rss = s.vm_hwm_kb();
+        let baseline = if s.name == "hello" {
+            String::new()
+        } else {
+            format!(
+                "hello {} → {}",
+                mib_kb(hello_rss),
+                ratio(rss as f64 / hello_rss as f64)
+            )
+        };
+        report.row(
+            "1",
+            format!("peak RSS (VmHWM, median) — `{}`", s.name),
+            mib_kb(rss),
+            baseline,
+            "",
+            Verdict::Info,
+        );
+    }
+    report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the dispatcher one).");
 }

@@ -61,7 +61,11 @@ pub fn index_of(event_id: &str) -> Option<usize> {
 }
 
 /// `Content-Type` and the three Standard Webhooks headers, signed with `secrets` now.
-pub fn signed_headers(secrets: &SecretSet, id: &str, body: &str) -> Vec<(&'static str, String)> {
+pub fn signed_header_pairs(
+    secrets: &SecretSet,
+    id: &str,
+    body: &str,
+) -> Vec<(&'static str, String)> {
     let mut headers = vec![("content-type", "application/json".to_owned())];
     headers.extend(secrets.headers(id, unix_seconds(), body));
     headers

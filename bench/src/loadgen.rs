@@ -1,5 +1,5 @@
 //! The local stack end to end: `target/release/relay local` (in-process queue) on a free
-//! port, delivering to a [`Receiver`] in this process, driven by a load generator on
+//! port, delivering to a [`TimingReceiver`] in this process, driven by a load generator on
 //! kept-alive HTTP/1.1 connections. The same generator then POSTs the same signed events
 //! straight to a receiver (what the seed did), so the relay's added latency is the difference.
 //!
@@ -7,8 +7,12 @@
 //! the stack takes) and *paced* (a fixed rate; how late the generator got is recorded, so a
 //! stalled generator cannot hide latency). Both are bounded in count and time, loopback only.
 
-use crate::fixtures::{CHATS, TYPICAL_BYTES, envelope, event_id, ingest_secrets, signed_headers};
-use crate::receiver::Receiver;
+use crate::fixtures::{
+    CHATS, TYPICAL_BYTES, envelope, event_id, ingest_secrets, signed_header_pairs,
+};
+use crate::plan::{Bins, Plan};
+use crate::receiver::TimingReceiver;
+use crate::report::{Report, Verdict, mib_kb, ms, ratio, thousands, us};
 use crate::stats::Summary;
 use axum::body::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -82,7 +86,7 @@ pub fn prepare(prefix: &str, count: usize) -> Prepared {
         let id = event_id(prefix, i);
         let body = envelope(&id, i % CHATS, TYPICAL_BYTES);
         let mut map = HeaderMap::new();
-        for (name, value) in signed_headers(&secrets, &id, &body) {
+        for (name, value) in signed_header_pairs(&secrets, &id, &body) {
             map.insert(
                 HeaderName::from_static(name),
                 HeaderValue::from_str(&value).expect("ASCII header"),
@@ -151,7 +155,7 @@ pub async fn generate(
     url: &str,
     prepared: Prepared,
     load: Load,
-    receiver: &Receiver,
+    receiver: &TimingReceiver,
     epoch: Instant,
     expect: u16,
     drain: Duration,
@@ -182,52 +186,66 @@ pub async fn generate(
     });
     let sending = async {
         match load {
-            Load::Closed { concurrency } => {
-                let next = Arc::new(AtomicUsize::new(0));
-                let workers: Vec<_> = (0..concurrency)
-                    .map(|_| {
-                        let (next, run) = (Arc::clone(&next), Arc::clone(&run));
-                        tokio::spawn(async move {
-                            loop {
-                                let i = next.fetch_add(1, Ordering::SeqCst);
-                                if i >= count {
-                                    break;
-                                }
-                                run.send(i, None).await;
-                            }
-                        })
-                    })
-                    .collect();
-                for worker in workers {
-                    let _ = worker.await;
-                }
-            }
+            Load::Closed { concurrency } => send_closed(&run, count, concurrency).await,
             Load::Paced { per_second } => {
-                let start = epoch.elapsed();
-                let gate = Arc::new(tokio::sync::Semaphore::new(in_flight_limit));
-                let mut tasks = Vec::with_capacity(count);
-                for i in 0..count {
-                    let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / per_second);
-                    tokio::time::sleep_until((epoch + due).into()).await;
-                    let permit = Arc::clone(&gate)
-                        .acquire_owned()
-                        .await
-                        .expect("open semaphore");
-                    let run = Arc::clone(&run);
-                    tasks.push(tokio::spawn(async move {
-                        run.send(i, Some(due)).await;
-                        drop(permit);
-                    }));
-                }
-                for task in tasks {
-                    let _ = task.await;
-                }
+                send_paced(&run, count, per_second, in_flight_limit).await
             }
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(120), sending).await;
     receiver.wait_for(count, drain).await;
 
+    tally(&run, receiver, count)
+}
+
+/// C workers, each sending the next unsent event as soon as its last one was answered.
+async fn send_closed(run: &Arc<Run>, count: usize, concurrency: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, run) = (Arc::clone(&next), Arc::clone(run));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= count {
+                        break;
+                    }
+                    run.send(i, None).await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+/// One event every 1/`per_second` s on schedule, at most `in_flight_limit` unanswered.
+async fn send_paced(run: &Arc<Run>, count: usize, per_second: u64, in_flight_limit: usize) {
+    let epoch = run.epoch;
+    let start = epoch.elapsed();
+    let gate = Arc::new(tokio::sync::Semaphore::new(in_flight_limit));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / per_second);
+        tokio::time::sleep_until((epoch + due).into()).await;
+        let permit = Arc::clone(&gate)
+            .acquire_owned()
+            .await
+            .expect("open semaphore");
+        let run = Arc::clone(run);
+        tasks.push(tokio::spawn(async move {
+            run.send(i, Some(due)).await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Latency and rates from what was sent, answered and received.
+fn tally(run: &Run, receiver: &TimingReceiver, count: usize) -> LoadResult {
     let mut latencies = Vec::with_capacity(count);
     let mut answers = Vec::with_capacity(count);
     let (mut first_send, mut last_arrival, mut last_answer) =
@@ -353,4 +371,267 @@ impl Drop for RelayLocal {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One load run against `relay local` or straight at a receiver.
+struct LoadRun {
+    result: LoadResult,
+    /// `relay local` only: peak RSS (kB) and CPU time per event (µs) over the run.
+    relay_rss_kb: Option<u64>,
+    relay_cpu_us_per_event: Option<f64>,
+}
+
+impl LoadRun {
+    fn to_json(&self) -> Value {
+        let mut json = self.result.to_json();
+        json["relay_vm_hwm_kb"] = json!(self.relay_rss_kb);
+        json["relay_cpu_us_per_event"] = json!(self.relay_cpu_us_per_event);
+        json
+    }
+}
+
+/// Runs `load` once through a fresh `relay local` (`via_relay`) or straight at a receiver.
+async fn load_run(
+    bins: &Bins,
+    logs: &Path,
+    epoch: Instant,
+    tag: &str,
+    via_relay: bool,
+    load: Load,
+    events: usize,
+) -> Result<LoadRun, String> {
+    let drain = Duration::from_secs(60);
+    let receiver = TimingReceiver::start(epoch, events, Duration::ZERO).await;
+    let prepared = prepare(tag, events);
+    let run = if via_relay {
+        let log = logs.join(format!("relay-local-{tag}.log"));
+        let relay = RelayLocal::start(&bins.relay, &receiver.url, &log).await?;
+        let cpu_before = relay.cpu_time();
+        let url = format!("{}/events", relay.url);
+        let result = generate(&url, prepared, load, &receiver, epoch, 202, drain).await;
+        let cpu = match (cpu_before, relay.cpu_time()) {
+            (Some(a), Some(b)) => Some((b - a).as_secs_f64() * 1e6 / events as f64),
+            _ => None,
+        };
+        LoadRun {
+            result,
+            relay_rss_kb: relay.vm_hwm_kb(),
+            relay_cpu_us_per_event: cpu,
+        }
+    } else {
+        let result = generate(&receiver.url, prepared, load, &receiver, epoch, 204, drain).await;
+        LoadRun {
+            result,
+            relay_rss_kb: None,
+            relay_cpu_us_per_event: None,
+        }
+    };
+    eprintln!(
+        "relay-bench:   {}, {}: {:.0} events/s, {} of {} received",
+        if via_relay { "relay" } else { "direct" },
+        load.describe(),
+        run.result.throughput,
+        run.result.received,
+        run.result.events
+    );
+    Ok(run)
+}
+
+fn complete(r: &LoadResult) -> bool {
+    r.received == r.events && r.refused == 0
+}
+
+fn lost(r: &LoadResult) -> String {
+    if complete(r) {
+        String::new()
+    } else {
+        format!(
+            " — **{} of {} received, {} refused**",
+            r.received, r.events, r.refused
+        )
+    }
+}
+
+fn latency_cell(r: &LoadResult) -> String {
+    format!(
+        "p50 {} / p99 {} / max {}",
+        ms(r.latency.median),
+        ms(r.latency.p99),
+        ms(r.latency.max)
+    )
+}
+
+/// The local stack section: saturating and paced load through `relay local`, each beside the
+/// same load posted straight to a receiver.
+pub async fn section(
+    report: &mut Report,
+    bins: &Bins,
+    plan: &Plan,
+    logs: &Path,
+    epoch: Instant,
+) -> Result<(), String> {
+    let closed = closed_load(report, bins, plan, logs, epoch).await?;
+    let paced = paced_load(report, bins, plan, logs, epoch).await?;
+    report.note("Local stack: a fresh `target/release/relay local` per run (in-process queue, default 4 poll workers), its stdout/stderr (one log line per event and stage) redirected to a file in `bench-results/logs/`; the receiver runs inside the bench process, answers 204 without verifying; events are spread over 1,000 chats (FIFO groups). The load generator (reqwest, HTTP/1.1 keep-alive) runs in the bench process too, so generator, relay and receiver share the 2 cores. Latency runs from the moment the generator sends (paced runs also report how late the generator was against its schedule). Latency under the saturating load is queueing (ingest accepts faster than the stack delivers), not overhead.");
+    report.json("local_stack", json!({"closed": closed, "paced": paced}));
+    Ok(())
+}
+
+/// Saturating load: direct and relay alternate, `closed_repeats` times each; the rows show the
+/// median run of each. Returns every run, for the JSON file.
+async fn closed_load(
+    report: &mut Report,
+    bins: &Bins,
+    plan: &Plan,
+    logs: &Path,
+    epoch: Instant,
+) -> Result<Value, String> {
+    let closed = Load::Closed {
+        concurrency: plan.concurrency,
+    };
+    let (mut direct, mut relay) = (Vec::new(), Vec::new());
+    for rep in 0..plan.closed_repeats {
+        let events = plan.load_events;
+        direct.push(
+            load_run(
+                bins,
+                logs,
+                epoch,
+                &format!("cd{rep}"),
+                false,
+                closed,
+                events,
+            )
+            .await?,
+        );
+        relay.push(load_run(bins, logs, epoch, &format!("cr{rep}"), true, closed, events).await?);
+    }
+    let (d, r) = (median_run(&direct), median_run(&relay));
+    let all_complete = relay.iter().chain(&direct).all(|x| complete(&x.result));
+    let what = closed.describe();
+    report.row(
+        "3",
+        format!(
+            "throughput, sent → all received ({} events, {what}; median of {})",
+            thousands(plan.load_events as u64),
+            relay.len()
+        ),
+        format!(
+            "{} events/s (runs {}; ingest answered at {} events/s){}",
+            thousands(r.result.throughput as u64),
+            throughputs(&relay),
+            thousands(r.result.accept_rate as u64),
+            lost(&r.result)
+        ),
+        format!(
+            "direct POST {} events/s (runs {}) → {}",
+            thousands(d.result.throughput as u64),
+            throughputs(&direct),
+            ratio(r.result.throughput / d.result.throughput)
+        ),
+        "≥ 20,000 events/s",
+        Verdict::of(all_complete && r.result.throughput >= 20_000.0),
+    );
+    if let (Some(cpu), Some(kb)) = (r.relay_cpu_us_per_event, r.relay_rss_kb) {
+        report.row(
+            "3",
+            "`relay local` CPU time per event (user + system, from /proc) and peak RSS, median run",
+            format!("{} per event; {}", us(cpu), mib_kb(kb)),
+            "",
+            "",
+            Verdict::Info,
+        );
+    }
+    report.row(
+        "3",
+        format!("latency send → receiver under that load ({what})"),
+        latency_cell(&r.result),
+        format!("direct {}", latency_cell(&d.result)),
+        "",
+        Verdict::Info,
+    );
+
+    Ok(json!({
+        "load": closed.describe(),
+        "direct": direct.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
+        "relay": relay.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// The run of median throughput.
+fn median_run(runs: &[LoadRun]) -> &LoadRun {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| {
+        runs[a]
+            .result
+            .throughput
+            .total_cmp(&runs[b].result.throughput)
+    });
+    &runs[order[(order.len() - 1) / 2]]
+}
+
+/// Every run's throughput, in events/s: "12,345 / 12,001 / …".
+fn throughputs(runs: &[LoadRun]) -> String {
+    runs.iter()
+        .map(|x| thousands(x.result.throughput as u64))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Paced load: what one event waits for when the stack is not saturated. Returns both runs,
+/// for the JSON file.
+async fn paced_load(
+    report: &mut Report,
+    bins: &Bins,
+    plan: &Plan,
+    logs: &Path,
+    epoch: Instant,
+) -> Result<Value, String> {
+    let paced = Load::Paced {
+        per_second: plan.paced_rate,
+    };
+    let pd = load_run(bins, logs, epoch, "pd", false, paced, plan.paced_events).await?;
+    let pr = load_run(bins, logs, epoch, "pr", true, paced, plan.paced_events).await?;
+    let (pd_r, pr_r) = (&pd.result, &pr.result);
+    let what = paced.describe();
+    let ok = complete(pd_r) && complete(pr_r);
+    report.row(
+        "3",
+        format!(
+            "latency send → receiver ({} events, {what})",
+            thousands(plan.paced_events as u64)
+        ),
+        format!(
+            "{}{} (generator late by ≤ {})",
+            latency_cell(pr_r),
+            lost(pr_r),
+            ms(pr_r.max_lag.as_secs_f64() * 1e6)
+        ),
+        format!(
+            "direct {} (late by ≤ {})",
+            latency_cell(pd_r),
+            ms(pd_r.max_lag.as_secs_f64() * 1e6)
+        ),
+        "",
+        Verdict::Info,
+    );
+    let added50 = pr_r.latency.median - pd_r.latency.median;
+    let added99 = pr_r.latency.p99 - pd_r.latency.p99;
+    report.row(
+        "3",
+        format!("added latency, p50 ({what})"),
+        ms(added50),
+        "relay − direct, same run",
+        "≤ 1 ms",
+        Verdict::of(ok && added50 <= 1_000.0),
+    );
+    report.row(
+        "3",
+        format!("added latency, p99 ({what})"),
+        ms(added99),
+        "relay − direct, same run",
+        "≤ 5 ms",
+        Verdict::of(ok && added99 <= 5_000.0),
+    );
+    Ok(json!({"load": what, "direct": pd.to_json(), "relay": pr.to_json()}))
 }

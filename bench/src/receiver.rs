@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-pub struct Receiver {
+/// The bench's sink: times each event's first arrival; verifies nothing.
+pub struct TimingReceiver {
     pub url: String,
     state: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
@@ -30,10 +31,10 @@ struct Shared {
     changed: Notify,
 }
 
-impl Receiver {
+impl TimingReceiver {
     /// Listens on 127.0.0.1:0. `capacity` events can be timed (indices 0..capacity); times are
     /// measured from `epoch`, shared with the sender.
-    pub async fn start(epoch: Instant, capacity: usize, delay: Duration) -> Receiver {
+    pub async fn start(epoch: Instant, capacity: usize, delay: Duration) -> TimingReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the receiver");
@@ -56,7 +57,7 @@ impl Receiver {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Receiver { url, state, task }
+        TimingReceiver { url, state, task }
     }
 
     /// Requests received (HEAD excluded).
@@ -89,7 +90,7 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
+impl Drop for TimingReceiver {
     fn drop(&mut self) {
         self.task.abort();
     }

@@ -192,3 +192,8 @@ pub fn thousands(n: u64) -> String {
     }
     out
 }
+
+/// Kilobytes (as `/proc` reports memory) in MiB.
+pub fn mib_kb(kb: u64) -> String {
+    format!("{:.1} MiB", kb as f64 / 1024.0)
+}

@@ -90,7 +90,7 @@ fn fresh_ingest() -> (Ingest, Arc<MemoryQueue>) {
 
 /// What a correct sender sends: JSON content type and a signature over the body, now. A body
 /// that is not UTF-8 cannot be signed as text; ingest refuses it before the signature check.
-fn signed_headers(body: &[u8]) -> HeaderMap {
+fn correctly_signed_headers(body: &[u8]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -163,7 +163,7 @@ fn assert_actionable(rejection: &Rejection) {
 /// signature, parse, validation and storage all run.
 pub fn ingest_event(body: &[u8]) {
     let (ingest, queue) = fresh_ingest();
-    match block_on(ingest.accept_event(&signed_headers(body), body)) {
+    match block_on(ingest.accept_event(&correctly_signed_headers(body), body)) {
         Ok(accepted) => {
             assert_accepted(&accepted, body);
             let stored = block_on(queue.receive(1, Duration::ZERO)).expect("in-process receive");
@@ -184,7 +184,7 @@ pub fn ingest_event(body: &[u8]) {
 /// Target `ingest_batch`: the bytes are the body of `POST /events/batch`, correctly signed.
 pub fn ingest_batch(body: &[u8]) {
     let (ingest, queue) = fresh_ingest();
-    match block_on(ingest.accept_batch(&signed_headers(body), body)) {
+    match block_on(ingest.accept_batch(&correctly_signed_headers(body), body)) {
         Ok(results) => {
             let text = std::str::from_utf8(body).expect("an accepted batch is UTF-8");
             let items: Vec<&RawValue> =

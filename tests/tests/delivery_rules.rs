@@ -19,7 +19,7 @@ use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{NewMessage, Queue, SAFETY_NET_RECEIVES};
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
-use relay_tests::{MotoServer, Receiver, Script, WEBHOOK_SECRET};
+use relay_tests::{MotoServer, Script, VerifyingReceiver, WEBHOOK_SECRET};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ async fn poison_head_dead_letters_alone(pair: Pair) {
             (StatusCode::NO_CONTENT, Vec::new())
         }
     });
-    let receiver = Receiver::start(script).await;
+    let receiver = VerifyingReceiver::start(script).await;
     pair.queue.send(status_event("poison")).await.unwrap();
     let followers: Vec<String> = (1..=9).map(|n| format!("follower-{n}")).collect();
     for id in &followers {
@@ -199,7 +199,7 @@ async fn first_failure_after_an_outage_starts_at_step_one(pair: Pair) {
             (StatusCode::NO_CONTENT, Vec::new())
         }
     });
-    let receiver = Receiver::start(script).await;
+    let receiver = VerifyingReceiver::start(script).await;
     for id in ["head", "follower", "last"] {
         pair.queue.send(status_event(id)).await.unwrap();
     }

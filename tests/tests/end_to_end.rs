@@ -14,7 +14,7 @@ use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{Consumer, MAX_BATCH, Queue};
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
-use relay_tests::{INGEST_SECRET, MotoServer, Receiver, WEBHOOK_SECRET, signed_headers};
+use relay_tests::{INGEST_SECRET, MotoServer, VerifyingReceiver, WEBHOOK_SECRET, signed_headers};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -42,7 +42,7 @@ async fn ingest(app: &axum::Router, body: &str) -> String {
 fn dispatcher(
     queue: Arc<dyn Queue>,
     dead_letter: Arc<dyn Queue>,
-    receiver: &Receiver,
+    receiver: &VerifyingReceiver,
 ) -> Dispatcher {
     let secrets = Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap());
     let deliverer = Deliverer::new(
@@ -81,7 +81,7 @@ async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     let moto = MotoServer::start().await;
     let queues = moto.create_fifo_with_dlq("e2e", 3, 30).await;
     let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
-    let receiver = Receiver::start_ok().await;
+    let receiver = VerifyingReceiver::start_ok().await;
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
         relay_tests::chat_id_key(),
@@ -135,7 +135,7 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     let queues = moto.create_fifo_with_dlq("e2e-fail", 5, 30).await;
     let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
     // The receiver fails the first delivery of message A1 only.
-    let receiver = Receiver::start(Arc::new(|delivery, _| {
+    let receiver = VerifyingReceiver::start(Arc::new(|delivery, _| {
         let first_a1 = delivery.webhook_id == "A1";
         static FAILED_ONCE: std::sync::atomic::AtomicBool =
             std::sync::atomic::AtomicBool::new(false);
@@ -284,7 +284,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
     let moto = MotoServer::start().await;
     let queues = moto.create_fifo_with_dlq("e2e-ids", 3, 30).await;
     let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
-    let receiver = Receiver::start_ok().await;
+    let receiver = VerifyingReceiver::start_ok().await;
     let app = router(Arc::new(Ingest::new(
         SecretSet::parse(INGEST_SECRET).unwrap(),
         relay_tests::chat_id_key(),

@@ -10,7 +10,7 @@ use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
-use relay_tests::{INGEST_SECRET, Receiver, WEBHOOK_SECRET, venv_python};
+use relay_tests::{INGEST_SECRET, VerifyingReceiver, WEBHOOK_SECRET, venv_python};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +57,7 @@ print(json.dumps(results))
 
 #[tokio::test]
 async fn python_verifies_what_the_dispatcher_signs_with_either_rotating_secret() {
-    let receiver = Receiver::start_ok().await;
+    let receiver = VerifyingReceiver::start_ok().await;
     let both = format!("{WEBHOOK_SECRET} {OLD_WEBHOOK_SECRET}");
     let deliverer = Deliverer::new(
         receiver.url.parse().unwrap(),

@@ -17,7 +17,7 @@ use relay_shared::telemetry::{Metrics, MetricsSink, json_subscriber, metric, pro
 use relay_tests::personal_data::{
     assert_free_of_personal_data, is_hashed_chat_group, message_event, qr_event, status_event,
 };
-use relay_tests::{INGEST_SECRET, Receiver, WEBHOOK_SECRET, signed_headers};
+use relay_tests::{INGEST_SECRET, VerifyingReceiver, WEBHOOK_SECRET, signed_headers};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -128,16 +128,17 @@ async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
     }
 
     let failures = Arc::new(AtomicUsize::new(0));
-    let receiver = Receiver::start(Arc::new(move |delivery: &relay_tests::Delivery, _| {
-        if delivery.body.windows(9).any(|w| w == b"refuse-me") {
-            (StatusCode::UNPROCESSABLE_ENTITY, Vec::new())
-        } else if failures.fetch_add(1, Ordering::SeqCst) == 0 {
-            (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
-        } else {
-            (StatusCode::OK, Vec::new())
-        }
-    }))
-    .await;
+    let receiver =
+        VerifyingReceiver::start(Arc::new(move |delivery: &relay_tests::Delivery, _| {
+            if delivery.body.windows(9).any(|w| w == b"refuse-me") {
+                (StatusCode::UNPROCESSABLE_ENTITY, Vec::new())
+            } else if failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
+            } else {
+                (StatusCode::OK, Vec::new())
+            }
+        }))
+        .await;
     let deliverer = Deliverer::new(
         receiver.url.parse().unwrap(),
         Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap()),

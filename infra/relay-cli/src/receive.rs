@@ -45,7 +45,9 @@ fn parse_status(text: &str) -> Result<u16, String> {
     }
 }
 
-struct Receiver {
+/// What `relay receive` keeps between requests: the secrets it verifies with, the failures it
+/// was told to script, and the ids it has answered with success (to flag duplicates).
+struct ReceiveState {
     secrets: SecretSet,
     fail_with: Option<StatusCode>,
     fail_times: Option<u64>,
@@ -70,7 +72,7 @@ pub async fn run(args: ReceiveArgs) -> Result<ExitCode, Failure> {
         "relay receive: listening on http://{address} (any path), verifying with {} secret(s)",
         secrets.len()
     );
-    let state = Arc::new(Receiver {
+    let state = Arc::new(ReceiveState {
         secrets,
         fail_with,
         fail_times: args.fail_times,
@@ -90,7 +92,7 @@ pub async fn run(args: ReceiveArgs) -> Result<ExitCode, Failure> {
 }
 
 async fn receive(
-    State(receiver): State<Arc<Receiver>>,
+    State(receiver): State<Arc<ReceiveState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
