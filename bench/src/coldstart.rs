@@ -272,6 +272,14 @@ pub async fn section(
             moto.endpoint.clone(),
         ),
         ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
+        // The dispatcher's: its DLQ, and the attempts table, which it reads only for a message
+        // received before or after a failed attempt (neither happens here), so moto needs none.
+        ("DEAD_LETTER_QUEUE_URL".to_owned(), queues.dlq_url.clone()),
+        ("ATTEMPTS_TABLE".to_owned(), "bench-attempts".to_owned()),
+        (
+            "AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
+            moto.endpoint.clone(),
+        ),
     ];
     let delivered = Cell::new(0usize);
     let subjects = subjects(bins, plan, arns, aws_env, &receiver, &delivered);
@@ -520,5 +528,4 @@ fn report_rss(report: &mut Report, series: &[Series]) {
             Verdict::Info,
         );
     }
-    report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the dispatcher one).");
 }
