@@ -146,6 +146,22 @@ fn set(lookup: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// A Lambda function's start, the same for every function: the SDK configuration (loaded once,
+/// shared by every client), the secret variables resolved from the environment or Secrets
+/// Manager, then the function's typed configuration read by `read`. Any problem stops the
+/// function here, one line per variable, exit status 2.
+pub async fn configure_lambda<T>(
+    read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigErrors>,
+) -> (aws_config::SdkConfig, T) {
+    let aws = crate::queue::sqs::sdk_config().await;
+    let env = |var: &str| std::env::var(var).ok();
+    let resolved = resolve(&env, &SecretsManager::from_config(&aws))
+        .await
+        .unwrap_or_else(|errors| errors.exit());
+    let config = read(&resolved.over(env)).unwrap_or_else(|errors| errors.exit());
+    (aws, config)
+}
+
 /// Fetches, all at once, every secret variable whose `X_ARN` is set in `lookup`. Problems are
 /// collected, one line each: `X` and `X_ARN` both set, or a fetch that failed (with the ARN,
 /// which is not secret, and the store's reason).

@@ -14,21 +14,15 @@ use relay_shared::attempts::dynamodb::DynamoLedger;
 use relay_shared::config::DispatcherConfig;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
-use relay_shared::queue::sqs::{SqsQueue, sdk_config};
-use relay_shared::secrets::{self, SecretsManager};
+use relay_shared::queue::sqs::SqsQueue;
+use relay_shared::secrets::configure_lambda;
 use relay_shared::telemetry::{Metrics, MetricsSink, init_json_logs};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_json_logs();
-    let aws = sdk_config().await;
-    let env = |var: &str| std::env::var(var).ok();
-    let resolved = secrets::resolve(&env, &SecretsManager::from_config(&aws))
-        .await
-        .unwrap_or_else(|errors| errors.exit());
-    let config =
-        DispatcherConfig::from_lookup(&resolved.over(env)).unwrap_or_else(|errors| errors.exit());
+    let (aws, config) = configure_lambda(DispatcherConfig::from_lookup).await;
     let queue = SqsQueue::from_config(&aws, config.queue_url);
     let queues = DispatchQueues {
         dead_letter: Arc::new(queue.sibling(config.dead_letter_queue_url)),

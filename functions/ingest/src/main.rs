@@ -11,21 +11,15 @@ use relay_shared::config::IngestConfig;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::live::appsync::AppSyncPublisher;
 use relay_shared::live::publish::LivePublishing;
-use relay_shared::queue::sqs::{SqsQueue, sdk_config};
-use relay_shared::secrets::{self, SecretsManager};
+use relay_shared::queue::sqs::SqsQueue;
+use relay_shared::secrets::configure_lambda;
 use relay_shared::telemetry::{Metrics, MetricsSink, init_json_logs};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_json_logs();
-    let aws = sdk_config().await;
-    let env = |var: &str| std::env::var(var).ok();
-    let resolved = secrets::resolve(&env, &SecretsManager::from_config(&aws))
-        .await
-        .unwrap_or_else(|errors| errors.exit());
-    let config =
-        IngestConfig::from_lookup(&resolved.over(env)).unwrap_or_else(|errors| errors.exit());
+    let (aws, config) = configure_lambda(IngestConfig::from_lookup).await;
     let queue = Arc::new(SqsQueue::from_config(&aws, config.queue_url));
     let metrics = Metrics::new(config.metrics_namespace, MetricsSink::Stdout);
     let mut ingest = Ingest::new(config.secrets, config.chat_id_key, queue, metrics.clone());

@@ -10,8 +10,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use relay_shared::config::LiveAuthConfig;
 use relay_shared::live::authorize::{Authorizer, AuthorizerResponse};
 use relay_shared::live::token::unix_now;
-use relay_shared::queue::sqs::sdk_config;
-use relay_shared::secrets::{self, SecretsManager};
+use relay_shared::secrets::configure_lambda;
 use relay_shared::telemetry::init_json_logs;
 use serde_json::Value;
 use std::sync::Arc;
@@ -19,13 +18,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_json_logs();
-    let aws = sdk_config().await;
-    let env = |var: &str| std::env::var(var).ok();
-    let resolved = secrets::resolve(&env, &SecretsManager::from_config(&aws))
-        .await
-        .unwrap_or_else(|errors| errors.exit());
-    let config =
-        LiveAuthConfig::from_lookup(&resolved.over(env)).unwrap_or_else(|errors| errors.exit());
+    let (_, config) = configure_lambda(LiveAuthConfig::from_lookup).await;
     let authorizer = Arc::new(Authorizer::new(config.secrets, config.namespace));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let authorizer = Arc::clone(&authorizer);
