@@ -85,7 +85,9 @@ describe('live updates: the page (aws-amplify events) ← relay local', () => {
       ingestSecret: INGEST,
       liveTokenSecrets: LIVE,
     });
-    assert.match(relay.output(), /live hub on ws:\/\/127\.0\.0\.1:\d+\/event\/realtime/, relay.output());
+    // The relay prints its banner line by line: wait for the hub's line, do not race it.
+    const hubLine = /live hub on ws:\/\/127\.0\.0\.1:\d+\/event\/realtime/;
+    await waitFor(() => hubLine.test(relay.output()), { message: `the live hub's banner line in:\n${relay.output()}` });
     front = await startTlsProxy({ ...pem, targetPort: port });
   });
 
