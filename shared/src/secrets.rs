@@ -16,6 +16,7 @@
 use crate::config::{
     CHAT_ID_KEY, ConfigError, ConfigErrors, INGEST_SECRETS, LIVE_TOKEN_SECRETS, WEBHOOK_SECRETS,
 };
+use crate::telemetry::error_chain;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
@@ -97,19 +98,6 @@ impl SecretStore for SecretsManager {
             .map(str::to_owned)
             .ok_or_else(|| "the secret has no SecretString (a binary secret?)".to_owned())
     }
-}
-
-/// "dispatch failure: io error: …: Connection refused": each cause's message, without the
-/// SDK's `Debug` dump.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The secret variables' values, wherever they came from. `Debug` shows names only.
@@ -240,13 +228,7 @@ mod tests {
         }
     }
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |var| map.get(var).cloned()
-    }
+    use crate::config::tests::lookup as env;
 
     #[test]
     fn every_secret_variable_has_its_arn_twin() {

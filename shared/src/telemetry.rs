@@ -44,6 +44,19 @@ pub mod dimension {
     pub const STATUS_CLASS: &str = "StatusClass";
 }
 
+/// An error and each of its causes, one line: "dispatch failure: io error: …: Connection
+/// refused", for log fields and one-line messages (never an SDK's multi-line `Debug` dump).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Default namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_NAMESPACE: &str = "ChatRelay";
 

@@ -20,6 +20,7 @@
 
 use crate::live::channel::session_channel;
 use crate::live::publish::{LiveEvent, PUBLISH_TIMEOUT, PublishError, Publisher};
+use crate::telemetry::error_chain;
 use async_trait::async_trait;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -237,18 +238,6 @@ fn first_error(answer: &serde_json::Value) -> Option<String> {
             .take(300)
             .collect(),
     )
-}
-
-/// "error sending request: …: Connection refused": each cause's message.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
