@@ -12,6 +12,7 @@
 //! | [`warm`] | in-process per-event cost, dispatcher concurrency, payload scaling |
 //! | [`callgrind`] | instructions per ingest event under valgrind |
 //! | [`loadgen`] | `relay local` end to end: events/s and latency, vs a direct POST |
+//! | [`live`] | the live channel: page latency beside webhook latency, what publishing adds to ingest, hub memory per connection |
 //! | [`sizes`] | the release binaries' sizes vs hello-world, the cargo-lambda zips |
 //! | [`plan`] | how much to run, the sections, where the release binaries are |
 //! | [`host`] | the machine, for the report's header |
@@ -21,6 +22,7 @@ pub mod callgrind;
 pub mod coldstart;
 pub mod fixtures;
 pub mod host;
+pub mod live;
 pub mod loadgen;
 pub mod plan;
 pub mod receiver;

@@ -55,6 +55,10 @@ pub struct LoadResult {
     /// Paced load: how late the generator sent an event, at worst (tokio's timer ticks in
     /// milliseconds, so up to ~1 ms is the timer; more means the generator fell behind).
     pub max_lag: Duration,
+    /// Per event, when it was sent and when its answer came, from the epoch (for figures
+    /// that compare other arrivals with these).
+    pub sent: Vec<Option<Duration>>,
+    pub answered: Vec<Option<Duration>>,
 }
 
 impl LoadResult {
@@ -80,11 +84,22 @@ pub struct Prepared {
 }
 
 pub fn prepare(prefix: &str, count: usize) -> Prepared {
+    prepare_in_sessions(prefix, count, None)
+}
+
+/// [`prepare`], with event `i` in session `s{i % sessions}` when `sessions` is given (the
+/// envelope's `session` field; the live channel is per session).
+pub fn prepare_in_sessions(prefix: &str, count: usize, sessions: Option<usize>) -> Prepared {
     let secrets = ingest_secrets();
     let (mut bodies, mut headers) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for i in 0..count {
         let id = event_id(prefix, i);
-        let body = envelope(&id, i % CHATS, TYPICAL_BYTES);
+        let mut body = envelope(&id, i % CHATS, TYPICAL_BYTES);
+        if let Some(sessions) = sessions {
+            let mut value: Value = serde_json::from_str(&body).expect("the fixture is JSON");
+            value["session"] = json!(session_name(i % sessions));
+            body = value.to_string();
+        }
         let mut map = HeaderMap::new();
         for (name, value) in signed_header_pairs(&secrets, &id, &body) {
             map.insert(
@@ -96,6 +111,11 @@ pub fn prepare(prefix: &str, count: usize) -> Prepared {
         bodies.push(Bytes::from(body));
     }
     Prepared { bodies, headers }
+}
+
+/// The name of session `k` in [`prepare_in_sessions`].
+pub fn session_name(k: usize) -> String {
+    format!("s{k}")
 }
 
 /// What every send task shares.
@@ -277,6 +297,8 @@ fn tally(run: &Run, receiver: &TimingReceiver, count: usize) -> LoadResult {
         latency: summary(&latencies),
         answer: summary(&answers),
         max_lag: Duration::from_nanos(run.lag.load(Ordering::SeqCst)),
+        sent: (0..count).map(|i| Run::at(&run.sent, i)).collect(),
+        answered: (0..count).map(|i| Run::at(&run.answered, i)).collect(),
     }
 }
 
@@ -290,6 +312,16 @@ impl RelayLocal {
     /// Starts `relay local` on a free port, stdout and stderr to `log`, and waits for
     /// `GET /health`.
     pub async fn start(binary: &Path, webhook_url: &str, log: &Path) -> Result<RelayLocal, String> {
+        Self::start_with(binary, webhook_url, log, &[]).await
+    }
+
+    /// [`RelayLocal::start`] with more flags (e.g. `--live-token-secrets` for the live hub).
+    pub async fn start_with(
+        binary: &Path,
+        webhook_url: &str,
+        log: &Path,
+        extra: &[&str],
+    ) -> Result<RelayLocal, String> {
         let port = relay_tests::free_port();
         let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let child = Command::new(binary)
@@ -297,7 +329,9 @@ impl RelayLocal {
             .args(["--webhook-url", webhook_url])
             .args(["--ingest-secrets", crate::fixtures::INGEST_SECRET])
             .args(["--webhook-secrets", crate::fixtures::WEBHOOK_SECRET])
+            .args(extra)
             .env_remove("QUEUE_URL")
+            .env_remove("LIVE_TOKEN_SECRETS")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -328,8 +362,17 @@ impl RelayLocal {
 
     /// Peak RSS so far, kB.
     pub fn vm_hwm_kb(&self) -> Option<u64> {
+        self.status_kb("VmHWM:")
+    }
+
+    /// RSS now, kB.
+    pub fn vm_rss_kb(&self) -> Option<u64> {
+        self.status_kb("VmRSS:")
+    }
+
+    fn status_kb(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
@@ -437,11 +480,11 @@ async fn load_run(
     Ok(run)
 }
 
-fn complete(r: &LoadResult) -> bool {
+pub fn complete(r: &LoadResult) -> bool {
     r.received == r.events && r.refused == 0
 }
 
-fn lost(r: &LoadResult) -> String {
+pub fn lost(r: &LoadResult) -> String {
     if complete(r) {
         String::new()
     } else {
@@ -452,12 +495,17 @@ fn lost(r: &LoadResult) -> String {
     }
 }
 
-fn latency_cell(r: &LoadResult) -> String {
+pub fn latency_cell(r: &LoadResult) -> String {
+    summary_cell(&r.latency)
+}
+
+/// "p50 … / p99 … / max …" of a latency summary.
+pub fn summary_cell(summary: &Summary) -> String {
     format!(
         "p50 {} / p99 {} / max {}",
-        ms(r.latency.median),
-        ms(r.latency.p99),
-        ms(r.latency.max)
+        ms(summary.median),
+        ms(summary.p99),
+        ms(summary.max)
     )
 }
 

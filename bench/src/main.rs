@@ -10,7 +10,7 @@ use clap::builder::PossibleValuesParser;
 use relay_bench::host::{load_average, machine};
 use relay_bench::plan::{Bins, Plan, SECTIONS};
 use relay_bench::report::{Report, Verdict};
-use relay_bench::{callgrind, coldstart, loadgen, sizes, warm};
+use relay_bench::{callgrind, coldstart, live, loadgen, sizes, warm};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -147,6 +147,10 @@ impl Run<'_> {
                 "local" => (
                     "local stack",
                     rt.block_on(loadgen::section(report, bins, plan, logs, epoch)),
+                ),
+                "live" => (
+                    "live channel",
+                    rt.block_on(live::section(report, bins, plan, logs, epoch)),
                 ),
                 "concurrency" => (
                     "dispatcher concurrency",

@@ -86,12 +86,13 @@ impl Bins {
 }
 
 /// The sections `--only` can pick, in the order they run.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "sizes",
     "coldstart",
     "warm",
     "callgrind",
     "local",
+    "live",
     "concurrency",
     "payload",
 ];

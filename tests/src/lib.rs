@@ -2,12 +2,14 @@
 //! [`MotoServer`] (a real SQS-protocol server, moto, started per test on a free loopback port;
 //! it serves Secrets Manager too), [`VerifyingReceiver`] (a real HTTP receiver that verifies
 //! deliveries with the public `standardwebhooks` crate), [`signed_headers`] (what a sender
-//! sends), [`Process`] (the relay's binaries, their output collected) and [`personal_data`]
+//! sends), [`Process`] (the relay's binaries, their output collected), [`live_page`] (a page's
+//! WebSocket client for the live channel) and [`personal_data`]
 //! (fixtures and the check that logs hold none of them). This file keeps the shared secrets
 //! and small helpers.
 //!
 //! Nothing here skips: a missing moto is a test failure that says how to install it.
 
+pub mod live_page;
 mod moto;
 pub mod personal_data;
 mod process;

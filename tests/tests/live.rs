@@ -2,7 +2,6 @@
 //! a real WebSocket client (tokio-tungstenite) speaking AppSync Events' protocol, events sent
 //! signed through ingest and seen arriving on the session's channel.
 
-use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::live::hub::{self, Hub, HubConfig, HubPublisher};
@@ -11,20 +10,16 @@ use relay_shared::live::token::{TokenSecrets, unix_now};
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
+use relay_tests::live_page::{self, Socket};
 use relay_tests::{INGEST_SECRET, chat_id_key, personal_data, signed_headers};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const LIVE_SECRET: &str = "live-test-secret-0123456789abcdef-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Stack {
     base: String,
@@ -77,16 +72,7 @@ impl Stack {
 
     /// Opens the WebSocket the way AppSync's clients do: both subprotocols.
     async fn connect(&self, token: &str) -> Socket {
-        let auth = json!({"Authorization": token, "host": self.base});
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(auth.to_string());
-        let mut request = format!("ws://{}/event/realtime", self.base)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(&format!("aws-appsync-event-ws, header-{header}")).unwrap(),
-        );
-        let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let (socket, response) = live_page::open(&self.base, token).await.unwrap();
         assert_eq!(
             response.headers()["sec-websocket-protocol"],
             "aws-appsync-event-ws"
@@ -122,27 +108,14 @@ impl Stack {
 }
 
 async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
+    live_page::send(socket, message).await.unwrap();
 }
 
 /// The next JSON text message, skipping keep-alives.
 async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(WAIT, socket.next())
-            .await
-            .expect("a message within the wait")
-            .expect("the connection is open")
-            .expect("a valid frame");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(text.as_str()).unwrap();
-            if value["type"] != "ka" {
-                return value;
-            }
-        }
-    }
+    live_page::next(socket, WAIT)
+        .await
+        .expect("a JSON message within the wait")
 }
 
 async fn subscribe(socket: &mut Socket, id: &str, channel: &str, token: &str) -> Value {

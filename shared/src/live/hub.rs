@@ -55,6 +55,9 @@ pub const HEADER_PREFIX: &str = "header-";
 /// AppSync HTTP publish: "You can publish up to 5 events in a batch."
 pub const MAX_PUBLISH_BATCH: usize = 5;
 
+/// The initial read buffer of a page's connection.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Limits and timings of the hub.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -274,7 +277,11 @@ async fn realtime(
         },
     };
     let max = hub.config.max_message_bytes;
+    // A page sends a handful of small messages per session, so the read buffer starts small
+    // (it grows up to `max` when a frame needs it) instead of tungstenite's 128 KiB, which
+    // was most of an idle connection's memory.
     ws.protocols([SUBPROTOCOL])
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| serve(hub, socket, authorized))
