@@ -1,5 +1,6 @@
-//! Logs and metrics (docs/operations.md, Reading the logs). Logs: one JSON line per request or
-//! attempt through `tracing`, keyed by event id; the payload is never logged (QR codes are login
+//! Logs and metrics (docs/operations.md, Reading the logs). Logs: JSON lines through `tracing`,
+//! keyed by event id — on the success path one summary line per invocation ([`Summary`], which
+//! is also its EMF document) with per-event detail at DEBUG, and a line per failure; the payload is never logged (QR codes are login
 //! credentials, message text is personal data), and neither are secrets or signature headers —
 //! callers log ids, types, groups, status codes and durations only. Metrics: CloudWatch Embedded
 //! Metric Format lines on stdout, which Lambda's log pipeline turns into metrics with no SDK call.
@@ -181,14 +182,129 @@ impl Metrics {
                 }],
             }),
         );
-        let line = Value::Object(document).to_string();
+        self.write(&Value::Object(document).to_string());
+    }
+
+    fn write(&self, line: &str) {
         match &self.sink {
             MetricsSink::Stdout => {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
             }
-            MetricsSink::Buffer(buffer) => buffer.lock().unwrap().push(line),
+            MetricsSink::Buffer(buffer) => buffer.lock().unwrap().push(line.to_owned()),
             MetricsSink::Off => {}
+        }
+    }
+}
+
+/// CloudWatch accepts at most 100 values in one metric's array per EMF document.
+const EMF_MAX_VALUES: usize = 100;
+
+/// The success path of one request or batch as ONE line: an EMF document that is also that
+/// invocation's INFO log line, `{"level":"INFO","message":…,"event_ids":[…], <metrics>,
+/// "_aws":{…}}`. Counts are summed (the alarms read `Sum`); durations keep every value (an EMF
+/// value array), so percentiles stay exact. Per-event detail is logged at DEBUG; every failure
+/// keeps its own WARN or ERROR line with the event id. One line per invocation instead of a log
+/// line and EMF lines per event is what keeps the success path's log bytes small.
+pub struct Summary {
+    metrics: Metrics,
+    message: &'static str,
+    inner: Mutex<SummaryInner>,
+}
+
+#[derive(Default)]
+struct SummaryInner {
+    event_ids: Vec<String>,
+    /// In first-recorded order: name, unit, values.
+    series: Vec<(&'static str, Unit, Vec<f64>)>,
+}
+
+impl Metrics {
+    /// A summary line for one invocation, written by [`Summary::emit`].
+    pub fn summary(&self, message: &'static str) -> Summary {
+        Summary {
+            metrics: self.clone(),
+            message,
+            inner: Mutex::new(SummaryInner::default()),
+        }
+    }
+}
+
+impl Summary {
+    /// An event this invocation settled on the success path (queued, delivered).
+    pub fn event(&self, event_id: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .event_ids
+            .push(event_id.to_owned());
+    }
+
+    /// One data point; dimensionless (the dimensioned failure metrics use [`Metrics::put`]).
+    pub fn put(&self, name: &'static str, value: f64, unit: Unit) {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.series.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, _, values)) => values.push(value),
+            None => inner.series.push((name, unit, vec![value])),
+        }
+    }
+
+    /// Writes the line (nothing when no metric was recorded, or the sink is off).
+    pub fn emit(self) {
+        let inner = self.inner.into_inner().unwrap();
+        if inner.series.is_empty() || matches!(self.metrics.sink, MetricsSink::Off) {
+            return;
+        }
+        let chunks = inner
+            .series
+            .iter()
+            .map(|(_, unit, values)| match unit {
+                Unit::Count => 1,
+                Unit::Milliseconds => values.len().div_ceil(EMF_MAX_VALUES),
+            })
+            .max()
+            .unwrap_or(1);
+        for chunk in 0..chunks {
+            let mut document = Map::new();
+            document.insert("level".to_owned(), json!("INFO"));
+            document.insert("message".to_owned(), json!(self.message));
+            if chunk == 0 {
+                document.insert("event_ids".to_owned(), json!(inner.event_ids));
+            }
+            let mut declared = Vec::new();
+            for (name, unit, values) in &inner.series {
+                let value = match unit {
+                    // Whole numbers: `1` rather than `1.0` on every line.
+                    Unit::Count if chunk == 0 => json!(values.iter().sum::<f64>().round() as u64),
+                    Unit::Count => continue,
+                    Unit::Milliseconds => {
+                        let start = chunk * EMF_MAX_VALUES;
+                        let part = &values[start.min(values.len())..];
+                        let part = &part[..part.len().min(EMF_MAX_VALUES)];
+                        match part {
+                            [] => continue,
+                            [one] => json!(one.round() as u64),
+                            many => {
+                                json!(many.iter().map(|v| v.round() as u64).collect::<Vec<_>>())
+                            }
+                        }
+                    }
+                };
+                document.insert((*name).to_owned(), value);
+                declared.push(json!({"Name": name, "Unit": unit.as_str()}));
+            }
+            document.insert(
+                "_aws".to_owned(),
+                json!({
+                    "Timestamp": unix_millis(),
+                    "CloudWatchMetrics": [{
+                        "Namespace": self.metrics.namespace,
+                        "Dimensions": [[]],
+                        "Metrics": declared,
+                    }],
+                }),
+            );
+            self.metrics.write(&Value::Object(document).to_string());
         }
     }
 }
