@@ -275,8 +275,8 @@ impl Dispatcher {
                     outcome = "delivered",
                     "delivered"
                 );
+                // Counted by EndToEndLatency's (and DeliveryLatency's) SampleCount.
                 summary.event(&job.event_id);
-                summary.put(metric::DELIVERED, 1.0, Unit::Count);
                 if let Some(sent) = job.sent_timestamp_ms {
                     let end_to_end = unix_millis().saturating_sub(sent);
                     summary.put(

@@ -296,12 +296,38 @@ pub fn relay(s: &Settings, m: &Measured, p: &Prices, sc: Scenario) -> Result<Vec
     ];
     if s.live_enabled {
         lines.push(Line {
-            name: "AppSync Events (live channel: publish + 1 subscriber)",
+            name: LIVE_LINE,
             ours: false,
             usd: MILLION * (1.0 + LIVE_SUBSCRIBERS) * p.each("appsync_events_operation")?,
         });
     }
     Ok(lines)
+}
+
+/// The live channel's line: optional for a deployment (pages can do without it), so the
+/// table totals the relay without it and with it.
+pub const LIVE_LINE: &str = "AppSync Events (live channel: publish + 1 subscriber)";
+
+/// The relay's total per million events without the live channel (no AppSync line, and no
+/// wait for the publish in ingest's duration) and, when the template has it, with it.
+pub fn totals(
+    s: &Settings,
+    m: &Measured,
+    p: &Prices,
+    sc: Scenario,
+) -> Result<(f64, Option<f64>), String> {
+    let sum = |lines: Vec<Line>| lines.iter().map(|l| l.usd).sum::<f64>();
+    let off = Settings {
+        live_enabled: false,
+        ..s.clone()
+    };
+    let without = sum(relay(&off, m, p, sc)?);
+    let with = if s.live_enabled {
+        Some(sum(relay(s, m, p, sc)?))
+    } else {
+        None
+    };
+    Ok((without, with))
 }
 
 /// EventBridge API destinations for the same events: a custom event published (PutEvents)
@@ -375,13 +401,22 @@ pub fn render(s: &Settings, m: &Measured, p: &Prices) -> Result<String, String> 
         }
         let _ = writeln!(out);
     }
-    let totals: Vec<f64> = tables
+    let totals: Vec<(f64, Option<f64>)> = SCENARIOS
         .iter()
-        .map(|t| t.iter().map(|l| l.usd).sum())
-        .collect();
-    let _ = write!(out, "| **relay, total** |");
-    for t in &totals {
-        let _ = write!(out, " **{}** |", money(*t));
+        .map(|sc| totals(s, m, p, *sc))
+        .collect::<Result<_, _>>()?;
+    let _ = write!(out, "| **relay, total (no live channel)** |");
+    for (without, _) in &totals {
+        let _ = write!(out, " **{}** |", money(*without));
+    }
+    if s.live_enabled {
+        let _ = write!(
+            out,
+            "\n| **relay, total with live channel (1 page open)** |"
+        );
+        for (_, with) in &totals {
+            let _ = write!(out, " **{}** |", money(with.unwrap_or_default()));
+        }
     }
     let eb = eventbridge(p)?;
     let _ = write!(out, "\n| EventBridge API destinations |");
@@ -451,8 +486,10 @@ pub mod quota {
     pub const API_ACCOUNT_RPS: f64 = 10_000.0;
     pub const API_SOURCE: &str =
         "https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html";
-    /// High-throughput FIFO, US East (N. Virginia): 70,000 transactions per second per API
-    /// action (non-batched), up to 700,000 messages per second with batches of 10.
+    /// High-throughput FIFO, per queue, per API action: "The following limits are based on
+    /// non-batched API calls: US East (N. Virginia), US West (Oregon), and Europe (Ireland): Up
+    /// to 70,000 transactions per second (TPS)" (quotas-messages, High throughput for FIFO
+    /// queues); up to ten messages per batched call.
     pub const FIFO_QUEUE_TPS: f64 = 70_000.0;
     /// Each message group is served by one partition: 300 transactions per second per API
     /// action, 3,000 messages per second with batching.
@@ -508,7 +545,10 @@ pub fn capacity(s: &Settings, m: &Measured) -> Result<String, String> {
         ),
         (
             format!("SQS FIFO per queue ({})", s.fifo_throughput_limit),
-            format!("{} TPS per API action", quota::FIFO_QUEUE_TPS),
+            format!(
+                "{} TPS per API action, non-batched calls, us-east-1",
+                quota::FIFO_QUEUE_TPS
+            ),
             format!(
                 "{} (1/req), {} (10/batch)",
                 quota::FIFO_QUEUE_TPS,
@@ -605,6 +645,33 @@ mod tests {
             assert!(text.contains(&scenario.label()), "{text}");
         }
         assert!(text.contains("EventBridge API destinations") && text.contains("Capacity"));
+        assert!(text.contains("relay, total (no live channel)"), "{text}");
+        assert_eq!(
+            settings.live_enabled,
+            text.contains("relay, total with live channel (1 page open)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_totals_leave_out_and_then_add_the_live_channel() {
+        let (template, measured, prices) = inputs();
+        let mut settings = Settings::parse(&template).unwrap();
+        settings.live_enabled = true;
+        let scenario = SCENARIOS[0];
+        let on = relay(&settings, &measured, &prices, scenario).unwrap();
+        let (without, with) = totals(&settings, &measured, &prices, scenario).unwrap();
+        let with = with.expect("a total with the live channel");
+        assert!((with - on.iter().map(|l| l.usd).sum::<f64>()).abs() < 1e-9);
+        // The AppSync line, and ingest's wait for the publish in its GB-seconds.
+        assert!(with - without > line(&on, LIVE_LINE));
+        settings.live_enabled = false;
+        let off = relay(&settings, &measured, &prices, scenario).unwrap();
+        assert!(off.iter().all(|l| l.name != LIVE_LINE));
+        let (without_off, with_off) = totals(&settings, &measured, &prices, scenario).unwrap();
+        assert_eq!(with_off, None);
+        assert!((without_off - without).abs() < 1e-9);
+        assert!((without_off - off.iter().map(|l| l.usd).sum::<f64>()).abs() < 1e-9);
     }
 
     #[test]
