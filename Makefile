@@ -1,5 +1,5 @@
 # Developer entry points. Everything a command needs, it installs (pinned) itself.
-.PHONY: test tools build run bench fuzz fuzz-merge clean
+.PHONY: test tools build run bench cost fuzz fuzz-merge clean
 
 ## make test: everything CI runs (fmt, clippy, all tests against real moto + HTTP servers, template checks)
 test:
@@ -16,6 +16,10 @@ run:
 ## make bench: the benchmark suite (not part of make test): results in bench-results/, see bench/README.md
 bench:
 	bench/run.sh
+
+## make cost: dollars per million events by line, and capacity, from template.yaml + bench-results (or cost/measured.json) + cost/prices-us-east-1.yaml; offline
+cost:
+	cargo run --quiet --locked -p relay-bench --bin relay-cost
 
 ## make fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, one core; see fuzz/README.md
 fuzz:

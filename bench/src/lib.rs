@@ -9,6 +9,8 @@
 //! | [`receiver`] | a loopback webhook receiver that records when each event arrived |
 //! | [`runtime_api`] | a minimal Lambda Runtime API, so the release binaries start as on Lambda |
 //! | [`coldstart`] | init and first-invoke times and peak RSS of the Lambda binaries vs hello-world |
+//! | [`logbytes`] | log bytes per event the Lambda binaries write on the success path |
+//! | [`cost`] | the cost model of `make cost`: template settings × measured figures × prices |
 //! | [`warm`] | in-process per-event cost, dispatcher concurrency, payload scaling |
 //! | [`callgrind`] | instructions per ingest event under valgrind |
 //! | [`loadgen`] | `relay local` end to end: events/s and latency, vs a direct POST |
@@ -20,10 +22,12 @@
 
 pub mod callgrind;
 pub mod coldstart;
+pub mod cost;
 pub mod fixtures;
 pub mod host;
 pub mod live;
 pub mod loadgen;
+pub mod logbytes;
 pub mod plan;
 pub mod receiver;
 pub mod report;

@@ -270,7 +270,7 @@ pub async fn section(
     );
     let all_arrived = pages.arrived == pages.expected;
     report.row(
-        "7",
+        "8",
         format!("live: ingest send → page ({what})"),
         format!(
             "{}{}",
@@ -290,7 +290,7 @@ pub async fn section(
         Verdict::of(all_arrived && pages.latency.p99 <= 1e6),
     );
     report.row(
-        "7",
+        "8",
         "live: page arrival − `202` at the sender (negative: the page saw it first)",
         format!(
             "p50 {:+.2} ms / p99 {:+.2} ms",
@@ -303,7 +303,7 @@ pub async fn section(
     let added50 = unheard.answer.median - without.answer.median;
     let added99 = unheard.answer.p99 - without.answer.p99;
     report.row(
-        "7",
+        "8",
         "live: what publishing adds to ingest's answer (send → `202`; hub on, no page listening), p50 / p99",
         format!("{} / {}", ms(added50), ms(added99)),
         format!(
@@ -319,7 +319,7 @@ pub async fn section(
         ),
     );
     report.row(
-        "7",
+        "8",
         format!("live: ingest's answer with {PAGES} pages listening (the hub's fan-out shares the process and the 2 cores)"),
         format!("p50 {} / p99 {}", ms(with.answer.median), ms(with.answer.p99)),
         "",
@@ -327,7 +327,7 @@ pub async fn section(
         Verdict::Info,
     );
     report.row(
-        "7",
+        "8",
         format!(
             "live: hub memory per connection ({} idle subscribed pages, RSS delta)",
             thousands(MEMORY_PAGES as u64)

@@ -10,7 +10,7 @@ use clap::builder::PossibleValuesParser;
 use relay_bench::host::{load_average, machine};
 use relay_bench::plan::{Bins, Plan, SECTIONS};
 use relay_bench::report::{Report, Verdict};
-use relay_bench::{callgrind, coldstart, live, loadgen, sizes, warm};
+use relay_bench::{callgrind, coldstart, live, loadgen, logbytes, sizes, warm};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,6 +135,10 @@ impl Run<'_> {
                 "coldstart" => (
                     "cold start",
                     rt.block_on(coldstart::section(report, bins, plan, logs, epoch)),
+                ),
+                "logbytes" => (
+                    "log bytes per event",
+                    rt.block_on(logbytes::section(report, bins, logs, epoch)),
                 ),
                 "warm" => (
                     "warm per-event cost",

@@ -86,9 +86,10 @@ impl Bins {
 }
 
 /// The sections `--only` can pick, in the order they run.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "sizes",
     "coldstart",
+    "logbytes",
     "warm",
     "callgrind",
     "local",

@@ -24,7 +24,7 @@ use crate::clock::unix_millis;
 use crate::deliver::{Deliverer, Failure, Outcome};
 use crate::envelope::{EventType, probe};
 use crate::queue::{MAX_VISIBILITY, NewMessage, Producer, QueueError, Visibility, attr};
-use crate::telemetry::{Metrics, dimension, metric};
+use crate::telemetry::{Metrics, Summary, Unit, dimension, metric};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use std::sync::Arc;
@@ -185,23 +185,30 @@ impl Dispatcher {
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let started = Instant::now();
         let groups = group_in_order(event.records.into_iter().map(Job::from_record));
+        let summary = self.metrics.summary("delivered");
         let failed = join_all(
             groups
                 .into_iter()
-                .map(|jobs| self.deliver_group(jobs, started)),
+                .map(|jobs| self.deliver_group(jobs, started, &summary)),
         )
         .await;
+        summary.emit();
         let mut response = SqsBatchResponse::default();
         response.set_failures(failed.into_iter().flatten());
         response
     }
 
     /// Delivers one group in order; returns the ids of the messages that failed or were held.
-    async fn deliver_group(&self, jobs: Vec<Job>, started: Instant) -> Vec<String> {
+    async fn deliver_group(
+        &self,
+        jobs: Vec<Job>,
+        started: Instant,
+        summary: &Summary,
+    ) -> Vec<String> {
         let mut jobs = jobs.into_iter();
         let mut failed = Vec::new();
         for job in jobs.by_ref() {
-            if let Settled::Retry = self.settle(&job, started).await {
+            if let Settled::Retry = self.settle(&job, started, summary).await {
                 failed.push(job.message_id);
                 break;
             }
@@ -232,7 +239,7 @@ impl Dispatcher {
     }
 
     /// Expiry, then one attempt, then what its outcome calls for.
-    async fn settle(&self, job: &Job, started: Instant) -> Settled {
+    async fn settle(&self, job: &Job, started: Instant, summary: &Summary) -> Settled {
         if self.expired(job) {
             tracing::info!(
                 event_id = %job.event_id,
@@ -254,10 +261,11 @@ impl Dispatcher {
         let attempt = earlier + 1;
         let (outcome, took) = self.deliverer.attempt(&job.event_id, body.clone()).await;
         let duration_ms = took.as_secs_f64() * 1000.0;
-        self.metrics.millis(metric::DELIVERY_LATENCY, duration_ms);
+        summary.put(metric::DELIVERY_LATENCY, duration_ms, Unit::Milliseconds);
         let failure = match outcome {
             Outcome::Delivered { status } => {
-                tracing::info!(
+                // At DEBUG: the invocation's summary line names every delivered event.
+                tracing::debug!(
                     event_id = %job.event_id,
                     event_type = job.type_name(),
                     group = %job.group,
@@ -267,11 +275,15 @@ impl Dispatcher {
                     outcome = "delivered",
                     "delivered"
                 );
-                self.metrics.count(metric::DELIVERED, None);
+                // Counted by EndToEndLatency's (and DeliveryLatency's) SampleCount.
+                summary.event(&job.event_id);
                 if let Some(sent) = job.sent_timestamp_ms {
                     let end_to_end = unix_millis().saturating_sub(sent);
-                    self.metrics
-                        .millis(metric::END_TO_END_LATENCY, end_to_end as f64);
+                    summary.put(
+                        metric::END_TO_END_LATENCY,
+                        end_to_end as f64,
+                        Unit::Milliseconds,
+                    );
                 }
                 if earlier > 0 {
                     self.forget(job).await;

@@ -13,7 +13,7 @@ use crate::live::publish::LivePublishing;
 use crate::queue::{MAX_BATCH, MAX_MESSAGE_BYTES, NewMessage, Producer, QueueError};
 use crate::signature::{SecretSet, VerifyError};
 use crate::strict_json;
-use crate::telemetry::{Metrics, dimension, metric};
+use crate::telemetry::{Metrics, Summary, dimension, metric};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -311,9 +311,16 @@ impl Ingest {
         );
     }
 
-    fn record_accepted(&self, accepted: &Accepted, started: Instant) {
-        self.metrics.count(metric::INGESTED, None);
-        tracing::info!(
+    /// A request's success-path summary line (one per request, batch or not).
+    fn summary(&self) -> Summary {
+        self.metrics.summary("queued")
+    }
+
+    fn record_accepted(&self, accepted: &Accepted, started: Instant, summary: &Summary) {
+        // Counted by SQS itself (`NumberOfMessagesSent`), so no metric: the line stays short.
+        summary.event(&accepted.event_id);
+        // At DEBUG: the request's summary line names every queued event.
+        tracing::debug!(
             event_id = %accepted.event_id,
             event_type = accepted.event_type.as_str(),
             group = %accepted.group_id,
@@ -440,7 +447,9 @@ async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
     };
     match result {
         Ok(accepted) => {
-            ingest.record_accepted(&accepted, started);
+            let summary = ingest.summary();
+            ingest.record_accepted(&accepted, started, &summary);
+            summary.emit();
             (
                 StatusCode::ACCEPTED,
                 axum::Json(json!({"id": accepted.event_id, "status": "queued"})),
@@ -468,10 +477,11 @@ async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
         }
     };
     let mut body = Vec::with_capacity(items.len());
+    let summary = ingest.summary();
     for (index, item) in items.iter().enumerate() {
         body.push(match item {
             ItemResult::Queued(accepted) => {
-                ingest.record_accepted(accepted, started);
+                ingest.record_accepted(accepted, started, &summary);
                 json!({"index": index, "id": accepted.event_id, "status": "queued"})
             }
             ItemResult::Rejected(rejection) => {
@@ -484,6 +494,7 @@ async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
             }
         });
     }
+    summary.emit();
     let queued = items
         .iter()
         .filter(|i| matches!(i, ItemResult::Queued(_)))

@@ -212,6 +212,46 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
             "{id} correlates ingest and delivery: {about:?}"
         );
     }
+    // The success path: one summary line per request (ingest) and per batch (dispatcher),
+    // `{"queued":[ids]}` and `{"delivered":[ids], <latencies>, "_aws":…}`, naming every event it
+    // queued or delivered; no level key, so Lambda files them as INFO. The per-event lines above
+    // are DEBUG (this capture is at TRACE).
+    let metrics_lines_now = metrics_lines.lock().unwrap().clone();
+    let summaries: Vec<Value> = metrics_lines_now
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["queued"].is_array() || l["delivered"].is_array())
+        .collect();
+    for id in &ids {
+        for outcome in ["queued", "delivered"] {
+            assert!(
+                summaries.iter().any(|s| s[outcome]
+                    .as_array()
+                    .is_some_and(|named| named.iter().any(|e| e == id.as_str()))),
+                "{id} is named by a `{outcome}` summary line: {summaries:?}"
+            );
+        }
+    }
+    for summary in &summaries {
+        assert!(
+            summary.get("level").is_none(),
+            "a summary line has no level (Lambda: INFO): {summary}"
+        );
+        if summary["queued"].is_array() {
+            assert!(
+                summary.get("_aws").is_none(),
+                "ingest's summary is a plain line (SQS counts what it queued): {summary}"
+            );
+        }
+    }
+    for line in &lines {
+        if line["outcome"] == "queued" || line["outcome"] == "delivered" {
+            assert_eq!(
+                line["level"], "DEBUG",
+                "per-event success lines are DEBUG: {line}"
+            );
+        }
+    }
     let delivered = lines.iter().find(|l| l["outcome"] == "delivered").unwrap();
     for field in [
         "event_id",
@@ -294,13 +334,22 @@ fn the_production_filter_keeps_dependencies_quiet() {
 }
 
 /// EMF schema: `_aws.Timestamp`, one directive with the namespace, dimension sets naming string
-/// members of the root, metrics with allowed units and numeric values at the root.
+/// members of the root, metrics with allowed units and numeric values at the root. A line
+/// without `_aws` must be ingest's plain summary line.
 fn check_emf(lines: &[String]) {
     let allowed_units = ["Count", "Milliseconds"];
     let mut names = BTreeSet::new();
     let mut dimensions_seen = BTreeSet::new();
     for line in lines {
-        let doc: Value = serde_json::from_str(line).expect("each EMF line is one JSON object");
+        let doc: Value = serde_json::from_str(line).expect("each line is one JSON object");
+        if doc["_aws"].is_null() {
+            // Ingest's summary: its event ids only, no metric.
+            assert!(
+                doc["queued"].is_array() && doc.as_object().unwrap().len() == 1,
+                "a line without EMF is ingest's summary: {line}"
+            );
+            continue;
+        }
         let meta = &doc["_aws"];
         assert!(
             meta["Timestamp"]
@@ -333,8 +382,13 @@ fn check_emf(lines: &[String]) {
                 allowed_units.contains(&metric["Unit"].as_str().unwrap()),
                 "{line}"
             );
+            // A number, or an EMF value array (a summary line's durations).
+            let numeric = doc[name].is_number()
+                || doc[name].as_array().is_some_and(|a| {
+                    !a.is_empty() && a.len() <= 100 && a.iter().all(Value::is_number)
+                });
             assert!(
-                doc[name].is_number(),
+                numeric,
                 "metric {name} has a numeric value at the root: {line}"
             );
             names.insert(name.to_owned());

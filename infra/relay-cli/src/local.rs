@@ -89,7 +89,9 @@ pub struct RedriveArgs {
 }
 
 pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
-    init_terminal_logs("info");
+    // The per-event `event queued` and `delivered` lines are DEBUG (on Lambda one summary line
+    // per invocation replaces them); the local stack shows them, one per event and stage.
+    init_terminal_logs("info,relay_shared=debug");
     let config = read_config(&args)?;
     let listener = crate::bind(args.listen).await?;
     let delivery = config.delivery;
