@@ -1,5 +1,5 @@
 # Developer entry points. Everything a command needs, it installs (pinned) itself.
-.PHONY: test tools build run bench fuzz fuzz-merge clean
+.PHONY: test tools build run bench verify-artifacts fuzz fuzz-merge clean
 
 ## make test: everything CI runs (fmt, clippy, all tests against real moto + HTTP servers, template checks)
 test:
@@ -16,6 +16,10 @@ run:
 ## make bench: the benchmark suite (not part of make test): results in bench-results/, see bench/README.md
 bench:
 	bench/run.sh
+
+## make verify-artifacts: sam build the three arm64 functions, then run those very bootstraps under qemu-aarch64 against moto and a verifying receiver (not part of make test)
+verify-artifacts:
+	scripts/verify-artifacts.sh
 
 ## make fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, one core; see fuzz/README.md
 fuzz:
