@@ -1,5 +1,5 @@
 # Developer entry points. Everything a command needs, it installs (pinned) itself.
-.PHONY: test tools build run bench cost fuzz fuzz-merge clean
+.PHONY: test tools build run bench cost verify-artifacts fuzz fuzz-merge clean
 
 ## make test: everything CI runs (fmt, clippy, all tests against real moto + HTTP servers, template checks)
 test:
@@ -21,6 +21,10 @@ bench:
 cost:
 	cargo run --quiet --locked -p relay-bench --bin relay-cost
 
+## make verify-artifacts: sam build the three arm64 functions, then run those very bootstraps under qemu-aarch64 against moto and a verifying receiver (not part of make test)
+verify-artifacts:
+	scripts/verify-artifacts.sh
+
 ## make fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, one core; see fuzz/README.md
 fuzz:
 	fuzz/run.sh $(FUZZ_TARGETS)
@@ -34,4 +38,4 @@ build:
 
 clean:
 	cargo clean
-	rm -rf .venv .aws-sam
+	rm -rf .venv .venv-build .aws-sam

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds both functions the way a deploy does — `sam build` with cargo-lambda, arm64 for
+# Builds the three functions (ingest, dispatcher, live-auth) the way a deploy does — `sam build` with cargo-lambda, arm64 for
 # provided.al2023 — and reports the artefact sizes (binary and zip). Slow, so not part of
 # `make test`; run it before `sam deploy` or to measure.
 #
@@ -38,7 +38,7 @@ end=$(date +%s)
 echo
 echo "sam build took $((end - start)) s"
 printf '%-22s %12s %12s\n' function "bootstrap" "zip"
-for fn in IngestFunction DispatcherFunction; do
+for fn in IngestFunction DispatcherFunction LiveAuthFunction; do
   bin=".aws-sam/build/$fn/bootstrap"
   [[ -f "$bin" ]] || fail "no artefact at $bin"
   zip_size=$("$ROOT/.venv/bin/python" - "$bin" <<'PY'

@@ -82,7 +82,7 @@ impl Series {
 }
 
 /// What Lambda's `provided.al2023` runtime sets, minus what the binaries never read.
-fn lambda_env(api: &RuntimeApi, function: &str) -> Vec<(String, String)> {
+pub fn lambda_env(api: &RuntimeApi, function: &str) -> Vec<(String, String)> {
     [
         ("AWS_LAMBDA_RUNTIME_API", api.address.to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),

@@ -15,11 +15,13 @@
 //! | [`callgrind`] | instructions per ingest event under valgrind |
 //! | [`loadgen`] | `relay local` end to end: events/s and latency, vs a direct POST |
 //! | [`live`] | the live channel: page latency beside webhook latency, what publishing adds to ingest, hub memory per connection |
+//! | [`artifacts`] | `make verify-artifacts`: the `sam build` bootstraps run under qemu, their answers checked |
 //! | [`sizes`] | the release binaries' sizes vs hello-world, the cargo-lambda zips |
 //! | [`plan`] | how much to run, the sections, where the release binaries are |
 //! | [`host`] | the machine, for the report's header |
 //! | [`report`] | the table (`bench-results/results.md`) and the JSON file |
 
+pub mod artifacts;
 pub mod callgrind;
 pub mod coldstart;
 pub mod cost;
