@@ -13,6 +13,7 @@ use relay_shared::attempts::dynamodb::{COUNT, DynamoLedger, EXPIRES_AT, KEY};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
+use relay_shared::envelope::examples;
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
@@ -59,9 +60,7 @@ async fn on_moto(name: &str) -> Pair {
 
 fn status_event(id: &str) -> NewMessage {
     NewMessage {
-        body: format!(
-            r#"{{"event":"status","data":{{"connected":true}},"timestamp":"2025-12-21T18:22:44Z","id":"{id}"}}"#
-        ),
+        body: examples::status(true).with_id(id).to_json(),
         group_id: "default:chat:one".into(),
         dedup_id: id.into(),
     }

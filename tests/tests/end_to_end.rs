@@ -9,6 +9,7 @@ use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
+use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{Consumer, MAX_BATCH, Queue};
@@ -19,10 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
+/// An incoming message with the sender's `id`, and a field the contract does not know
+/// (`data.forwardedBy`): unknown fields must reach the receiver untouched.
 fn message_event(id: &str, peer: &str, text: &str) -> String {
-    format!(
-        r#"{{"event":"message","data":{{"message":{{"id":"{id}","from":"{peer}","to":"bot","content":"{text}","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}},"forwardedBy":"seed"}},"timestamp":"2025-12-21T18:02:52.900Z", "id":"{id}"}}"#
-    )
+    let envelope = examples::incoming(id, peer, text).with_id(id);
+    let mut body = serde_json::to_value(envelope).unwrap();
+    body["data"]["forwardedBy"] = "seed".into();
+    body.to_string()
 }
 
 async fn ingest(app: &axum::Router, body: &str) -> String {
@@ -260,8 +264,14 @@ fn tricky_bodies(round: &str) -> Vec<String> {
     let now = NOW.get_or_init(relay_tests::rfc3339_now);
     let ts = format!(r#""timestamp":"{now}""#);
     let ts = ts.as_str();
-    let message = message_event("3EB0-nested-only", "5511999990000@c.us", "Oi")
-        .replace(r#", "id":"3EB0-nested-only""#, "");
+    // Only the nested message has an `id`: the event's id is derived from the body.
+    let mut message = serde_json::to_value(examples::incoming(
+        "3EB0-nested-only",
+        "5511999990000@c.us",
+        "Oi",
+    ))
+    .unwrap();
+    message["data"]["round"] = round.into();
     vec![
         format!(r#"{{"event":"qr",{QR},{ts},"round":"{round}"}}"#),
         format!(r#"{{"event":"qr",{QR},{ts},"id":"plain-{round}"}}"#),
@@ -272,7 +282,7 @@ fn tricky_bodies(round: &str) -> Vec<String> {
         format!(
             r#"{{"\u0065vent":"status","data":{{"connected":true}},{ts},"meta":{{"id":"not-me"}},"round":"{round}"}}"#
         ),
-        message.replace(r#""forwardedBy":"seed""#, &format!(r#""round":"{round}""#)),
+        message.to_string(),
     ]
 }
 

@@ -5,6 +5,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use relay_shared::clock::unix_seconds as unix_now;
+use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::MAX_MESSAGE_BYTES;
 use relay_shared::queue::memory::MemoryQueue;
@@ -16,12 +17,27 @@ use relay_tests::{
     signed_headers_at,
 };
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tower::ServiceExt;
 
-const MESSAGE: &str = r#"{"event":"message","data":{"message":{"id":"3EB0C767D097B7C7C030","from":"5511999990000@c.us","to":"bot","content":"Oi","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}},"timestamp":"2025-12-21T18:02:52.900Z"}"#;
-const STATUS: &str = r#"{"event":"status","data":{"connected":true},"timestamp":"2025-12-21T18:22:44.850Z","session":"sales","id":"status-1"}"#;
+/// docs/contract.md's example message.
+fn message_body() -> &'static str {
+    static BODY: LazyLock<String> = LazyLock::new(|| {
+        examples::incoming("3EB0C767D097B7C7C030", "5511999990000@c.us", "Oi").to_json()
+    });
+    &BODY
+}
+
+fn status_body() -> &'static str {
+    static BODY: LazyLock<String> = LazyLock::new(|| {
+        examples::status(true)
+            .with_session("sales")
+            .with_id("status-1")
+            .to_json()
+    });
+    &BODY
+}
 
 fn ingest_app(queue: SqsQueue) -> axum::Router {
     let secrets = SecretSet::parse(INGEST_SECRET).unwrap();
@@ -95,18 +111,18 @@ async fn stores_the_exact_body_with_fifo_ids_and_deduplicates_a_resent_body() {
     let queues = moto.create_fifo_with_dlq("ingest-ids", 3, 30).await;
     let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
 
-    let (status, _, first) = post_signed(&app, MESSAGE).await;
+    let (status, _, first) = post_signed(&app, message_body()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
     assert_eq!(first["status"], "queued");
     let message_id = first["id"].as_str().unwrap().to_owned();
     assert!(message_id.starts_with("evt_"), "{message_id}");
 
     // The sender retries the same body (signed again, a new timestamp): same id, one message.
-    let (status, _, again) = post_signed(&app, MESSAGE).await;
+    let (status, _, again) = post_signed(&app, message_body()).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(again["id"], first["id"]);
 
-    let (status, _, status_reply) = post_signed(&app, STATUS).await;
+    let (status, _, status_reply) = post_signed(&app, status_body()).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(
         status_reply["id"], "status-1",
@@ -125,13 +141,13 @@ async fn stores_the_exact_body_with_fifo_ids_and_deduplicates_a_resent_body() {
     let chat_group = relay_tests::chat_id_key().chat_group("default", "5511999990000@c.us");
     assert!(!chat_group.contains("5511999990000"), "{chat_group}");
     let chat = by_group(&chat_group);
-    assert_eq!(chat.body(), Some(MESSAGE), "stored byte for byte");
+    assert_eq!(chat.body(), Some(message_body()), "stored byte for byte");
     assert_eq!(
         attribute(chat, MessageSystemAttributeName::MessageDeduplicationId),
         message_id
     );
     let status_message = by_group("sales:status");
-    assert_eq!(status_message.body(), Some(STATUS));
+    assert_eq!(status_message.body(), Some(status_body()));
     assert_eq!(
         attribute(
             status_message,
@@ -147,7 +163,7 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
     let queues = moto.create_fifo_with_dlq("ingest-refusals", 3, 30).await;
     let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
 
-    let mut text_plain = signed_headers(INGEST_SECRET, "r", MESSAGE);
+    let mut text_plain = signed_headers(INGEST_SECRET, "r", message_body());
     text_plain.insert("content-type", "text/plain".parse().unwrap());
     let mut unsigned = HeaderMap::new();
     unsigned.insert("content-type", "application/json".parse().unwrap());
@@ -156,20 +172,20 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
         "A".repeat(MAX_MESSAGE_BYTES)
     );
     let malformed = "{\"event\":\"qr\",\n \"data\": {]}";
-    let bad_direction = MESSAGE.replace("\"incoming\"", "\"sideways\"");
+    let bad_direction = message_body().replace("\"incoming\"", "\"sideways\"");
 
     let cases: Vec<(&str, HeaderMap, String, StatusCode, &str)> = vec![
         (
             "wrong content type",
             text_plain,
-            MESSAGE.into(),
+            message_body().into(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
         ),
         (
             "no content type",
             HeaderMap::new(),
-            MESSAGE.into(),
+            message_body().into(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "found none",
         ),
@@ -183,28 +199,28 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
         (
             "unsigned",
             unsigned,
-            MESSAGE.into(),
+            message_body().into(),
             StatusCode::UNAUTHORIZED,
             "missing webhook-id header",
         ),
         (
             "wrong secret",
-            signed_headers(WEBHOOK_SECRET, "r", MESSAGE),
-            MESSAGE.into(),
+            signed_headers(WEBHOOK_SECRET, "r", message_body()),
+            message_body().into(),
             StatusCode::UNAUTHORIZED,
             "signature does not match",
         ),
         (
             "stale",
-            signed_headers_at(INGEST_SECRET, "r", MESSAGE, unix_now() - 600),
-            MESSAGE.into(),
+            signed_headers_at(INGEST_SECRET, "r", message_body(), unix_now() - 600),
+            message_body().into(),
             StatusCode::UNAUTHORIZED,
             "more than 5 minutes old",
         ),
         (
             "tampered",
-            signed_headers(INGEST_SECRET, "r", MESSAGE),
-            MESSAGE.replace("Oi", "Tchau"),
+            signed_headers(INGEST_SECRET, "r", message_body()),
+            message_body().replace("Oi", "Tchau"),
             StatusCode::UNAUTHORIZED,
             "signature does not match",
         ),
@@ -298,7 +314,7 @@ async fn an_unreachable_queue_gives_503_with_retry_after() {
         "http://127.0.0.1:1/000000000000/gone.fifo",
     );
     let app = ingest_app(queue);
-    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    let (status, headers, reply) = post_signed(&app, message_body()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
     assert_eq!(headers["retry-after"], "5");
     assert_eq!(reply["error"], "queue_unavailable");
@@ -320,14 +336,14 @@ async fn a_permanent_queue_refusal_is_a_500_not_a_503() {
         .queue_url
         .replace("ingest-refused.fifo", "no-such-queue.fifo");
     let app = ingest_app(SqsQueue::new(queues.client.clone(), &missing));
-    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    let (status, headers, reply) = post_signed(&app, message_body()).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{reply}");
     assert!(headers.get("retry-after").is_none());
     assert_eq!(reply["error"], "queue_misconfigured");
     assert!(reply["message"].as_str().unwrap().contains("not an outage"));
 
     // The same through the batch route: each item says so.
-    let batch = format!("[{MESSAGE},{STATUS}]");
+    let batch = format!("[{},{}]", message_body(), status_body());
     let (status, _, reply) = call(
         &app,
         "POST",
@@ -372,7 +388,7 @@ async fn a_queue_refusing_the_event_itself_is_a_422() {
         Arc::new(RefusingQueue),
         Metrics::off(),
     )));
-    let (status, headers, reply) = post_signed(&app, MESSAGE).await;
+    let (status, headers, reply) = post_signed(&app, message_body()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
     assert!(headers.get("retry-after").is_none());
     assert_eq!(reply["error"], "queue_refused_event");
@@ -390,7 +406,7 @@ async fn a_batch_stores_each_valid_item_and_reports_each_refusal() {
     let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
 
     let bad = r#"{"event":"qr","data":{"available":true},"timestamp":"2025-12-21T18:20:00Z"}"#;
-    let batch = format!("[{MESSAGE}, {bad},\n{STATUS}]");
+    let batch = format!("[{}, {bad},\n{}]", message_body(), status_body());
     let (status, _, reply) = call(
         &app,
         "POST",
@@ -412,11 +428,11 @@ async fn a_batch_stores_each_valid_item_and_reports_each_refusal() {
     bodies.sort();
     assert_eq!(
         bodies,
-        [MESSAGE, STATUS],
+        [message_body(), status_body()],
         "each item stored as its own bytes"
     );
 
-    let all_good = format!("[{MESSAGE}]");
+    let all_good = format!("[{}]", message_body());
     let (status, _, _) = call(
         &app,
         "POST",
@@ -427,7 +443,7 @@ async fn a_batch_stores_each_valid_item_and_reports_each_refusal() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
-    let eleven = format!("[{}]", [STATUS; 11].join(","));
+    let eleven = format!("[{}]", [status_body(); 11].join(","));
     let (status, _, reply) = call(
         &app,
         "POST",
@@ -455,7 +471,7 @@ async fn api_gateway_v2_events_reach_the_ingest_router_through_lambda_http() {
         queue.clone(),
         Metrics::off(),
     )));
-    let body = MESSAGE.to_owned();
+    let body = message_body().to_owned();
     let headers = signed_headers(INGEST_SECRET, "apigw-1", &body);
     let header_json: serde_json::Map<String, Value> = headers
         .iter()
@@ -503,7 +519,7 @@ async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
         Metrics::off(),
     )));
     let now = unix_now();
-    let good = signed_headers(INGEST_SECRET, "h-1", STATUS);
+    let good = signed_headers(INGEST_SECRET, "h-1", status_body());
     let real_signature = good["webhook-signature"].to_str().unwrap().to_owned();
     let text = |s: &str| HeaderValue::from_str(s).unwrap();
     let many = |count: usize| {
@@ -628,9 +644,12 @@ async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
             "more than 16 v1 signatures",
         ),
     ];
-    let batch = format!("[{STATUS}]");
+    let batch = format!("[{}]", status_body());
     for (name, what, value, expected) in cases {
-        for (path, body) in [("/events", STATUS), ("/events/batch", batch.as_str())] {
+        for (path, body) in [
+            ("/events", status_body()),
+            ("/events/batch", batch.as_str()),
+        ] {
             let mut headers = signed_headers(INGEST_SECRET, "h-1", body);
             headers.insert(name, value.clone());
             let (status, _, reply) = call(&app, "POST", path, headers, body.to_owned()).await;
@@ -649,6 +668,6 @@ async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
     // Sixteen listed signatures are still examined, so the real one is found.
     let mut headers = good.clone();
     headers.insert("webhook-signature", many(15));
-    let (status, _, reply) = call(&app, "POST", "/events", headers, STATUS).await;
+    let (status, _, reply) = call(&app, "POST", "/events", headers, status_body()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
 }

@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
+use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::live::hub::{self, Hub, HubConfig, HubPublisher};
 use relay_shared::live::publish::LivePublishing;
@@ -155,10 +156,9 @@ async fn subscribe(socket: &mut Socket, id: &str, channel: &str, token: &str) ->
 }
 
 fn status_event(session: &str, connected: bool) -> String {
-    format!(
-        r#"{{"event":"status","data":{{"connected":{connected}}},"timestamp":"{}","session":"{session}"}}"#,
-        relay_tests::rfc3339_now()
-    )
+    let mut event = examples::status(connected).with_session(session);
+    event.timestamp = relay_tests::rfc3339_now();
+    event.to_json()
 }
 
 #[tokio::test]
