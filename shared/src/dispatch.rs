@@ -847,7 +847,7 @@ mod tests {
                 .to_json()
         };
         let mut status_old = examples::status(true).with_id("old-status");
-        status_old.timestamp = old.to_owned();
+        status_old.timestamp = old.into();
         let status_old = status_old.to_json();
         let records = vec![
             record_with("old-qr", "s", 1, qr("old-qr", old)),

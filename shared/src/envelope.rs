@@ -17,8 +17,9 @@ mod wire;
 
 use crate::strict_json::RepeatedKey;
 use aws_lc_rs::hmac;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Session name used when the envelope has none (the seed runs one WhatsApp session).
@@ -58,32 +59,33 @@ impl fmt::Display for EventType {
 }
 
 /// A typed envelope: `event` and `data` (as [`Payload`]), `timestamp`, and the optional `id`
-/// and `session`. It serialises to the wire shape; it deserialises with the validation of
-/// [`Envelope::from_value`] (so `serde_json::from_str::<Envelope>` refuses what ingest refuses).
+/// and `session`. It serialises to the wire shape and is read, validated, by
+/// [`Envelope::from_value`]. Its strings borrow from the parsed body where they can, so
+/// validating a large message copies none of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Envelope {
+pub struct Envelope<'a> {
     #[serde(flatten)]
-    pub payload: Payload,
+    pub payload: Payload<'a>,
     /// RFC 3339 date-time, kept as sent.
-    pub timestamp: String,
+    pub timestamp: Cow<'a, str>,
     /// The sender's event id; without it the id is derived from the body.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// The WhatsApp session; [`DEFAULT_SESSION`] when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
+    pub session: Option<Cow<'a, str>>,
 }
 
 /// `event` + `data`, by event type.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", content = "data", rename_all = "lowercase")]
-pub enum Payload {
-    Status(StatusData),
-    Qr(QrData),
-    Message(MessageData),
+pub enum Payload<'a> {
+    Status(StatusData<'a>),
+    Qr(QrData<'a>),
+    Message(MessageData<'a>),
 }
 
-impl Payload {
+impl Payload<'_> {
     pub fn event_type(&self) -> EventType {
         match self {
             Payload::Status(_) => EventType::Status,
@@ -97,20 +99,20 @@ impl Payload {
 /// by event type afterwards. Keep in step with [`Envelope`] (the destructuring in
 /// [`Envelope::from_value`] fails to compile when a field is added to one and not the other).
 #[derive(Deserialize)]
-struct Head {
+struct Head<'a> {
     event: EventType,
-    #[serde(deserialize_with = "wire::rfc3339")]
-    timestamp: String,
-    #[serde(default, deserialize_with = "wire::opt_session")]
-    session: Option<String>,
-    #[serde(default, deserialize_with = "wire::opt_event_id")]
-    id: Option<String>,
+    #[serde(borrow, deserialize_with = "wire::rfc3339")]
+    timestamp: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "wire::opt_session")]
+    session: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "wire::opt_event_id")]
+    id: Option<Cow<'a, str>>,
     data: wire::AnObject,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusData {
+pub struct StatusData<'a> {
     #[serde(deserialize_with = "wire::boolean")]
     pub connected: bool,
     #[serde(
@@ -121,22 +123,25 @@ pub struct StatusData {
     pub authenticated: Option<bool>,
     #[serde(
         default,
+        borrow,
         deserialize_with = "wire::opt_string",
         skip_serializing_if = "Option::is_none"
     )]
-    pub error: Option<String>,
+    pub error: Option<Cow<'a, str>>,
     #[serde(
         default,
+        borrow,
         deserialize_with = "wire::opt_string",
         skip_serializing_if = "Option::is_none"
     )]
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'a, str>>,
     #[serde(
         default,
+        borrow,
         deserialize_with = "wire::opt_object",
         skip_serializing_if = "Option::is_none"
     )]
-    pub client_info: Option<ClientInfo>,
+    pub client_info: Option<ClientInfo<'a>>,
     #[serde(
         default,
         deserialize_with = "wire::opt_boolean",
@@ -146,51 +151,51 @@ pub struct StatusData {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClientInfo {
-    #[serde(deserialize_with = "wire::string")]
-    pub wid: String,
-    #[serde(deserialize_with = "wire::string")]
-    pub pushname: String,
-    #[serde(deserialize_with = "wire::string")]
-    pub platform: String,
+pub struct ClientInfo<'a> {
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub wid: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub pushname: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub platform: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QrData {
+pub struct QrData<'a> {
     /// A PNG data URL: a login credential, never logged.
-    #[serde(deserialize_with = "wire::string")]
-    pub qr: String,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub qr: Cow<'a, str>,
     #[serde(deserialize_with = "wire::boolean")]
     pub available: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageData {
-    #[serde(deserialize_with = "wire::object")]
-    pub message: ChatMessage,
+pub struct MessageData<'a> {
+    #[serde(borrow, deserialize_with = "wire::object")]
+    pub message: ChatMessage<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    #[serde(deserialize_with = "wire::string")]
-    pub id: String,
-    #[serde(deserialize_with = "wire::string")]
-    pub from: String,
-    #[serde(deserialize_with = "wire::string")]
-    pub to: String,
+pub struct ChatMessage<'a> {
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub from: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub to: Cow<'a, str>,
     /// Message text: personal data, never logged.
-    #[serde(deserialize_with = "wire::string")]
-    pub content: String,
-    #[serde(rename = "type", deserialize_with = "wire::string")]
-    pub kind: String,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub content: Cow<'a, str>,
+    #[serde(rename = "type", borrow, deserialize_with = "wire::string")]
+    pub kind: Cow<'a, str>,
     pub direction: Direction,
-    #[serde(deserialize_with = "wire::rfc3339")]
-    pub timestamp: String,
-    #[serde(deserialize_with = "wire::string")]
-    pub status: String,
+    #[serde(borrow, deserialize_with = "wire::rfc3339")]
+    pub timestamp: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub status: Cow<'a, str>,
 }
 
-impl ChatMessage {
+impl ChatMessage<'_> {
     /// The other party of the chat: the sender of an incoming message, the recipient of an
     /// outgoing one. Its chat is its FIFO group.
     pub fn peer(&self) -> &str {
@@ -208,9 +213,9 @@ pub enum Direction {
     Outgoing,
 }
 
-impl Envelope {
+impl<'a> Envelope<'a> {
     /// Reads and validates a parsed envelope: the first rule it breaks, with its path.
-    pub fn from_value(value: &Value) -> Result<Envelope, SchemaViolation> {
+    pub fn from_value(value: &'a Value) -> Result<Self, SchemaViolation> {
         if !value.is_object() {
             return Err(SchemaViolation::new(
                 "body",
@@ -245,19 +250,19 @@ impl Envelope {
     }
 }
 
-impl<'de> Deserialize<'de> for Envelope {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(d)?;
-        Envelope::from_value(&value).map_err(serde::de::Error::custom)
-    }
-}
-
 /// Deserialises `T` from `value` (found at `prefix`), naming the first offending field.
+///
+/// Tracking the path costs an allocation per key read, so it is done only to explain a
+/// refusal: the second, tracked read meets the same first error (deserialising is
+/// deterministic).
 fn read<'de, T: Deserialize<'de>>(prefix: &str, value: &'de Value) -> Result<T, SchemaViolation> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        violation_at(prefix, &path, message)
+    T::deserialize(value).map_err(|untracked| {
+        let (path, error) = match serde_path_to_error::deserialize::<_, T>(value) {
+            Err(tracked) => (tracked.path().to_string(), tracked.into_inner()),
+            // Cannot happen (the same read just failed); the untracked error still reads well.
+            Ok(_) => (String::new(), untracked),
+        };
+        violation_at(prefix, &path, error.to_string())
     })
 }
 
@@ -522,7 +527,7 @@ mod tests {
     fn every_seed_example_validates_and_round_trips_through_the_types() {
         for seed in seeds() {
             check(&seed).unwrap_or_else(|e| panic!("{seed}: {e}"));
-            let typed: Envelope = serde_json::from_value(seed.clone()).unwrap();
+            let typed = Envelope::from_value(&seed).unwrap();
             assert_eq!(serde_json::to_value(&typed).unwrap(), seed);
         }
     }
@@ -533,9 +538,8 @@ mod tests {
     fn unknown_fields_are_accepted() {
         let value = json!({"event":"qr","data":{"qr":"data:x","available":true,"attempt":2},"timestamp":"2025-12-21T18:20:00Z","traceId":"t-1"});
         check(&value).unwrap();
-        let typed: Envelope = serde_json::from_value(value).unwrap();
         assert_eq!(
-            typed.to_json(),
+            Envelope::from_value(&value).unwrap().to_json(),
             r#"{"event":"qr","data":{"qr":"data:x","available":true},"timestamp":"2025-12-21T18:20:00Z"}"#
         );
     }
@@ -608,16 +612,16 @@ mod tests {
         );
     }
 
+    /// Reading a large message borrows its text from the parsed body instead of copying it.
     #[test]
-    fn the_typed_envelope_refuses_what_validation_refuses() {
-        let error = serde_json::from_str::<Envelope>(
-            r#"{"event":"qr","data":{"qr":"x","available":"yes"},"timestamp":"2025-12-21T18:20:00Z"}"#,
-        )
-        .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            r#"data.available: expected true or false, found "yes""#
-        );
+    fn validated_strings_borrow_from_the_parsed_body() {
+        let value = seeds()[5].clone();
+        let typed = Envelope::from_value(&value).unwrap();
+        let Payload::Message(data) = &typed.payload else {
+            panic!("a message: {typed:?}")
+        };
+        assert!(matches!(data.message.content, Cow::Borrowed(_)));
+        assert!(matches!(typed.timestamp, Cow::Borrowed(_)));
     }
 
     #[test]

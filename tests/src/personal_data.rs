@@ -30,7 +30,8 @@ pub fn message_event(direction: &str) -> String {
         "outgoing" => (Direction::Outgoing, OWN_WID, PEER),
         _ => (Direction::Incoming, PEER, OWN_WID),
     };
-    let message = ChatMessage::text(typed, &format!("3EB0-{direction}"), from, to, CONTENT);
+    let id = format!("3EB0-{direction}");
+    let message = ChatMessage::text(typed, &id, from, to, CONTENT);
     let mut event = serde_json::to_value(examples::message(message)).expect("serialises");
     event["data"]["message"]["direction"] = direction.into();
     event.to_string()

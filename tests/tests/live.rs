@@ -157,7 +157,7 @@ async fn subscribe(socket: &mut Socket, id: &str, channel: &str, token: &str) ->
 
 fn status_event(session: &str, connected: bool) -> String {
     let mut event = examples::status(connected).with_session(session);
-    event.timestamp = relay_tests::rfc3339_now();
+    event.timestamp = relay_tests::rfc3339_now().into();
     event.to_json()
 }
 

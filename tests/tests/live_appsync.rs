@@ -253,7 +253,7 @@ impl Stack {
 
 fn status_event(session: &str) -> String {
     let mut event = examples::status(true).with_session(session);
-    event.timestamp = relay_tests::rfc3339_now();
+    event.timestamp = relay_tests::rfc3339_now().into();
     event.to_json()
 }
 

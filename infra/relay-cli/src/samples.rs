@@ -12,11 +12,11 @@ pub fn sample(event: EventType, session: Option<&str>) -> String {
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .expect("RFC 3339 formats");
+    let nonce = format!("{:016X}", fastrand::u64(..));
     let mut envelope: Envelope = match event {
         EventType::Status => examples::connected_as("5511999990000@c.us"),
-        EventType::Qr => examples::qr(QR_PNG, &now),
+        EventType::Qr => examples::qr(QR_PNG, now.as_str()),
         EventType::Message => {
-            let nonce = format!("{:016X}", fastrand::u64(..));
             let mut message = ChatMessage::text(
                 Direction::Incoming,
                 &nonce,
@@ -24,11 +24,11 @@ pub fn sample(event: EventType, session: Option<&str>) -> String {
                 examples::BOT,
                 "Oi! (sample message from relay send)",
             );
-            message.timestamp.clone_from(&now);
+            message.timestamp = now.as_str().into();
             examples::message(message)
         }
     };
-    envelope.timestamp = now;
+    envelope.timestamp = now.as_str().into();
     if let Some(session) = session {
         envelope = envelope.with_session(session);
     }

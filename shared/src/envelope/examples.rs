@@ -4,6 +4,8 @@
 //!
 //! Tests that send a deliberately broken body write it by hand: that is their point.
 
+use std::borrow::Cow;
+
 use super::{
     ChatMessage, ClientInfo, Direction, Envelope, MessageData, Payload, QrData, StatusData,
 };
@@ -17,9 +19,9 @@ pub const STATUS_TIMESTAMP: &str = "2025-12-21T18:22:44.850Z";
 /// The chatbot's side of a chat, as the seed names it.
 pub const BOT: &str = "bot";
 
-impl Envelope {
+impl<'a> Envelope<'a> {
     /// An envelope without `id` (the relay derives it) nor `session` (the default one).
-    pub fn new(payload: Payload, timestamp: impl Into<String>) -> Self {
+    pub fn new(payload: Payload<'a>, timestamp: impl Into<Cow<'a, str>>) -> Self {
         Envelope {
             payload,
             timestamp: timestamp.into(),
@@ -29,7 +31,7 @@ impl Envelope {
     }
 
     /// With the sender's event id.
-    pub fn with_id(self, id: impl Into<String>) -> Self {
+    pub fn with_id(self, id: impl Into<Cow<'a, str>>) -> Self {
         Envelope {
             id: Some(id.into()),
             ..self
@@ -37,7 +39,7 @@ impl Envelope {
     }
 
     /// In the named WhatsApp session.
-    pub fn with_session(self, session: impl Into<String>) -> Self {
+    pub fn with_session(self, session: impl Into<Cow<'a, str>>) -> Self {
         Envelope {
             session: Some(session.into()),
             ..self
@@ -45,33 +47,39 @@ impl Envelope {
     }
 }
 
-impl ChatMessage {
+impl<'a> ChatMessage<'a> {
     /// A text message written at [`MESSAGE_TIMESTAMP`], received if incoming, sent if outgoing.
-    pub fn text(direction: Direction, id: &str, from: &str, to: &str, content: &str) -> Self {
+    pub fn text(
+        direction: Direction,
+        id: &'a str,
+        from: &'a str,
+        to: &'a str,
+        content: &'a str,
+    ) -> Self {
         ChatMessage {
-            id: id.to_owned(),
-            from: from.to_owned(),
-            to: to.to_owned(),
-            content: content.to_owned(),
-            kind: "text".to_owned(),
+            id: id.into(),
+            from: from.into(),
+            to: to.into(),
+            content: content.into(),
+            kind: "text".into(),
             direction,
-            timestamp: MESSAGE_TIMESTAMP.to_owned(),
+            timestamp: MESSAGE_TIMESTAMP.into(),
             status: match direction {
                 Direction::Incoming => "received",
                 Direction::Outgoing => "sent",
             }
-            .to_owned(),
+            .into(),
         }
     }
 }
 
 /// A `message` event carrying `message`, at [`TIMESTAMP`].
-pub fn message(message: ChatMessage) -> Envelope {
+pub fn message(message: ChatMessage<'_>) -> Envelope<'_> {
     Envelope::new(Payload::Message(MessageData { message }), TIMESTAMP)
 }
 
 /// docs/contract.md's example: a text from `from` to the [`BOT`].
-pub fn incoming(id: &str, from: &str, content: &str) -> Envelope {
+pub fn incoming<'a>(id: &'a str, from: &'a str, content: &'a str) -> Envelope<'a> {
     message(ChatMessage::text(
         Direction::Incoming,
         id,
@@ -81,7 +89,7 @@ pub fn incoming(id: &str, from: &str, content: &str) -> Envelope {
     ))
 }
 
-impl StatusData {
+impl StatusData<'_> {
     /// `connected`, and none of the optional fields.
     pub fn new(connected: bool) -> Self {
         StatusData {
@@ -96,7 +104,7 @@ impl StatusData {
 }
 
 /// A `status` event with `connected` only, at [`STATUS_TIMESTAMP`].
-pub fn status(connected: bool) -> Envelope {
+pub fn status(connected: bool) -> Envelope<'static> {
     Envelope::new(
         Payload::Status(StatusData::new(connected)),
         STATUS_TIMESTAMP,
@@ -104,11 +112,11 @@ pub fn status(connected: bool) -> Envelope {
 }
 
 /// The `status` event of a session that just connected as the account `wid`.
-pub fn connected_as(wid: &str) -> Envelope {
+pub fn connected_as(wid: &str) -> Envelope<'_> {
     let client_info = ClientInfo {
-        wid: wid.to_owned(),
-        pushname: "Atimo".to_owned(),
-        platform: "android".to_owned(),
+        wid: wid.into(),
+        pushname: "Atimo".into(),
+        platform: "android".into(),
     };
     Envelope::new(
         Payload::Status(StatusData {
@@ -121,10 +129,10 @@ pub fn connected_as(wid: &str) -> Envelope {
 
 /// A `qr` event: a login code (a credential), available, issued at `timestamp` (a QR older
 /// than its lifetime is not delivered, so tests that deliver one stamp it now).
-pub fn qr(qr: &str, timestamp: impl Into<String>) -> Envelope {
+pub fn qr<'a>(qr: &'a str, timestamp: impl Into<Cow<'a, str>>) -> Envelope<'a> {
     Envelope::new(
         Payload::Qr(QrData {
-            qr: qr.to_owned(),
+            qr: qr.into(),
             available: true,
         }),
         timestamp,

@@ -11,6 +11,7 @@ use crate::queue::MAX_ID_LEN;
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 use time::OffsetDateTime;
@@ -65,6 +66,11 @@ trait Expect<'de>: Sized {
         Err(expected(Self::WHAT, Found::Str(found)))
     }
 
+    /// A string that lives as long as the input (as in a parsed `serde_json::Value`).
+    fn borrowed(self, found: &'de str) -> Result<Self::Value, String> {
+        self.string(found)
+    }
+
     fn boolean(self, found: bool) -> Result<Self::Value, String> {
         Err(expected(Self::WHAT, Found::Bool(found)))
     }
@@ -113,6 +119,10 @@ impl<'de, T: Expect<'de>> Visitor<'de> for Visit<T> {
         self.0.string(v).map_err(E::custom)
     }
 
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        self.0.borrowed(v).map_err(E::custom)
+    }
+
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Err(E::custom(expected(T::WHAT, Found::Null)))
     }
@@ -155,12 +165,16 @@ where
 #[derive(Default)]
 struct Text;
 
-impl Expect<'_> for Text {
-    type Value = String;
+impl<'de> Expect<'de> for Text {
+    type Value = Cow<'de, str>;
     const WHAT: &'static str = "a string";
 
-    fn string(self, found: &str) -> Result<String, String> {
-        Ok(found.to_owned())
+    fn string(self, found: &str) -> Result<Self::Value, String> {
+        Ok(Cow::Owned(found.to_owned()))
+    }
+
+    fn borrowed(self, found: &'de str) -> Result<Self::Value, String> {
+        Ok(Cow::Borrowed(found))
     }
 }
 
@@ -218,13 +232,17 @@ impl<'de> Deserialize<'de> for AnObject {
 #[derive(Default)]
 struct DateTime;
 
-impl Expect<'_> for DateTime {
-    type Value = String;
+impl<'de> Expect<'de> for DateTime {
+    type Value = Cow<'de, str>;
     const WHAT: &'static str = r#"an RFC 3339 date-time such as "2025-12-21T18:22:44.850Z""#;
 
-    fn string(self, found: &str) -> Result<String, String> {
+    fn string(self, found: &str) -> Result<Self::Value, String> {
+        self.borrowed(found).map(|s| Cow::Owned(s.into_owned()))
+    }
+
+    fn borrowed(self, found: &'de str) -> Result<Self::Value, String> {
         match OffsetDateTime::parse(found, &Rfc3339) {
-            Ok(_) => Ok(found.to_owned()),
+            Ok(_) => Ok(Cow::Borrowed(found)),
             Err(_) => Err(expected(Self::WHAT, Found::Str(found))),
         }
     }
@@ -234,13 +252,17 @@ impl Expect<'_> for DateTime {
 #[derive(Default)]
 struct SqsId<const MAX: usize>;
 
-impl<const MAX: usize> Expect<'_> for SqsId<MAX> {
-    type Value = String;
+impl<'de, const MAX: usize> Expect<'de> for SqsId<MAX> {
+    type Value = Cow<'de, str>;
     const WHAT: &'static str = "a string";
 
-    fn string(self, found: &str) -> Result<String, String> {
+    fn string(self, found: &str) -> Result<Self::Value, String> {
+        self.borrowed(found).map(|s| Cow::Owned(s.into_owned()))
+    }
+
+    fn borrowed(self, found: &'de str) -> Result<Self::Value, String> {
         if is_sqs_id(found, MAX) {
-            Ok(found.to_owned())
+            Ok(Cow::Borrowed(found))
         } else {
             Err(format!(
                 "expected 1 to {MAX} ASCII letters, digits or punctuation (no spaces), found {}",
@@ -318,11 +340,13 @@ impl<'de> Deserialize<'de> for Direction {
 
 // The `deserialize_with` functions of the typed envelope, one per kind of field.
 
-pub(super) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
     one::<D, Text>(d)
 }
 
-pub(super) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(super) fn opt_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
     maybe::<D, Text>(d)
 }
 
@@ -350,14 +374,18 @@ where
     maybe::<D, Object<T>>(d)
 }
 
-pub(super) fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
     one::<D, DateTime>(d)
 }
 
-pub(super) fn opt_session<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(super) fn opt_session<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
     maybe::<D, SqsId<MAX_SESSION_LEN>>(d)
 }
 
-pub(super) fn opt_event_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(super) fn opt_event_id<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
     maybe::<D, SqsId<MAX_ID_LEN>>(d)
 }
