@@ -805,6 +805,60 @@ mod tests {
         assert_eq!(violation(m).path, "data.message.timestamp");
     }
 
+    /// Every JSON type in the wrong place is named, with short scalars quoted; `null` in an
+    /// optional field reads as absent.
+    #[test]
+    fn wrong_types_are_named_in_our_words() {
+        let long = "B".repeat(500);
+        let qr = |data: Value| json!({"event":"qr","data":data,"timestamp":"2025-12-21T18:20:00Z"});
+        let status =
+            |data: Value| json!({"event":"status","data":data,"timestamp":"2025-12-21T18:20:00Z"});
+        let mut message = seeds()[5].clone();
+        message["data"]["message"] = json!(long);
+        let cases: Vec<(Value, &str, String)> = vec![
+            (
+                message,
+                "data.message",
+                format!("expected an object, found a 500-character string starting \"{}\"", &long[..40]),
+            ),
+            (
+                status(json!({"connected":true,"clientInfo":[]})),
+                "data.clientInfo",
+                "expected an object, found an array".into(),
+            ),
+            (
+                status(json!({"connected":null})),
+                "data.connected",
+                "expected true or false, found null".into(),
+            ),
+            (
+                qr(json!({"qr":{},"available":true})),
+                "data.qr",
+                "expected a string, found an object".into(),
+            ),
+            (
+                json!({"event":1.5,"data":{},"timestamp":"2025-12-21T18:20:00Z"}),
+                "event",
+                r#"expected one of "status", "qr", "message", found the number 1.5"#.into(),
+            ),
+            (
+                json!({"event":"qr","data":{"qr":"x","available":true},"timestamp":-1}),
+                "timestamp",
+                r#"expected an RFC 3339 date-time such as "2025-12-21T18:22:44.850Z", found the number -1"#.into(),
+            ),
+        ];
+        for (value, path, expected) in cases {
+            let v = violation(value.clone());
+            assert_eq!(
+                (v.path.as_str(), v.expected.as_str()),
+                (path, expected.as_str()),
+                "{value}"
+            );
+        }
+        let nulls = json!({"event":"status","data":{"connected":true,"authenticated":null,"clientInfo":null},"timestamp":"2025-12-21T18:20:00Z","session":null,"id":null});
+        assert_eq!(check(&nulls).unwrap().group_id, "default:status");
+    }
+
     #[test]
     fn long_strings_are_not_echoed_back_in_errors() {
         let secret_qr = format!("data:image/png;base64,{}", "A".repeat(500));
