@@ -80,18 +80,50 @@ async fn receive_as_lambda_event(queue: &SqsQueue) -> SqsEvent {
     event
 }
 
+fn ingest_app(queue: &Arc<SqsQueue>) -> axum::Router {
+    router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
+        queue.clone(),
+        Metrics::off(),
+    )))
+}
+
+/// The `webhook-id` each record will be delivered under, read back from its body.
+fn webhook_ids(event: &SqsEvent) -> Vec<String> {
+    event
+        .records
+        .iter()
+        .map(|r| relay_shared::envelope::event_id_of(r.body.as_deref().unwrap().as_bytes()))
+        .collect()
+}
+
+fn receipts(event: &SqsEvent) -> Vec<String> {
+    event
+        .records
+        .iter()
+        .map(|r| r.receipt_handle.clone().unwrap())
+        .collect()
+}
+
+/// Dispatches a batch that must succeed whole, then deletes it as the event source mapping
+/// does.
+async fn dispatch_all(dispatcher: &Dispatcher, queue: &SqsQueue, event: SqsEvent) {
+    let receipts = receipts(&event);
+    let response = dispatcher.handle_batch(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    for receipt in receipts {
+        queue.delete(&receipt).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     let moto = MotoServer::start().await;
     let queues = moto.create_fifo_with_dlq("e2e", 3, 30).await;
     let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
     let receiver = VerifyingReceiver::start_ok().await;
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        Metrics::off(),
-    )));
+    let app = ingest_app(&queue);
 
     let body = message_event(
         "3EB0C767D097B7C7C030",
@@ -133,13 +165,27 @@ async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     assert_eq!(queues.depth(&queues.queue_url).await, 0);
 }
 
-#[tokio::test]
-async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
-    let moto = MotoServer::start().await;
-    let queues = moto.create_fifo_with_dlq("e2e-fail", 5, 30).await;
-    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
-    // The receiver fails the first delivery of message A1 only.
-    let receiver = VerifyingReceiver::start(Arc::new(|delivery, _| {
+/// Receives and dispatches (up to 20 receives) until `count` events went through and the
+/// queue hands out nothing more; returns their webhook ids in dispatch order.
+async fn dispatch_until(dispatcher: &Dispatcher, queue: &SqsQueue, count: usize) -> Vec<String> {
+    let mut delivered_after = Vec::new();
+    for _ in 0..20 {
+        let event = receive_as_lambda_event(queue).await;
+        if event.records.is_empty() {
+            if delivered_after.len() == count {
+                break;
+            }
+            continue;
+        }
+        delivered_after.extend(webhook_ids(&event));
+        dispatch_all(dispatcher, queue, event).await;
+    }
+    delivered_after
+}
+
+/// A receiver that fails the first delivery of message A1 only.
+async fn receiver_failing_a1_once() -> VerifyingReceiver {
+    VerifyingReceiver::start(Arc::new(|delivery, _| {
         let first_a1 = delivery.webhook_id == "A1";
         static FAILED_ONCE: std::sync::atomic::AtomicBool =
             std::sync::atomic::AtomicBool::new(false);
@@ -149,13 +195,16 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
             (StatusCode::OK, Vec::new())
         }
     }))
-    .await;
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        Metrics::off(),
-    )));
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("e2e-fail", 5, 30).await;
+    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+    let receiver = receiver_failing_a1_once().await;
+    let app = ingest_app(&queue);
     for (id, peer) in [
         ("A1", "alice@c.us"),
         ("A2", "alice@c.us"),
@@ -173,23 +222,12 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
         .iter()
         .map(|r| r.message_id.clone().unwrap())
         .collect();
-    let webhook_ids = |records: &SqsEvent| -> Vec<String> {
-        records
-            .records
-            .iter()
-            .map(|r| relay_shared::envelope::event_id_of(r.body.as_deref().unwrap().as_bytes()))
-            .collect()
-    };
     assert_eq!(
         webhook_ids(&event),
         ["A1", "A2", "B1", "A3"],
         "moto hands out the batch in FIFO order"
     );
-    let receipts: Vec<String> = event
-        .records
-        .iter()
-        .map(|r| r.receipt_handle.clone().unwrap())
-        .collect();
+    let receipts = receipts(&event);
     let response = dispatcher.handle_batch(event).await;
     let failed: Vec<&str> = response
         .batch_item_failures
@@ -218,27 +256,7 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     queue.delete(&receipts[2]).await.unwrap();
 
     // After A1's backoff (1 s) the group comes back, in order, and is delivered.
-    let mut delivered_after = Vec::new();
-    for _ in 0..20 {
-        let event = receive_as_lambda_event(&queue).await;
-        if event.records.is_empty() {
-            if delivered_after.len() == 3 {
-                break;
-            }
-            continue;
-        }
-        let receipts: Vec<String> = event
-            .records
-            .iter()
-            .map(|r| r.receipt_handle.clone().unwrap())
-            .collect();
-        delivered_after.extend(webhook_ids(&event));
-        let response = dispatcher.handle_batch(event).await;
-        assert!(response.batch_item_failures.is_empty());
-        for receipt in receipts {
-            queue.delete(&receipt).await.unwrap();
-        }
-    }
+    let delivered_after = dispatch_until(&dispatcher, &queue, 3).await;
     assert_eq!(delivered_after, ["A1", "A2", "A3"]);
     let order: Vec<String> = receiver
         .deliveries()
@@ -286,23 +304,9 @@ fn tricky_bodies(round: &str) -> Vec<String> {
     ]
 }
 
-/// The id in ingest's 202 is the `webhook-id` of the delivery, for every spelling of `id`,
-/// on both routes; a body with a repeated key (the one case where parsers disagree) is refused
-/// with the path of the repeat and never stored.
-#[tokio::test]
-async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
-    let moto = MotoServer::start().await;
-    let queues = moto.create_fifo_with_dlq("e2e-ids", 3, 30).await;
-    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
-    let receiver = VerifyingReceiver::start_ok().await;
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        Metrics::off(),
-    )));
-
-    // Refused first, so the queue must stay empty.
+/// Bodies with a repeated key are refused with the path of the repeat, alone and in a batch
+/// beside a valid item; returns the valid item's (id ingest answered, body).
+async fn refuse_repeated_keys(app: &axum::Router) -> Vec<(String, String)> {
     let repeated = [
         (r#"{"event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","id":"b"}"#.to_owned(), "id"),
         (r#"{"event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","i\u0064":"b"}"#.to_owned(), "id"),
@@ -310,7 +314,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
         (message_event("m1", "5511999990000@c.us", "Oi").replace(r#""to":"bot""#, r#""to":"bot","id":"m2""#), "data.message.id"),
     ];
     for (body, path) in &repeated {
-        let (status, reply) = post(&app, "/events", body).await;
+        let (status, reply) = post(app, "/events", body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply}");
         assert_eq!(reply["path"], *path, "{reply}");
         assert!(
@@ -327,7 +331,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
         repeated[0].0,
         repeated[3].0
     );
-    let (status, reply) = post(&app, "/events/batch", &batch).await;
+    let (status, reply) = post(app, "/events/batch", &batch).await;
     assert_eq!(status, StatusCode::MULTI_STATUS, "{reply}");
     let results = reply["results"].as_array().unwrap();
     assert_eq!(results[0]["status"], "queued");
@@ -339,10 +343,25 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
         (Some(422), Some("[1].id"))
     );
     assert_eq!(results[2]["path"], "[2].data.message.id");
-    let mut answered: Vec<(String, String)> = vec![(
+    vec![(
         results[0]["id"].as_str().unwrap().to_owned(),
         tricky_bodies("batch-ok")[1].clone(),
-    )];
+    )]
+}
+
+/// The id in ingest's 202 is the `webhook-id` of the delivery, for every spelling of `id`,
+/// on both routes; a body with a repeated key (the one case where parsers disagree) is refused
+/// with the path of the repeat and never stored.
+#[tokio::test]
+async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("e2e-ids", 3, 30).await;
+    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+    let receiver = VerifyingReceiver::start_ok().await;
+    let app = ingest_app(&queue);
+
+    // Refused first, so the queue must stay empty.
+    let mut answered = refuse_repeated_keys(&app).await;
 
     // Accepted: one by one, then all in one batch (different bytes, so new events).
     for body in tricky_bodies("single") {
@@ -376,16 +395,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
             receiver.deliveries()
         );
         let event = receive_as_lambda_event(&queue).await;
-        let receipts: Vec<String> = event
-            .records
-            .iter()
-            .map(|r| r.receipt_handle.clone().unwrap())
-            .collect();
-        let response = dispatcher.handle_batch(event).await;
-        assert!(response.batch_item_failures.is_empty());
-        for receipt in receipts {
-            queue.delete(&receipt).await.unwrap();
-        }
+        dispatch_all(&dispatcher, &queue, event).await;
     }
     let deliveries = receiver.deliveries();
     assert_eq!(

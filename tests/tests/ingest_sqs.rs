@@ -3,6 +3,7 @@
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::body::Body;
+use axum::http::HeaderValue;
 use axum::http::{HeaderMap, Request, StatusCode};
 use relay_shared::clock::unix_seconds as unix_now;
 use relay_shared::envelope::examples;
@@ -157,24 +158,16 @@ async fn stores_the_exact_body_with_fifo_ids_and_deduplicates_a_resent_body() {
     );
 }
 
-#[tokio::test]
-async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
-    let moto = MotoServer::start().await;
-    let queues = moto.create_fifo_with_dlq("ingest-refusals", 3, 30).await;
-    let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+/// One refused request: what it is, its headers and body, and the status and message fragment
+/// it must get.
+type Refusal = (&'static str, HeaderMap, String, StatusCode, &'static str);
 
+fn refusal_cases(huge: &str, malformed: &str, bad_direction: &str) -> Vec<Refusal> {
     let mut text_plain = signed_headers(INGEST_SECRET, "r", message_body());
     text_plain.insert("content-type", "text/plain".parse().unwrap());
     let mut unsigned = HeaderMap::new();
     unsigned.insert("content-type", "application/json".parse().unwrap());
-    let huge = format!(
-        r#"{{"event":"qr","data":{{"qr":"{}","available":true}},"timestamp":"2025-12-21T18:20:00Z"}}"#,
-        "A".repeat(MAX_MESSAGE_BYTES)
-    );
-    let malformed = "{\"event\":\"qr\",\n \"data\": {]}";
-    let bad_direction = message_body().replace("\"incoming\"", "\"sideways\"");
-
-    let cases: Vec<(&str, HeaderMap, String, StatusCode, &str)> = vec![
+    vec![
         (
             "wrong content type",
             text_plain,
@@ -191,8 +184,8 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
         ),
         (
             "over 1 MiB",
-            signed_headers(INGEST_SECRET, "r", &huge),
-            huge.clone(),
+            signed_headers(INGEST_SECRET, "r", huge),
+            huge.to_owned(),
             StatusCode::PAYLOAD_TOO_LARGE,
             "1048576 bytes",
         ),
@@ -233,12 +226,77 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
         ),
         (
             "schema",
-            signed_headers(INGEST_SECRET, "r", &bad_direction),
-            bad_direction.clone(),
+            signed_headers(INGEST_SECRET, "r", bad_direction),
+            bad_direction.to_owned(),
             StatusCode::UNPROCESSABLE_ENTITY,
             r#"data.message.direction: expected "incoming" or "outgoing", found "sideways""#,
         ),
-    ];
+    ]
+}
+
+/// The fields a program can act on: where malformed JSON broke, which field broke the schema,
+/// and the size limit.
+async fn check_refusal_details(
+    app: &axum::Router,
+    malformed: &str,
+    bad_direction: &str,
+    huge: String,
+) {
+    let (_, _, reply) = call(
+        app,
+        "POST",
+        "/events",
+        signed_headers(INGEST_SECRET, "r", malformed),
+        malformed.to_owned(),
+    )
+    .await;
+    assert_eq!(
+        (reply["line"].as_u64(), reply["column"].as_u64()),
+        (Some(2), Some(11))
+    );
+    let (_, _, reply) = call(
+        app,
+        "POST",
+        "/events",
+        signed_headers(INGEST_SECRET, "r", bad_direction),
+        bad_direction.to_owned(),
+    )
+    .await;
+    assert_eq!(reply["path"], "data.message.direction");
+    let (_, _, reply) = call(
+        app,
+        "POST",
+        "/events",
+        signed_headers(INGEST_SECRET, "r", &huge),
+        huge,
+    )
+    .await;
+    assert_eq!(reply["limit"], 1_048_576);
+}
+
+async fn check_routes_and_methods(app: &axum::Router) {
+    let (status, _, reply) = call(app, "POST", "/nope", HeaderMap::new(), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
+    let (status, _, _) = call(app, "GET", "/events", HeaderMap::new(), "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, reply) = call(app, "GET", "/health", HeaderMap::new(), "").await;
+    assert_eq!((status, reply), (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("ingest-refusals", 3, 30).await;
+    let app = ingest_app(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+
+    let huge = format!(
+        r#"{{"event":"qr","data":{{"qr":"{}","available":true}},"timestamp":"2025-12-21T18:20:00Z"}}"#,
+        "A".repeat(MAX_MESSAGE_BYTES)
+    );
+    let malformed = "{\"event\":\"qr\",\n \"data\": {]}";
+    let bad_direction = message_body().replace("\"incoming\"", "\"sideways\"");
+
+    let cases = refusal_cases(&huge, malformed, &bad_direction);
     for (name, headers, body, expected_status, expected_message) in cases {
         let (status, _, reply) = call(&app, "POST", "/events", headers, body).await;
         assert_eq!(status, expected_status, "{name}: {reply}");
@@ -251,44 +309,8 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
     }
 
     // Details a program can use.
-    let (_, _, reply) = call(
-        &app,
-        "POST",
-        "/events",
-        signed_headers(INGEST_SECRET, "r", malformed),
-        malformed,
-    )
-    .await;
-    assert_eq!(
-        (reply["line"].as_u64(), reply["column"].as_u64()),
-        (Some(2), Some(11))
-    );
-    let (_, _, reply) = call(
-        &app,
-        "POST",
-        "/events",
-        signed_headers(INGEST_SECRET, "r", &bad_direction),
-        bad_direction.clone(),
-    )
-    .await;
-    assert_eq!(reply["path"], "data.message.direction");
-    let (_, _, reply) = call(
-        &app,
-        "POST",
-        "/events",
-        signed_headers(INGEST_SECRET, "r", &huge),
-        huge,
-    )
-    .await;
-    assert_eq!(reply["limit"], 1_048_576);
-
-    // Routes and methods.
-    let (status, _, reply) = call(&app, "POST", "/nope", HeaderMap::new(), "").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
-    let (status, _, _) = call(&app, "GET", "/events", HeaderMap::new(), "").await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    let (status, _, reply) = call(&app, "GET", "/health", HeaderMap::new(), "").await;
-    assert_eq!((status, reply), (StatusCode::OK, json!({"status": "ok"})));
+    check_refusal_details(&app, malformed, &bad_direction, huge).await;
+    check_routes_and_methods(&app).await;
 
     assert_eq!(
         queues.depth(&queues.queue_url).await,
@@ -506,28 +528,21 @@ async fn api_gateway_v2_events_reach_the_ingest_router_through_lambda_http() {
     assert_eq!(queue.len(), 1, "the same body twice is one event");
 }
 
-/// Absurd `webhook-*` header values through the real router: each is a 400 or 401 with a
-/// message that names the header, never a panic, and nothing is stored.
-#[tokio::test]
-async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
-    use axum::http::HeaderValue;
-    let queue = Arc::new(MemoryQueue::new("headers", Duration::from_secs(30)));
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        Metrics::off(),
-    )));
-    let now = unix_now();
-    let good = signed_headers(INGEST_SECRET, "h-1", status_body());
-    let real_signature = good["webhook-signature"].to_str().unwrap().to_owned();
+/// `count` listed signatures that match nothing, then the real one.
+fn many_signatures(count: usize, real_signature: &str) -> HeaderValue {
+    let mut entries = vec!["v1,bm90IGEgc2lnbmF0dXJlIGF0IGFsbA=="; count];
+    entries.push(real_signature);
+    HeaderValue::from_str(&entries.join(" ")).unwrap()
+}
+
+/// (header, what is absurd about it, value, a fragment of the refusal message).
+fn absurd_header_cases(
+    now: i64,
+    real_signature: &str,
+) -> Vec<(&'static str, &'static str, HeaderValue, &'static str)> {
     let text = |s: &str| HeaderValue::from_str(s).unwrap();
-    let many = |count: usize| {
-        let mut entries = vec!["v1,bm90IGEgc2lnbmF0dXJlIGF0IGFsbA=="; count];
-        entries.push(&real_signature);
-        text(&entries.join(" "))
-    };
-    let cases: Vec<(&str, &str, HeaderValue, &str)> = vec![
+    let many = |count: usize| many_signatures(count, real_signature);
+    vec![
         (
             "webhook-timestamp",
             "i64::MIN",
@@ -643,7 +658,25 @@ async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
             many(16),
             "more than 16 v1 signatures",
         ),
-    ];
+    ]
+}
+
+/// Absurd `webhook-*` header values through the real router: each is a 400 or 401 with a
+/// message that names the header, never a panic, and nothing is stored.
+#[tokio::test]
+async fn absurd_signature_headers_get_400_or_401_never_a_panic() {
+    let queue = Arc::new(MemoryQueue::new("headers", Duration::from_secs(30)));
+    let app = router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
+        queue.clone(),
+        Metrics::off(),
+    )));
+    let now = unix_now();
+    let good = signed_headers(INGEST_SECRET, "h-1", status_body());
+    let real_signature = good["webhook-signature"].to_str().unwrap().to_owned();
+    let many = |count: usize| many_signatures(count, &real_signature);
+    let cases = absurd_header_cases(now, &real_signature);
     let batch = format!("[{}]", status_body());
     for (name, what, value, expected) in cases {
         for (path, body) in [
