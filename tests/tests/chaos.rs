@@ -233,9 +233,23 @@ async fn chaos_answer(
         .as_str()
         .unwrap()
         .to_owned();
-    let answer = if state.healthy.load(Ordering::SeqCst) {
+    let answer = choose_answer(&state, &key);
+    state.seen.lock().unwrap().push(Seen {
+        key,
+        webhook_id,
+        body,
+        answer,
+        incarnation: state.incarnation.load(Ordering::SeqCst),
+        at: Instant::now(),
+    });
+    respond(&state, answer).await
+}
+
+/// Healthy: 200. Otherwise poison events fail, and the rest get a seeded mix of answers.
+fn choose_answer(state: &ReceiverState, key: &str) -> Answer {
+    if state.healthy.load(Ordering::SeqCst) {
         Answer::Ok
-    } else if is_poison(&key, state.poison_every) {
+    } else if is_poison(key, state.poison_every) {
         Answer::ServerError(500)
     } else {
         let roll = state.rng.lock().unwrap().f64();
@@ -250,15 +264,10 @@ async fn chaos_answer(
             r if r < 0.155 => Answer::Unprocessable,
             _ => Answer::Ok,
         }
-    };
-    state.seen.lock().unwrap().push(Seen {
-        key,
-        webhook_id,
-        body,
-        answer,
-        incarnation: state.incarnation.load(Ordering::SeqCst),
-        at: Instant::now(),
-    });
+    }
+}
+
+async fn respond(state: &ReceiverState, answer: Answer) -> Response {
     let with_retry_after = |status: StatusCode, value: String| {
         let mut response = status.into_response();
         response
