@@ -6,6 +6,7 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, Request};
 use relay_shared::clock::{unix_millis, unix_seconds};
+use relay_shared::envelope::examples;
 use relay_shared::signature::SecretSet;
 use serde_json::{Value, json};
 
@@ -25,10 +26,11 @@ const FILLER: &[u8] = b"Oi, tudo bem? Chego amanha de manha com os documentos. "
 /// the `webhook-id` of the delivery; `chat` picks the peer, hence the FIFO group.
 pub fn envelope(id: &str, chat: usize, size: usize) -> String {
     let with = |content: &str| {
-        format!(
-            r#"{{"event":"message","id":"{id}","data":{{"message":{{"id":"3EB0C767D097B7C7C030","from":"5511{chat:09}@c.us","to":"bot","content":"{content}","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}}}},"timestamp":"2025-12-21T18:02:52.900Z"}}"#
-        )
+        examples::incoming("3EB0C767D097B7C7C030", &peer(chat), content)
+            .with_id(id)
+            .to_json()
     };
+    // FILLER needs no JSON escaping: each byte of content is one byte of body.
     let pad = size.saturating_sub(with("").len());
     let content: String = FILLER
         .iter()
@@ -39,6 +41,11 @@ pub fn envelope(id: &str, chat: usize, size: usize) -> String {
     with(&content)
 }
 
+/// The WhatsApp id of chat number `chat`.
+fn peer(chat: usize) -> String {
+    format!("5511{chat:09}@c.us")
+}
+
 /// The key naming chats in group ids (`CHAT_ID_KEY`) in every benchmark.
 pub fn chat_id_key() -> relay_shared::envelope::ChatIdKey {
     relay_shared::envelope::ChatIdKey::new("bench-chat-id-key-0123456789abcdef")
@@ -47,7 +54,7 @@ pub fn chat_id_key() -> relay_shared::envelope::ChatIdKey {
 
 /// The FIFO group ingest derives for [`envelope`]`(_, chat, _)`.
 pub fn group_of(chat: usize) -> String {
-    chat_id_key().chat_group("default", &format!("5511{chat:09}@c.us"))
+    chat_id_key().chat_group("default", &peer(chat))
 }
 
 /// Event ids of fixed width, so envelopes of one size stay exactly that size.

@@ -262,36 +262,67 @@ impl Dispatcher {
         let (outcome, took) = self.deliverer.attempt(&job.event_id, body.clone()).await;
         let duration_ms = took.as_secs_f64() * 1000.0;
         summary.put(metric::DELIVERY_LATENCY, duration_ms, Unit::Milliseconds);
-        let failure = match outcome {
+        match outcome {
             Outcome::Delivered { status } => {
-                // At DEBUG: the invocation's summary line names every delivered event.
-                tracing::debug!(
-                    event_id = %job.event_id,
-                    event_type = job.type_name(),
-                    group = %job.group,
-                    attempt,
-                    status,
-                    duration_ms = duration_ms.round() as u64,
-                    outcome = "delivered",
-                    "delivered"
-                );
-                // Counted by EndToEndLatency's (and DeliveryLatency's) SampleCount.
-                summary.event(&job.event_id);
-                if let Some(sent) = job.sent_timestamp_ms {
-                    let end_to_end = unix_millis().saturating_sub(sent);
-                    summary.put(
-                        metric::END_TO_END_LATENCY,
-                        end_to_end as f64,
-                        Unit::Milliseconds,
-                    );
-                }
-                if earlier > 0 {
-                    self.forget(job).await;
-                }
-                return Settled::Done;
+                self.delivered(job, attempt, status, duration_ms, summary)
+                    .await;
+                Settled::Done
             }
-            Outcome::Failed(failure) => failure,
-        };
+            Outcome::Failed(failure) => {
+                self.failed(job, body, earlier, failure, duration_ms, started)
+                    .await
+            }
+        }
+    }
+
+    /// Records a delivery in the invocation's summary, and forgets the earlier failures it ends.
+    async fn delivered(
+        &self,
+        job: &Job,
+        attempt: u32,
+        status: u16,
+        duration_ms: f64,
+        summary: &Summary,
+    ) {
+        let earlier = attempt - 1;
+        // At DEBUG: the invocation's summary line names every delivered event.
+        tracing::debug!(
+            event_id = %job.event_id,
+            event_type = job.type_name(),
+            group = %job.group,
+            attempt,
+            status,
+            duration_ms = duration_ms.round() as u64,
+            outcome = "delivered",
+            "delivered"
+        );
+        // Counted by EndToEndLatency's SampleCount.
+        summary.event(&job.event_id);
+        if let Some(sent) = job.sent_timestamp_ms {
+            let end_to_end = unix_millis().saturating_sub(sent);
+            summary.put(
+                metric::END_TO_END_LATENCY,
+                end_to_end as f64,
+                Unit::Milliseconds,
+            );
+        }
+        if earlier > 0 {
+            self.forget(job).await;
+        }
+    }
+
+    /// After a failed attempt: to the dead-letter queue if its status, the schedule or the
+    /// message's age says so, else back to the queue for the next attempt.
+    async fn failed(
+        &self,
+        job: &Job,
+        body: String,
+        earlier: u32,
+        failure: Failure,
+        duration_ms: f64,
+        started: Instant,
+    ) -> Settled {
+        let attempt = earlier + 1;
         self.metrics.count(
             metric::DELIVERY_FAILED,
             Some((dimension::STATUS_CLASS, failure.class())),
@@ -504,6 +535,7 @@ mod tests {
     //! refuses what SQS would refuse) and a loopback receiver with scripted answers.
     use super::*;
     use crate::backoff::{DeadLetterStatuses, RetrySchedule};
+    use crate::envelope::examples;
     use crate::signature::SecretSet;
     use async_trait::async_trait;
     use axum::http::StatusCode;
@@ -605,9 +637,7 @@ mod tests {
             id,
             group,
             receives,
-            format!(
-                r#"{{"event":"status","data":{{"connected":true}},"timestamp":"2025-12-21T18:22:44Z","id":"{id}"}}"#
-            ),
+            examples::status(true).with_id(id).to_json(),
         )
     }
 
@@ -832,13 +862,13 @@ mod tests {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         let qr = |id: &str, at: &str| {
-            format!(
-                r#"{{"event":"qr","data":{{"qr":"data:image/png;base64,AAAA","available":true}},"timestamp":"{at}","id":"{id}"}}"#
-            )
+            examples::qr("data:image/png;base64,AAAA", at)
+                .with_id(id)
+                .to_json()
         };
-        let status_old = format!(
-            r#"{{"event":"status","data":{{"connected":true}},"timestamp":"{old}","id":"old-status"}}"#
-        );
+        let mut status_old = examples::status(true).with_id("old-status");
+        status_old.timestamp = old.into();
+        let status_old = status_old.to_json();
         let records = vec![
             record_with("old-qr", "s", 1, qr("old-qr", old)),
             record_with("new-qr", "s", 1, qr("new-qr", &fresh)),

@@ -1,20 +1,26 @@
 //! The wire contract (docs/contract.md, The envelope): the envelope chat-whatsapp sends and
-//! chatbot-atimo receives, its validation (the JSON path of the first offending field and what was
-//! expected), and the ids derived from it: the event id (idempotency / FIFO deduplication) and the
-//! FIFO group id (ordering).
+//! chatbot-atimo receives, as typed structs; its validation, which is deserialising those
+//! structs (the JSON path of the first offending field and what was expected); and the ids
+//! derived from it: the event id (idempotency / FIFO deduplication) and the FIFO group id
+//! (ordering).
+//!
+//! The types are the one definition of the envelope: ingest validates by reading them, and
+//! samples, test and bench fixtures build their bodies from them ([`examples`]). A field's
+//! rule is its `deserialize_with` (see `wire`), so adding a field is one edit here.
 //!
 //! The relay never re-serialises an envelope: the body is validated here and then stored and
-//! delivered byte for byte, so unknown extra fields always reach the receiver. The typed
-//! payloads below keep unknown fields too (`extra`), for code that builds or reads envelopes.
+//! delivered byte for byte, so unknown extra fields always reach the receiver. The types
+//! accept unknown fields and do not keep them.
 
-use crate::queue::MAX_ID_LEN;
+pub mod examples;
+mod wire;
+
 use crate::strict_json::RepeatedKey;
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Session name used when the envelope has none (the seed runs one WhatsApp session).
 pub const DEFAULT_SESSION: &str = "default";
@@ -22,7 +28,7 @@ pub const DEFAULT_SESSION: &str = "default";
 pub const MAX_SESSION_LEN: usize = 64;
 
 /// The three event types chat-whatsapp emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     Status,
@@ -52,93 +58,248 @@ impl fmt::Display for EventType {
     }
 }
 
-/// A typed envelope, for code that builds or reads events (samples, tests, consumers).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
+/// A typed envelope: `event` and `data` (as [`Payload`]), `timestamp`, and the optional `id`
+/// and `session`. It serialises to the wire shape and is read, validated, by
+/// [`Envelope::from_value`]. Its strings borrow from the parsed body where they can, so
+/// validating a large message copies none of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Envelope<'a> {
     #[serde(flatten)]
-    pub payload: Payload,
-    pub timestamp: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub payload: Payload<'a>,
+    /// RFC 3339 date-time, kept as sent.
+    pub timestamp: Cow<'a, str>,
+    /// The sender's event id; without it the id is derived from the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Cow<'a, str>>,
+    /// The WhatsApp session; [`DEFAULT_SESSION`] when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<Cow<'a, str>>,
 }
 
 /// `event` + `data`, by event type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", content = "data", rename_all = "lowercase")]
-pub enum Payload {
-    Status(StatusData),
-    Qr(QrData),
-    Message(MessageData),
+pub enum Payload<'a> {
+    Status(StatusData<'a>),
+    Qr(QrData<'a>),
+    Message(MessageData<'a>),
+}
+
+impl Payload<'_> {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Payload::Status(_) => EventType::Status,
+            Payload::Qr(_) => EventType::Qr,
+            Payload::Message(_) => EventType::Message,
+        }
+    }
+}
+
+/// The envelope around `data`, as validation reads it first: `data` must be an object, read
+/// by event type afterwards. Keep in step with [`Envelope`] (the destructuring in
+/// [`Envelope::from_value`] fails to compile when a field is added to one and not the other).
+#[derive(Deserialize)]
+struct Head<'a> {
+    event: EventType,
+    #[serde(borrow, deserialize_with = "wire::rfc3339")]
+    timestamp: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "wire::opt_session")]
+    session: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "wire::opt_event_id")]
+    id: Option<Cow<'a, str>>,
+    data: wire::AnObject,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusData {
+pub struct StatusData<'a> {
+    #[serde(deserialize_with = "wire::boolean")]
     pub connected: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "wire::opt_boolean",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authenticated: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_info: Option<ClientInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "wire::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "wire::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reason: Option<Cow<'a, str>>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "wire::opt_object",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_info: Option<ClientInfo<'a>>,
+    #[serde(
+        default,
+        deserialize_with = "wire::opt_boolean",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub qr_available: Option<bool>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClientInfo {
-    pub wid: String,
-    pub pushname: String,
-    pub platform: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+pub struct ClientInfo<'a> {
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub wid: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub pushname: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub platform: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QrData {
+pub struct QrData<'a> {
     /// A PNG data URL: a login credential, never logged.
-    pub qr: String,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub qr: Cow<'a, str>,
+    #[serde(deserialize_with = "wire::boolean")]
     pub available: bool,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageData {
-    pub message: ChatMessage,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+pub struct MessageData<'a> {
+    #[serde(borrow, deserialize_with = "wire::object")]
+    pub message: ChatMessage<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub id: String,
-    pub from: String,
-    pub to: String,
+pub struct ChatMessage<'a> {
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub from: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub to: Cow<'a, str>,
     /// Message text: personal data, never logged.
-    pub content: String,
-    #[serde(rename = "type")]
-    pub kind: String,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub content: Cow<'a, str>,
+    #[serde(rename = "type", borrow, deserialize_with = "wire::string")]
+    pub kind: Cow<'a, str>,
     pub direction: Direction,
-    pub timestamp: String,
-    pub status: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    #[serde(borrow, deserialize_with = "wire::rfc3339")]
+    pub timestamp: Cow<'a, str>,
+    #[serde(borrow, deserialize_with = "wire::string")]
+    pub status: Cow<'a, str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl ChatMessage<'_> {
+    /// The other party of the chat: the sender of an incoming message, the recipient of an
+    /// outgoing one. Its chat is its FIFO group.
+    pub fn peer(&self) -> &str {
+        match self.direction {
+            Direction::Incoming => &self.from,
+            Direction::Outgoing => &self.to,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Incoming,
     Outgoing,
+}
+
+impl<'a> Envelope<'a> {
+    /// Reads and validates a parsed envelope: the first rule it breaks, with its path.
+    pub fn from_value(value: &'a Value) -> Result<Self, SchemaViolation> {
+        if !value.is_object() {
+            return Err(SchemaViolation::new(
+                "body",
+                wire::expected("a JSON object (the event envelope)", found(value)),
+            ));
+        }
+        // Exhaustive on purpose: a field added to `Head` must be carried over here.
+        let Head {
+            event,
+            timestamp,
+            session,
+            id,
+            data: wire::AnObject,
+        } = read("", value)?;
+        let data = &value["data"];
+        let payload = match event {
+            EventType::Status => Payload::Status(read("data", data)?),
+            EventType::Qr => Payload::Qr(read("data", data)?),
+            EventType::Message => Payload::Message(read("data", data)?),
+        };
+        Ok(Envelope {
+            payload,
+            timestamp,
+            id,
+            session,
+        })
+    }
+
+    /// The body as a sender writes it: compact JSON in the wire shape.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an envelope serialises")
+    }
+}
+
+/// Deserialises `T` from `value` (found at `prefix`), naming the first offending field.
+///
+/// Tracking the path costs an allocation per key read, so it is done only to explain a
+/// refusal: the second, tracked read meets the same first error (deserialising is
+/// deterministic).
+fn read<'de, T: Deserialize<'de>>(prefix: &str, value: &'de Value) -> Result<T, SchemaViolation> {
+    T::deserialize(value).map_err(|untracked| {
+        let (path, error) = match serde_path_to_error::deserialize::<_, T>(value) {
+            Err(tracked) => (tracked.path().to_string(), tracked.into_inner()),
+            // Cannot happen (the same read just failed); the untracked error still reads well.
+            Ok(_) => (String::new(), untracked),
+        };
+        violation_at(prefix, &path, error.to_string())
+    })
+}
+
+/// A refusal from `read`: serde's path (`.` for the value itself) after `prefix`, and our
+/// wording. serde reports a missing field as "missing field `x`" at the object holding it:
+/// that becomes "required field is missing" at the field itself.
+fn violation_at(prefix: &str, path: &str, message: String) -> SchemaViolation {
+    let mut segments: Vec<&str> = [prefix, path]
+        .into_iter()
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'));
+    let expected = match missing {
+        Some(field) => {
+            segments.push(field);
+            "required field is missing".to_owned()
+        }
+        None => message.clone(),
+    };
+    let path = match segments.join(".") {
+        root if root.is_empty() => "body".to_owned(),
+        path => path,
+    };
+    SchemaViolation::new(path, expected)
+}
+
+fn found(value: &Value) -> wire::Found<'_> {
+    match value {
+        Value::Null => wire::Found::Null,
+        Value::Bool(b) => wire::Found::Bool(*b),
+        Value::Number(n) => wire::Found::Number(n.to_string()),
+        Value::String(s) => wire::Found::Str(s),
+        Value::Array(_) => wire::Found::Array,
+        Value::Object(_) => wire::Found::Object,
+    }
 }
 
 /// What ingest needs from a valid envelope to store it: the type, the event id and the group.
@@ -235,7 +396,7 @@ impl ChatIdKey {
 
     /// `{session}:chat:{hash}`, the hash being the first 128 bits of HMAC-SHA256(key, peer) in
     /// hex: 32 characters, within SQS's group-id alphabet, and with a session of at most
-    /// [`MAX_SESSION_LEN`] the whole id stays under [`MAX_ID_LEN`].
+    /// [`MAX_SESSION_LEN`] the whole id stays under [`MAX_ID_LEN`](crate::queue::MAX_ID_LEN).
     pub fn chat_group(&self, session: &str, peer: &str) -> String {
         let tag = hmac::sign(&self.0, peer.as_bytes());
         format!("{session}:chat:{}", hex_prefix(tag.as_ref(), 16))
@@ -258,93 +419,17 @@ pub fn validate(
     raw: &[u8],
     chat_ids: &ChatIdKey,
 ) -> Result<Routing, SchemaViolation> {
-    let root = value.as_object().ok_or_else(|| {
-        SchemaViolation::new(
-            "body",
-            expected("a JSON object (the event envelope)", value),
-        )
-    })?;
-    let event_name = required(root, "", "event")?;
-    let event_type = event_name
-        .as_str()
-        .and_then(EventType::parse)
-        .ok_or_else(|| {
-            SchemaViolation::new(
-                "event",
-                expected(r#"one of "status", "qr", "message""#, event_name),
-            )
-        })?;
-    let timestamp = required(root, "", "timestamp")?;
-    check_rfc3339("timestamp", timestamp)?;
-    let session = optional_str(root, "", "session")?.unwrap_or(DEFAULT_SESSION);
-    check_sqs_id("session", session, MAX_SESSION_LEN)?;
-    let sender_id = optional_str(root, "", "id")?;
-    if let Some(id) = sender_id {
-        check_sqs_id("id", id, MAX_ID_LEN)?;
-    }
-
-    let data = required(root, "", "data")?;
-    let data = object("data", data)?;
-    let group_id = match event_type {
-        EventType::Status => {
-            validate_status(data)?;
-            status_group(session)
-        }
-        EventType::Qr => {
-            required_bool(data, "data", "available")?;
-            required_str(data, "data", "qr")?;
-            status_group(session)
-        }
-        EventType::Message => chat_ids.chat_group(session, validate_message(data)?),
+    let envelope = Envelope::from_value(value)?;
+    let session = envelope.session.as_deref().unwrap_or(DEFAULT_SESSION);
+    let group_id = match &envelope.payload {
+        Payload::Status(_) | Payload::Qr(_) => status_group(session),
+        Payload::Message(data) => chat_ids.chat_group(session, data.message.peer()),
     };
-    let event_id = event_id(sender_id, raw);
     Ok(Routing {
-        event_type,
-        event_id,
+        event_type: envelope.payload.event_type(),
+        event_id: event_id(envelope.id.as_deref(), raw),
         group_id,
     })
-}
-
-fn validate_status(data: &Map<String, Value>) -> Result<(), SchemaViolation> {
-    required_bool(data, "data", "connected")?;
-    optional_bool(data, "data", "authenticated")?;
-    optional_str(data, "data", "error")?;
-    optional_str(data, "data", "reason")?;
-    optional_bool(data, "data", "qrAvailable")?;
-    if let Some(info) = data.get("clientInfo").filter(|v| !v.is_null()) {
-        let info = object("data.clientInfo", info)?;
-        for field in ["wid", "pushname", "platform"] {
-            required_str(info, "data.clientInfo", field)?;
-        }
-    }
-    Ok(())
-}
-
-/// Validates a `message` payload and returns the peer: the other party of the chat.
-fn validate_message(data: &Map<String, Value>) -> Result<&str, SchemaViolation> {
-    let message = object("data.message", required(data, "data", "message")?)?;
-    const AT: &str = "data.message";
-    for field in ["id", "content", "type", "status"] {
-        required_str(message, AT, field)?;
-    }
-    let from = required_str(message, AT, "from")?;
-    let to = required_str(message, AT, "to")?;
-    let direction = required(message, AT, "direction")?;
-    let peer = match direction.as_str() {
-        Some("incoming") => from,
-        Some("outgoing") => to,
-        _ => {
-            return Err(SchemaViolation::new(
-                "data.message.direction",
-                expected(r#""incoming" or "outgoing""#, direction),
-            ));
-        }
-    };
-    check_rfc3339(
-        "data.message.timestamp",
-        required(message, AT, "timestamp")?,
-    )?;
-    Ok(peer)
 }
 
 fn status_group(session: &str) -> String {
@@ -404,136 +489,11 @@ fn hex_prefix(bytes: &[u8], take: usize) -> String {
         .collect()
 }
 
-/// SQS allows alphanumerics and ASCII punctuation in group and deduplication ids.
-fn is_sqs_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c.is_ascii_punctuation()
-}
-
-fn check_sqs_id(path: &str, value: &str, max_len: usize) -> Result<(), SchemaViolation> {
-    if value.is_empty() || value.len() > max_len || !value.chars().all(is_sqs_id_char) {
-        return Err(SchemaViolation::new(
-            path,
-            format!(
-                "expected 1 to {max_len} ASCII letters, digits or punctuation (no spaces), found {}",
-                describe_str(value)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_rfc3339(path: &str, value: &Value) -> Result<(), SchemaViolation> {
-    let ok = value
-        .as_str()
-        .is_some_and(|s| OffsetDateTime::parse(s, &Rfc3339).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(SchemaViolation::new(
-            path,
-            expected(
-                r#"an RFC 3339 date-time such as "2025-12-21T18:22:44.850Z""#,
-                value,
-            ),
-        ))
-    }
-}
-
-fn join(at: &str, field: &str) -> String {
-    if at.is_empty() {
-        field.to_owned()
-    } else {
-        format!("{at}.{field}")
-    }
-}
-
-fn required<'a>(
-    obj: &'a Map<String, Value>,
-    at: &str,
-    field: &str,
-) -> Result<&'a Value, SchemaViolation> {
-    obj.get(field)
-        .ok_or_else(|| SchemaViolation::new(join(at, field), "required field is missing"))
-}
-
-fn object<'a>(path: &str, value: &'a Value) -> Result<&'a Map<String, Value>, SchemaViolation> {
-    value
-        .as_object()
-        .ok_or_else(|| SchemaViolation::new(path, expected("an object", value)))
-}
-
-fn required_str<'a>(
-    obj: &'a Map<String, Value>,
-    at: &str,
-    field: &str,
-) -> Result<&'a str, SchemaViolation> {
-    let value = required(obj, at, field)?;
-    value
-        .as_str()
-        .ok_or_else(|| SchemaViolation::new(join(at, field), expected("a string", value)))
-}
-
-fn required_bool(obj: &Map<String, Value>, at: &str, field: &str) -> Result<bool, SchemaViolation> {
-    let value = required(obj, at, field)?;
-    value
-        .as_bool()
-        .ok_or_else(|| SchemaViolation::new(join(at, field), expected("true or false", value)))
-}
-
-/// An optional field may be absent or `null`; otherwise it must have its type.
-fn optional_str<'a>(
-    obj: &'a Map<String, Value>,
-    at: &str,
-    field: &str,
-) -> Result<Option<&'a str>, SchemaViolation> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(SchemaViolation::new(
-            join(at, field),
-            expected("a string", other),
-        )),
-    }
-}
-
-fn optional_bool(obj: &Map<String, Value>, at: &str, field: &str) -> Result<(), SchemaViolation> {
-    match obj.get(field) {
-        None | Some(Value::Null | Value::Bool(_)) => Ok(()),
-        Some(other) => Err(SchemaViolation::new(
-            join(at, field),
-            expected("true or false", other),
-        )),
-    }
-}
-
-/// "expected X, found Y" where Y names the JSON type, and shows short strings and numbers.
-/// Values are shown only for scalars, and strings are cut, so a QR code or message text that
-/// lands in the wrong field is not echoed back whole.
-fn expected(what: &str, found: &Value) -> String {
-    let found = match found {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => format!("the number {n}"),
-        Value::String(s) => describe_str(s),
-        Value::Array(_) => "an array".to_owned(),
-        Value::Object(_) => "an object".to_owned(),
-    };
-    format!("expected {what}, found {found}")
-}
-
-fn describe_str(s: &str) -> String {
-    const SHOWN: usize = 40;
-    if s.chars().count() <= SHOWN {
-        format!("{s:?}")
-    } else {
-        let head: String = s.chars().take(SHOWN).collect();
-        format!("a {}-character string starting {head:?}", s.chars().count())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::wire::is_sqs_id_char;
     use super::*;
+    use crate::queue::MAX_ID_LEN;
     use serde_json::json;
 
     /// The seed's own envelopes, one per whatsapp-web.js event.
@@ -567,18 +527,101 @@ mod tests {
     fn every_seed_example_validates_and_round_trips_through_the_types() {
         for seed in seeds() {
             check(&seed).unwrap_or_else(|e| panic!("{seed}: {e}"));
-            let typed: Envelope = serde_json::from_value(seed.clone()).unwrap();
+            let typed = Envelope::from_value(&seed).unwrap();
             assert_eq!(serde_json::to_value(&typed).unwrap(), seed);
         }
     }
 
+    /// The relay delivers the body as sent, so unknown fields reach the receiver; the types
+    /// accept them, at any depth, and do not keep them.
     #[test]
-    fn unknown_fields_are_kept_by_the_types() {
+    fn unknown_fields_are_accepted() {
         let value = json!({"event":"qr","data":{"qr":"data:x","available":true,"attempt":2},"timestamp":"2025-12-21T18:20:00Z","traceId":"t-1"});
         check(&value).unwrap();
-        let typed: Envelope = serde_json::from_value(value.clone()).unwrap();
-        assert_eq!(typed.extra["traceId"], "t-1");
-        assert_eq!(serde_json::to_value(&typed).unwrap(), value);
+        assert_eq!(
+            Envelope::from_value(&value).unwrap().to_json(),
+            r#"{"event":"qr","data":{"qr":"data:x","available":true},"timestamp":"2025-12-21T18:20:00Z"}"#
+        );
+    }
+
+    #[test]
+    fn the_examples_are_valid_envelopes_in_the_wire_shape() {
+        let built = [
+            examples::incoming("m-1", "5511999990000@c.us", "Oi"),
+            examples::message(ChatMessage::text(
+                Direction::Outgoing,
+                "m-2",
+                "bot",
+                "5511999990000@c.us",
+                "Olá!",
+            ))
+            .with_session("sales")
+            .with_id("out-m-2"),
+            examples::status(false),
+            examples::connected_as("5511999990000@c.us"),
+            examples::qr("data:image/png;base64,AAAA", "2025-12-21T18:20:00Z"),
+        ];
+        for envelope in built {
+            let raw = envelope.to_json();
+            let value: Value = serde_json::from_str(&raw).unwrap();
+            let routing = validate(&value, raw.as_bytes(), &key()).unwrap();
+            assert_eq!(routing.event_type, envelope.payload.event_type());
+            assert_eq!(Envelope::from_value(&value).unwrap(), envelope, "{raw}");
+        }
+        assert_eq!(
+            examples::incoming("m-1", "5511999990000@c.us", "Oi").to_json(),
+            r#"{"event":"message","data":{"message":{"id":"m-1","from":"5511999990000@c.us","to":"bot","content":"Oi","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}},"timestamp":"2025-12-21T18:02:52.900Z"}"#
+        );
+    }
+
+    /// serde names a missing field at the object holding it; a refusal names the field.
+    #[test]
+    fn serde_paths_become_violation_paths() {
+        let at = |prefix, path, message: &str| {
+            let v = violation_at(prefix, path, message.to_owned());
+            (v.path, v.expected)
+        };
+        let missing = "required field is missing".to_owned();
+        assert_eq!(
+            at("", ".", "missing field `event`"),
+            ("event".into(), missing.clone())
+        );
+        assert_eq!(
+            at("data", ".", "missing field `qr`"),
+            ("data.qr".into(), missing.clone())
+        );
+        assert_eq!(
+            at("data", "message", "missing field `to`"),
+            ("data.message.to".into(), missing)
+        );
+        assert_eq!(
+            at("data", "message.direction", "expected x, found y"),
+            (
+                "data.message.direction".into(),
+                "expected x, found y".into()
+            )
+        );
+        assert_eq!(
+            at("", ".", "expected x"),
+            ("body".into(), "expected x".into())
+        );
+        // A string value that merely looks like serde's wording is not taken for it.
+        assert_eq!(
+            at("", "id", r#"expected a string, found "missing field `x`""#).0,
+            "id"
+        );
+    }
+
+    /// Reading a large message borrows its text from the parsed body instead of copying it.
+    #[test]
+    fn validated_strings_borrow_from_the_parsed_body() {
+        let value = seeds()[5].clone();
+        let typed = Envelope::from_value(&value).unwrap();
+        let Payload::Message(data) = &typed.payload else {
+            panic!("a message: {typed:?}")
+        };
+        assert!(matches!(data.message.content, Cow::Borrowed(_)));
+        assert!(matches!(typed.timestamp, Cow::Borrowed(_)));
     }
 
     #[test]
@@ -760,6 +803,60 @@ mod tests {
         let mut m = msg();
         m["data"]["message"]["timestamp"] = json!(1766340172);
         assert_eq!(violation(m).path, "data.message.timestamp");
+    }
+
+    /// Every JSON type in the wrong place is named, with short scalars quoted; `null` in an
+    /// optional field reads as absent.
+    #[test]
+    fn wrong_types_are_named_in_our_words() {
+        let long = "B".repeat(500);
+        let qr = |data: Value| json!({"event":"qr","data":data,"timestamp":"2025-12-21T18:20:00Z"});
+        let status =
+            |data: Value| json!({"event":"status","data":data,"timestamp":"2025-12-21T18:20:00Z"});
+        let mut message = seeds()[5].clone();
+        message["data"]["message"] = json!(long);
+        let cases: Vec<(Value, &str, String)> = vec![
+            (
+                message,
+                "data.message",
+                format!("expected an object, found a 500-character string starting \"{}\"", &long[..40]),
+            ),
+            (
+                status(json!({"connected":true,"clientInfo":[]})),
+                "data.clientInfo",
+                "expected an object, found an array".into(),
+            ),
+            (
+                status(json!({"connected":null})),
+                "data.connected",
+                "expected true or false, found null".into(),
+            ),
+            (
+                qr(json!({"qr":{},"available":true})),
+                "data.qr",
+                "expected a string, found an object".into(),
+            ),
+            (
+                json!({"event":1.5,"data":{},"timestamp":"2025-12-21T18:20:00Z"}),
+                "event",
+                r#"expected one of "status", "qr", "message", found the number 1.5"#.into(),
+            ),
+            (
+                json!({"event":"qr","data":{"qr":"x","available":true},"timestamp":-1}),
+                "timestamp",
+                r#"expected an RFC 3339 date-time such as "2025-12-21T18:22:44.850Z", found the number -1"#.into(),
+            ),
+        ];
+        for (value, path, expected) in cases {
+            let v = violation(value.clone());
+            assert_eq!(
+                (v.path.as_str(), v.expected.as_str()),
+                (path, expected.as_str()),
+                "{value}"
+            );
+        }
+        let nulls = json!({"event":"status","data":{"connected":true,"authenticated":null,"clientInfo":null},"timestamp":"2025-12-21T18:20:00Z","session":null,"id":null});
+        assert_eq!(check(&nulls).unwrap().group_id, "default:status");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! that a log or metric text holds none of it (nor a secret, the chat id key or a signature).
 
 use crate::{CHAT_ID_KEY, INGEST_SECRET, WEBHOOK_SECRET};
+use relay_shared::envelope::{ChatMessage, Direction, examples};
 
 /// A login QR code: a credential.
 pub const QR_DATA: &str =
@@ -15,28 +16,25 @@ pub const OWN_WID: &str = "5521912340000@c.us";
 
 /// Stamped now: a `qr` older than the QR lifetime is not delivered at all.
 pub fn qr_event() -> String {
-    let stamp = crate::rfc3339_now();
-    format!(
-        r#"{{"event":"qr","data":{{"qr":"{QR_DATA}","available":true}},"timestamp":"{stamp}"}}"#
-    )
+    examples::qr(QR_DATA, crate::rfc3339_now()).to_json()
 }
 
 pub fn status_event() -> String {
-    format!(
-        r#"{{"event":"status","data":{{"connected":true,"clientInfo":{{"wid":"{OWN_WID}","pushname":"Atimo","platform":"android"}}}},"timestamp":"2025-12-21T18:22:44.850Z"}}"#
-    )
+    examples::connected_as(OWN_WID).to_json()
 }
 
 /// A message of the chat with [`PEER`]; `direction` picks who sent it (any other value is
 /// refused by ingest, with the phone numbers still in the body).
 pub fn message_event(direction: &str) -> String {
-    let (from, to) = match direction {
-        "outgoing" => (OWN_WID, PEER),
-        _ => (PEER, OWN_WID),
+    let (typed, from, to) = match direction {
+        "outgoing" => (Direction::Outgoing, OWN_WID, PEER),
+        _ => (Direction::Incoming, PEER, OWN_WID),
     };
-    format!(
-        r#"{{"event":"message","data":{{"message":{{"id":"3EB0-{direction}","from":"{from}","to":"{to}","content":"{CONTENT}","type":"text","direction":"{direction}","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}}}},"timestamp":"2025-12-21T18:02:52.900Z"}}"#
-    )
+    let id = format!("3EB0-{direction}");
+    let message = ChatMessage::text(typed, &id, from, to, CONTENT);
+    let mut event = serde_json::to_value(examples::message(message)).expect("serialises");
+    event["data"]["message"]["direction"] = direction.into();
+    event.to_string()
 }
 
 /// Panics, naming what was found, if `text` holds any of it.

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use relay_shared::backoff::{RetryPolicy, RetrySchedule};
 use relay_shared::deliver::{Deliverer, MAX_RESPONSE_BYTES};
+use relay_shared::envelope::examples;
 use relay_shared::local_stack::{InProcessQueues, LocalStack, Parts, QueuePair};
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{
@@ -232,9 +233,23 @@ async fn chaos_answer(
         .as_str()
         .unwrap()
         .to_owned();
-    let answer = if state.healthy.load(Ordering::SeqCst) {
+    let answer = choose_answer(&state, &key);
+    state.seen.lock().unwrap().push(Seen {
+        key,
+        webhook_id,
+        body,
+        answer,
+        incarnation: state.incarnation.load(Ordering::SeqCst),
+        at: Instant::now(),
+    });
+    respond(&state, answer).await
+}
+
+/// Healthy: 200. Otherwise poison events fail, and the rest get a seeded mix of answers.
+fn choose_answer(state: &ReceiverState, key: &str) -> Answer {
+    if state.healthy.load(Ordering::SeqCst) {
         Answer::Ok
-    } else if is_poison(&key, state.poison_every) {
+    } else if is_poison(key, state.poison_every) {
         Answer::ServerError(500)
     } else {
         let roll = state.rng.lock().unwrap().f64();
@@ -249,15 +264,10 @@ async fn chaos_answer(
             r if r < 0.155 => Answer::Unprocessable,
             _ => Answer::Ok,
         }
-    };
-    state.seen.lock().unwrap().push(Seen {
-        key,
-        webhook_id,
-        body,
-        answer,
-        incarnation: state.incarnation.load(Ordering::SeqCst),
-        at: Instant::now(),
-    });
+    }
+}
+
+async fn respond(state: &ReceiverState, answer: Answer) -> Response {
     let with_retry_after = |status: StatusCode, value: String| {
         let mut response = status.into_response();
         response
@@ -416,9 +426,8 @@ struct Figures {
 }
 
 fn message_body(key: &str, group: usize, seq: usize) -> String {
-    format!(
-        r#"{{"event":"message","data":{{"message":{{"id":"{key}","from":"55119{group:08}@c.us","to":"bot","content":"chaos #{seq}","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}}}},"timestamp":"2025-12-21T18:02:52.900Z"}}"#
-    )
+    let peer = format!("55119{group:08}@c.us");
+    examples::incoming(key, &peer, &format!("chaos #{seq}")).to_json()
 }
 
 async fn wait_until_empty(depth: &Depth, receiver: &ReceiverState, deadline: Instant, phase: &str) {
@@ -436,56 +445,90 @@ async fn wait_until_empty(depth: &Depth, receiver: &ReceiverState, deadline: Ins
     }
 }
 
-async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
-    let started = Instant::now();
-    let deadline = started + plan.deadline;
-    let mut receiver = ChaosReceiver::start(seed, plan.delivery_timeout * 2, plan.poison_every);
-    let receiver_state = receiver.state.clone();
-    let queue = Tap::new(Arc::clone(&queues.queue));
-    let dlq = Tap::new(Arc::clone(&queues.dlq));
-    let deliverer = Deliverer::new(
-        receiver.url(),
-        Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap()),
-        plan.delivery_timeout,
-    )
-    .unwrap();
-    let policy = RetryPolicy::from(plan.schedule.clone());
-    assert!(
-        policy.dead_letter_statuses.contains(422),
-        "422 is a dead-letter status by default"
-    );
-    let max_attempts = policy.schedule.max_attempts() as usize;
-    let stack = Arc::new(
-        LocalStack::assemble(Parts {
-            queues: QueuePair {
-                queue: Arc::clone(&queue) as Arc<dyn Queue>,
-                dead_letter: Arc::clone(&dlq) as Arc<dyn Queue>,
-            },
-            ingest_secrets: SecretSet::parse(INGEST_SECRET).unwrap(),
-            chat_id_key: relay_tests::chat_id_key(),
-            deliverer,
-            retry: policy,
-            metrics: Metrics::off(),
-            poll_wait: Duration::from_millis(500),
-        })
-        .build(),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let polling = tokio::spawn({
-        let stack = Arc::clone(&stack);
-        let workers = plan.workers;
-        async move {
-            stack
-                .run_poller(workers, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-        }
-    });
+/// What ingest answered: each event's webhook id and chat, and each chat's order.
+struct Ingested {
+    order: HashMap<usize, Vec<String>>,
+    webhook_id_of: HashMap<String, String>,
+    group_of: HashMap<String, usize>,
+}
 
-    // The receiver goes down and comes back on the same port, on its own timeline.
-    let outages = plan.outages.clone();
-    let restarts = tokio::spawn(async move {
+/// The relay under test: the whole stack over tapped queues, polling until stopped.
+struct Relay {
+    stack: Arc<LocalStack>,
+    queue: Arc<Tap>,
+    dlq: Arc<Tap>,
+    max_attempts: usize,
+    stop: tokio::sync::oneshot::Sender<()>,
+    polling: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    fn start(plan: &Plan, queues: &Queues, receiver_url: reqwest::Url) -> Relay {
+        let queue = Tap::new(Arc::clone(&queues.queue));
+        let dlq = Tap::new(Arc::clone(&queues.dlq));
+        let deliverer = Deliverer::new(
+            receiver_url,
+            Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap()),
+            plan.delivery_timeout,
+        )
+        .unwrap();
+        let policy = RetryPolicy::from(plan.schedule.clone());
+        assert!(
+            policy.dead_letter_statuses.contains(422),
+            "422 is a dead-letter status by default"
+        );
+        let max_attempts = policy.schedule.max_attempts() as usize;
+        let stack = Arc::new(
+            LocalStack::assemble(Parts {
+                queues: QueuePair {
+                    queue: Arc::clone(&queue) as Arc<dyn Queue>,
+                    dead_letter: Arc::clone(&dlq) as Arc<dyn Queue>,
+                },
+                ingest_secrets: SecretSet::parse(INGEST_SECRET).unwrap(),
+                chat_id_key: relay_tests::chat_id_key(),
+                deliverer,
+                retry: policy,
+                metrics: Metrics::off(),
+                poll_wait: Duration::from_millis(500),
+            })
+            .build(),
+        );
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let polling = tokio::spawn({
+            let stack = Arc::clone(&stack);
+            let workers = plan.workers;
+            async move {
+                stack
+                    .run_poller(workers, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+            }
+        });
+        Relay {
+            stack,
+            queue,
+            dlq,
+            max_attempts,
+            stop,
+            polling,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.polling.await.unwrap();
+    }
+}
+
+/// The receiver goes down and comes back on the same port, on its own timeline; the task
+/// hands it back with the (down, up) instants of each outage.
+fn spawn_outages(
+    mut receiver: ChaosReceiver,
+    outages: Vec<(Duration, Duration)>,
+    started: Instant,
+) -> tokio::task::JoinHandle<(ChaosReceiver, Vec<(Instant, Instant)>)> {
+    tokio::spawn(async move {
         let mut down_times = Vec::new();
         for (at, down_for) in outages {
             tokio::time::sleep_until((started + at).into()).await;
@@ -496,13 +539,16 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             down_times.push((down, Instant::now()));
         }
         (receiver, down_times)
-    });
+    })
+}
 
-    // Ingest every event through the real router, recording each chat's order.
-    let app = stack.router();
-    let mut order: HashMap<usize, Vec<String>> = HashMap::new();
-    let mut webhook_id_of: HashMap<String, String> = HashMap::new();
-    let mut group_of: HashMap<String, usize> = HashMap::new();
+/// Ingests every event through the real router, recording each chat's order.
+async fn ingest_all(app: &Router, plan: &Plan) -> Ingested {
+    let mut ingested = Ingested {
+        order: HashMap::new(),
+        webhook_id_of: HashMap::new(),
+        group_of: HashMap::new(),
+    };
     for seq in 0..plan.events {
         let group = seq % plan.groups;
         let key = format!("m{seq:06}");
@@ -517,23 +563,43 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             .await
             .unwrap();
         let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
-        webhook_id_of.insert(key.clone(), reply["id"].as_str().unwrap().to_owned());
-        group_of.insert(key.clone(), group);
-        order.entry(group).or_default().push(key);
+        let webhook_id = reply["id"].as_str().unwrap().to_owned();
+        ingested.webhook_id_of.insert(key.clone(), webhook_id);
+        ingested.group_of.insert(key.clone(), group);
+        ingested.order.entry(group).or_default().push(key);
         if seq % 50 == 49 {
             tokio::task::yield_now().await;
         }
     }
-    let ingested = started.elapsed();
-    let (mut receiver, down_times) = restarts.await.unwrap();
+    ingested
+}
 
-    // Phase 1: everything is delivered or parked in the DLQ, and the DLQ holds exactly what
-    // the dispatcher moved there: nothing went by the queue's receive-count safety net.
-    wait_until_empty(&queues.queue_depth, &receiver_state, deadline, "phase 1").await;
-    let phase_one = receiver_state.seen();
+/// The DLQ after phase 1, and why each event is there.
+struct Parked {
+    in_dlq: usize,
+    dead_lettered: HashSet<String>,
+    by_status: usize,
+    exhausted: usize,
+    /// Answered 2xx and still dead-lettered: the relay did not see that answer in time (a
+    /// late answer, or this machine too busy to read one within the delivery timeout).
+    processed_then_dead_lettered: usize,
+    unprocessable_retried: usize,
+    poison: usize,
+    poison_fully_seen: usize,
+}
+
+/// Phase 1: everything is delivered or parked in the DLQ, and the DLQ holds exactly what the
+/// dispatcher moved there: nothing went by the queue's receive-count safety net.
+async fn check_phase_one(
+    run: (&Plan, &Queues, &Relay),
+    ingested: &Ingested,
+    phase_one: &[Seen],
+    down_times: &[(Instant, Instant)],
+) -> Parked {
+    let (plan, queues, relay) = run;
     let in_dlq = (queues.dlq_depth)().await;
-    let dead_lettered = dlq.sent();
-    let dead_lettered_set: HashSet<&String> = dead_lettered.iter().collect();
+    let dead_lettered = relay.dlq.sent();
+    let dead_lettered_set: HashSet<String> = dead_lettered.iter().cloned().collect();
     assert_eq!(
         dead_lettered_set.len(),
         dead_lettered.len(),
@@ -543,7 +609,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         in_dlq,
         dead_lettered.len(),
         "the DLQ holds what the dispatcher moved there and nothing else (most receives of one message: {})",
-        queue.most_receives.load(Ordering::SeqCst)
+        relay.queue.most_receives.load(Ordering::SeqCst)
     );
     // Nothing lost: the relay deletes a message only after a 2xx, so every event was answered
     // 2xx by the receiver or is in the DLQ.
@@ -552,27 +618,57 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         .filter(|s| s.answer.processed())
         .map(|s| s.key.as_str())
         .collect();
-    let lost: Vec<&String> = webhook_id_of
+    let lost: Vec<&String> = ingested
+        .webhook_id_of
         .keys()
-        .filter(|k| !processed_in_phase_one.contains(k.as_str()) && !dead_lettered_set.contains(k))
+        .filter(|k| !processed_in_phase_one.contains(k.as_str()) && !dead_lettered_set.contains(*k))
         .collect();
     assert!(
         lost.is_empty(),
         "neither delivered nor in the DLQ: {lost:?}"
     );
-    // Answered 2xx and still dead-lettered: the relay did not see that answer in time (a late
-    // answer, or this machine too busy to read one within the delivery timeout).
     let processed_then_dead_lettered = dead_lettered_set
         .iter()
         .filter(|k| processed_in_phase_one.contains(k.as_str()))
         .count();
+    let (by_status, unprocessable_retried) =
+        check_dead_letter_statuses(phase_one, &dead_lettered_set, relay.max_attempts);
+    let exhausted: Vec<&String> = dead_lettered
+        .iter()
+        .filter(|k| !by_status.contains(k.as_str()))
+        .collect();
+    let (poison, poison_fully_seen) = check_poison(
+        plan,
+        ingested,
+        &exhausted,
+        phase_one,
+        down_times,
+        relay.max_attempts,
+    );
+    Parked {
+        in_dlq,
+        by_status: by_status.len(),
+        exhausted: exhausted.len(),
+        dead_lettered: dead_lettered_set,
+        processed_then_dead_lettered,
+        unprocessable_retried,
+        poison,
+        poison_fully_seen,
+    }
+}
 
-    // Why each is there: a dead-letter status, or exhaustion. An event whose last attempt was
-    // answered 422 is in the DLQ; one answered 422 is attempted again only when the relay did
-    // not see the answer in time, which is rare, whereas a relay that retried dead-letter
-    // statuses would retry every one.
+/// Why each is in the DLQ: a dead-letter status, or exhaustion. An event whose last attempt
+/// was answered 422 is in the DLQ; one answered 422 is attempted again only when the relay
+/// did not see the answer in time, which is rare, whereas a relay that retried dead-letter
+/// statuses would retry every one. Returns the events dead-lettered by status, and how many
+/// 422 answers were followed by another attempt.
+fn check_dead_letter_statuses<'a>(
+    phase_one: &'a [Seen],
+    dead_lettered: &HashSet<String>,
+    max_attempts: usize,
+) -> (HashSet<&'a str>, usize) {
     let mut by_key: HashMap<&str, Vec<Answer>> = HashMap::new();
-    for s in &phase_one {
+    for s in phase_one {
         by_key.entry(s.key.as_str()).or_default().push(s.answer);
     }
     let by_status: HashSet<&str> = by_key
@@ -582,7 +678,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         .collect();
     for key in &by_status {
         assert!(
-            dead_lettered_set.contains(&key.to_string()),
+            dead_lettered.contains(*key),
             "{key} was answered 422 but is not in the DLQ: {:?}",
             by_key[key]
         );
@@ -596,10 +692,6 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         unprocessable_retried * 10 <= unprocessable,
         "{unprocessable_retried} of {unprocessable} events answered 422 were attempted again"
     );
-    let exhausted: Vec<&String> = dead_lettered
-        .iter()
-        .filter(|k| !by_status.contains(k.as_str()))
-        .collect();
     for (key, answers) in &by_key {
         assert!(
             answers.len() <= max_attempts,
@@ -607,7 +699,24 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             answers.len()
         );
     }
-    let poison: Vec<&String> = webhook_id_of
+    (by_status, unprocessable_retried)
+}
+
+/// Poison events go to the DLQ once their attempts run out. Attempts are deliveries, not
+/// receives: a poison event whose attempts came nowhere near an outage (so none was a refused
+/// connection the receiver could not see) had exactly the schedule's attempts, however often
+/// it was received while held behind its chat's head. Returns (poison events, those checked
+/// to the attempt).
+fn check_poison(
+    plan: &Plan,
+    ingested: &Ingested,
+    exhausted: &[&String],
+    phase_one: &[Seen],
+    down_times: &[(Instant, Instant)],
+    max_attempts: usize,
+) -> (usize, usize) {
+    let poison: Vec<&String> = ingested
+        .webhook_id_of
         .keys()
         .filter(|k| is_poison(k, plan.poison_every))
         .collect();
@@ -617,9 +726,6 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             "poison event {key} went to the DLQ once its attempts ran out"
         );
     }
-    // Attempts are deliveries, not receives: a poison event whose attempts came nowhere near
-    // an outage (so none was a refused connection the receiver could not see) had exactly the
-    // schedule's attempts, however often it was received while held behind its chat's head.
     let near = Duration::from_secs(3);
     let mut poison_fully_seen = 0;
     for key in &poison {
@@ -644,14 +750,24 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             );
         }
     }
+    (poison.len(), poison_fully_seen)
+}
 
-    // Phase 2: the receiver is fixed, the DLQ redriven, and the rest arrives.
+/// Phase 2: the receiver is fixed, the DLQ redriven, and the rest arrives; then the relay
+/// stops, and every endless body it was served ended: the relay hung up on each.
+async fn redrive_and_drain(
+    run: (&Queues, Relay),
+    receiver_state: &ReceiverState,
+    in_dlq: usize,
+    deadline: Instant,
+) {
+    let (queues, relay) = run;
     receiver_state.healthy.store(true, Ordering::SeqCst);
-    let moved = move_messages(&*dlq, &*queue).await.unwrap();
+    let moved = move_messages(&*relay.dlq, &*relay.queue).await.unwrap();
     assert_eq!(moved, in_dlq, "the redrive moved every parked message");
     wait_until_empty(
         &queues.queue_depth,
-        &receiver_state,
+        receiver_state,
         deadline,
         "after redrive",
     )
@@ -661,9 +777,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         0,
         "the fixed receiver took everything"
     );
-    let _ = stop_tx.send(());
-    polling.await.unwrap();
-    // Every endless body ended: the relay hung up on each.
+    relay.stop().await;
     let endless = &receiver_state.endless;
     while endless.closed.load(Ordering::SeqCst) < endless.served.load(Ordering::SeqCst) {
         assert!(
@@ -672,24 +786,24 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    receiver.down();
-    let seen = receiver_state.seen();
+}
 
-    // Nothing lost: every event processed at least once.
+/// Nothing lost: every event processed at least once; and every attempt of an event carries
+/// the webhook-id ingest returned for it and the same body as the first: a duplicate is
+/// always recognisable. Returns (events delivered, deliveries).
+fn check_every_event_delivered_recognisably(seen: &[Seen], ingested: &Ingested) -> (usize, usize) {
     let processed: Vec<&Seen> = seen.iter().filter(|s| s.answer.processed()).collect();
     let keys: HashSet<&str> = processed.iter().map(|s| s.key.as_str()).collect();
-    let missing: Vec<&String> = webhook_id_of
+    let missing: Vec<&String> = ingested
+        .webhook_id_of
         .keys()
         .filter(|k| !keys.contains(k.as_str()))
         .collect();
     assert!(missing.is_empty(), "lost events: {missing:?}");
-
-    // Every attempt of an event carries the webhook-id ingest returned for it and the same
-    // body as the first: a duplicate is always recognisable.
     let mut first_body: HashMap<&str, &Bytes> = HashMap::new();
-    for s in &seen {
+    for s in seen {
         assert_eq!(
-            s.webhook_id, webhook_id_of[&s.key],
+            s.webhook_id, ingested.webhook_id_of[&s.key],
             "webhook-id of {}",
             s.key
         );
@@ -700,10 +814,21 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             s.key
         );
     }
+    (keys.len(), processed.len())
+}
 
-    // An endless body counts as delivered: its event is not attempted again (but for the rare
-    // answer not read in time, as for any 200; a relay that failed on endless bodies would
-    // retry every one), and the relay hung up after reading about its limit, not at its timeout.
+/// How endless bodies went.
+struct EndlessFigures {
+    bodies: usize,
+    retried: usize,
+    ok_retried: usize,
+    most_bytes: usize,
+}
+
+/// An endless body counts as delivered: its event is not attempted again (but for the rare
+/// answer not read in time, as for any 200; a relay that failed on endless bodies would retry
+/// every one), and the relay hung up after reading about its limit, not at its timeout.
+fn check_endless_bodies(seen: &[Seen], endless: &EndlessStats) -> EndlessFigures {
     let retried_after = |kind: Answer| -> (usize, usize) {
         let mut last_attempt: HashMap<&str, usize> = HashMap::new();
         for (at, s) in seen.iter().enumerate() {
@@ -721,21 +846,29 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             .count();
         (of_kind.len(), retried)
     };
-    let (endless_bodies, endless_retried) = retried_after(Answer::EndlessBody);
+    let (bodies, retried) = retried_after(Answer::EndlessBody);
     let (_, ok_retried) = retried_after(Answer::Ok);
     assert!(
-        endless_retried * 10 <= endless_bodies,
-        "{endless_retried} of {endless_bodies} events answered 200 with an endless body were attempted again"
+        retried * 10 <= bodies,
+        "{retried} of {bodies} events answered 200 with an endless body were attempted again"
     );
-    let most_endless_bytes = endless.most_bytes.load(Ordering::SeqCst);
+    let most_bytes = endless.most_bytes.load(Ordering::SeqCst);
     assert!(
-        most_endless_bytes <= ENDLESS_BOUND,
-        "an endless body produced {most_endless_bytes} bytes before the relay hung up (limit {MAX_RESPONSE_BYTES}, bound {ENDLESS_BOUND})"
+        most_bytes <= ENDLESS_BOUND,
+        "an endless body produced {most_bytes} bytes before the relay hung up (limit {MAX_RESPONSE_BYTES}, bound {ENDLESS_BOUND})"
     );
+    EndlessFigures {
+        bodies,
+        retried,
+        ok_retried,
+        most_bytes,
+    }
+}
 
-    // Per chat, first deliveries in ingest order: in phase 1, and among the redriven events
-    // (first processed after the redrive) — a parked event's chat moved on without it, as
-    // SQS FIFO does when a message goes to the DLQ.
+/// Per chat, first deliveries in ingest order: in phase 1, and among the redriven events
+/// (first processed after the redrive) — a parked event's chat moved on without it, as SQS
+/// FIFO does when a message goes to the DLQ.
+fn check_order(ingested: &Ingested, phase_one: &[Seen], seen: &[Seen], parked: &HashSet<String>) {
     let first_processed =
         |requests: &[Seen], skip: &HashSet<String>| -> BTreeMap<usize, Vec<String>> {
             let mut firsts: BTreeMap<usize, Vec<String>> = BTreeMap::new();
@@ -743,14 +876,14 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
             for s in requests.iter().filter(|s| s.answer.processed()) {
                 if done.insert(s.key.clone()) {
                     firsts
-                        .entry(group_of[&s.key])
+                        .entry(ingested.group_of[&s.key])
                         .or_default()
                         .push(s.key.clone());
                 }
             }
             firsts
         };
-    let phase_one_firsts = first_processed(&phase_one, &HashSet::new());
+    let phase_one_firsts = first_processed(phase_one, &HashSet::new());
     let delivered_in_phase_one: HashSet<String> =
         phase_one_firsts.values().flatten().cloned().collect();
     let redriven_firsts = first_processed(&seen[phase_one.len()..], &delivered_in_phase_one);
@@ -759,7 +892,7 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
         ("after redrive", &redriven_firsts),
     ] {
         for (group, keys) in firsts {
-            let rank: HashMap<&String, usize> = order[group]
+            let rank: HashMap<&String, usize> = ingested.order[group]
                 .iter()
                 .enumerate()
                 .map(|(i, k)| (k, i))
@@ -775,21 +908,51 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     }
     for key in redriven_firsts.values().flatten() {
         assert!(
-            dead_lettered_set.contains(key),
+            parked.contains(key),
             "{key} was first processed after the redrive but never went to the DLQ"
         );
     }
+}
 
-    // The receiver came back after every restart and took requests each time.
-    let incarnations = plan.outages.len() + 1;
+/// The receiver came back after every restart and took requests each time; returns the
+/// requests per run of the receiver.
+fn check_every_receiver_run_served(seen: &[Seen], incarnations: usize) -> Vec<usize> {
     let mut per_incarnation = vec![0usize; incarnations];
-    for s in &seen {
+    for s in seen {
         per_incarnation[s.incarnation] += 1;
     }
     assert!(
         per_incarnation.iter().all(|&n| n > 0),
         "requests per run of the receiver: {per_incarnation:?}"
     );
+    per_incarnation
+}
+
+async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
+    let started = Instant::now();
+    let deadline = started + plan.deadline;
+    let receiver = ChaosReceiver::start(seed, plan.delivery_timeout * 2, plan.poison_every);
+    let receiver_state = receiver.state.clone();
+    let relay = Relay::start(&plan, &queues, receiver.url());
+    let restarts = spawn_outages(receiver, plan.outages.clone(), started);
+    let ingested = ingest_all(&relay.stack.router(), &plan).await;
+    let ingest_took = started.elapsed();
+    let (mut receiver, down_times) = restarts.await.unwrap();
+
+    wait_until_empty(&queues.queue_depth, &receiver_state, deadline, "phase 1").await;
+    let phase_one = receiver_state.seen();
+    let parked =
+        check_phase_one((&plan, &queues, &relay), &ingested, &phase_one, &down_times).await;
+    let (queue_tap, max_attempts) = (Arc::clone(&relay.queue), relay.max_attempts);
+    redrive_and_drain((&queues, relay), &receiver_state, parked.in_dlq, deadline).await;
+    receiver.down();
+    let seen = receiver_state.seen();
+
+    let (delivered, deliveries) = check_every_event_delivered_recognisably(&seen, &ingested);
+    let endless = check_endless_bodies(&seen, &receiver_state.endless);
+    check_order(&ingested, &phase_one, &seen, &parked.dead_lettered);
+    let incarnations = plan.outages.len() + 1;
+    let per_incarnation = check_every_receiver_run_served(&seen, incarnations);
 
     let mut attempts: HashMap<&str, usize> = HashMap::new();
     for s in &seen {
@@ -797,40 +960,44 @@ async fn run_chaos(plan: Plan, queues: Queues, seed: u64) -> Figures {
     }
     let figures = Figures {
         sent: plan.events,
-        delivered: keys.len(),
-        duplicates: processed.len() - keys.len(),
-        in_dlq,
-        by_status: by_status.len(),
-        exhausted: exhausted.len(),
+        delivered,
+        duplicates: deliveries - delivered,
+        in_dlq: parked.in_dlq,
+        by_status: parked.by_status,
+        exhausted: parked.exhausted,
         max_attempts: attempts.values().copied().max().unwrap_or(0),
-        endless_bodies,
+        endless_bodies: endless.bodies,
         incarnations,
-        poison_fully_seen,
+        poison_fully_seen: parked.poison_fully_seen,
     };
+    let most_receives = queue_tap.most_receives.load(Ordering::SeqCst);
     eprintln!(
         "chaos: {} events over {} chats (ingested in {:.1} s), {} requests; delivered {}, duplicates {} (all same webhook-id and body); \
          DLQ before redrive {} ({} dead-letter status 422, {} exhausted, {} poison of which {} far from outages had exactly {max_attempts} attempts; \
-         {processed_then_dead_lettered} of them answered 2xx too late), after redrive {}; \
-         max attempts per event {} (schedule allows {max_attempts} before the redrive), most receives of one message {}; \
-         endless-body deliveries {} (attempted again {endless_retried}; most bytes produced before the relay hung up {}); \
-         in-time 200s attempted again {ok_retried}, 422s attempted again {unprocessable_retried}; \
+         {} of them answered 2xx too late), after redrive {}; \
+         max attempts per event {} (schedule allows {max_attempts} before the redrive), most receives of one message {most_receives}; \
+         endless-body deliveries {} (attempted again {}; most bytes produced before the relay hung up {}); \
+         in-time 200s attempted again {}, 422s attempted again {}; \
          receiver runs {} (requests per run {per_incarnation:?}); wall {:.1} s",
         figures.sent,
         plan.groups,
-        ingested.as_secs_f64(),
+        ingest_took.as_secs_f64(),
         seen.len(),
         figures.delivered,
         figures.duplicates,
         figures.in_dlq,
         figures.by_status,
         figures.exhausted,
-        poison.len(),
-        poison_fully_seen,
+        parked.poison,
+        parked.poison_fully_seen,
+        parked.processed_then_dead_lettered,
         (queues.dlq_depth)().await,
         figures.max_attempts,
-        queue.most_receives.load(Ordering::SeqCst),
         figures.endless_bodies,
-        most_endless_bytes,
+        endless.retried,
+        endless.most_bytes,
+        endless.ok_retried,
+        parked.unprocessable_retried,
         figures.incarnations,
         started.elapsed().as_secs_f64()
     );

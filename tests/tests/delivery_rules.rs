@@ -13,6 +13,7 @@ use relay_shared::attempts::dynamodb::{COUNT, DynamoLedger, EXPIRES_AT, KEY};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
+use relay_shared::envelope::examples;
 use relay_shared::poller::Poller;
 use relay_shared::queue::memory::{DeadLetter, MemoryQueue};
 use relay_shared::queue::sqs::SqsQueue;
@@ -59,9 +60,7 @@ async fn on_moto(name: &str) -> Pair {
 
 fn status_event(id: &str) -> NewMessage {
     NewMessage {
-        body: format!(
-            r#"{{"event":"status","data":{{"connected":true}},"timestamp":"2025-12-21T18:22:44Z","id":"{id}"}}"#
-        ),
+        body: examples::status(true).with_id(id).to_json(),
         group_id: "default:chat:one".into(),
         dedup_id: id.into(),
     }
@@ -314,22 +313,11 @@ async fn an_endless_answer_is_cut_short_and_counts_as_delivered_once() {
     );
 }
 
-#[tokio::test]
-async fn the_dynamodb_ledger_counts_forgets_and_ignores_expired_items_on_moto() {
+/// The attempts table as the template defines it: partition key `message_id` (S).
+async fn create_attempts_table(ledger: &DynamoLedger) {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType,
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };
-    let moto = MotoServer::start().await;
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&moto.endpoint)
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "moto",
-        ))
-        .load()
-        .await;
-    let ledger = DynamoLedger::new(&config, "attempts");
     ledger
         .client()
         .create_table()
@@ -352,6 +340,15 @@ async fn the_dynamodb_ledger_counts_forgets_and_ignores_expired_items_on_moto() 
         .send()
         .await
         .expect("create table");
+}
+
+#[tokio::test]
+async fn the_dynamodb_ledger_counts_forgets_and_ignores_expired_items_on_moto() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = MotoServer::start().await;
+    let config = moto.sdk_config().await;
+    let ledger = DynamoLedger::new(&config, "attempts");
+    create_attempts_table(&ledger).await;
 
     assert_eq!(ledger.failed_attempts("m-1").await, Ok(0), "never seen");
     assert_eq!(ledger.record_failure("m-1").await, Ok(1));

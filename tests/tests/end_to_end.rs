@@ -9,6 +9,7 @@ use axum::http::{Request, StatusCode};
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
+use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{Consumer, MAX_BATCH, Queue};
@@ -19,10 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
+/// An incoming message with the sender's `id`, and a field the contract does not know
+/// (`data.forwardedBy`): unknown fields must reach the receiver untouched.
 fn message_event(id: &str, peer: &str, text: &str) -> String {
-    format!(
-        r#"{{"event":"message","data":{{"message":{{"id":"{id}","from":"{peer}","to":"bot","content":"{text}","type":"text","direction":"incoming","timestamp":"2025-12-21T18:02:52.836Z","status":"received"}},"forwardedBy":"seed"}},"timestamp":"2025-12-21T18:02:52.900Z", "id":"{id}"}}"#
-    )
+    let envelope = examples::incoming(id, peer, text).with_id(id);
+    let mut body = serde_json::to_value(envelope).unwrap();
+    body["data"]["forwardedBy"] = "seed".into();
+    body.to_string()
 }
 
 async fn ingest(app: &axum::Router, body: &str) -> String {
@@ -76,18 +80,50 @@ async fn receive_as_lambda_event(queue: &SqsQueue) -> SqsEvent {
     event
 }
 
+fn ingest_app(queue: &Arc<SqsQueue>) -> axum::Router {
+    router(Arc::new(Ingest::new(
+        SecretSet::parse(INGEST_SECRET).unwrap(),
+        relay_tests::chat_id_key(),
+        queue.clone(),
+        Metrics::off(),
+    )))
+}
+
+/// The `webhook-id` each record will be delivered under, read back from its body.
+fn webhook_ids(event: &SqsEvent) -> Vec<String> {
+    event
+        .records
+        .iter()
+        .map(|r| relay_shared::envelope::event_id_of(r.body.as_deref().unwrap().as_bytes()))
+        .collect()
+}
+
+fn receipts(event: &SqsEvent) -> Vec<String> {
+    event
+        .records
+        .iter()
+        .map(|r| r.receipt_handle.clone().unwrap())
+        .collect()
+}
+
+/// Dispatches a batch that must succeed whole, then deletes it as the event source mapping
+/// does.
+async fn dispatch_all(dispatcher: &Dispatcher, queue: &SqsQueue, event: SqsEvent) {
+    let receipts = receipts(&event);
+    let response = dispatcher.handle_batch(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    for receipt in receipts {
+        queue.delete(&receipt).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     let moto = MotoServer::start().await;
     let queues = moto.create_fifo_with_dlq("e2e", 3, 30).await;
     let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
     let receiver = VerifyingReceiver::start_ok().await;
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        Metrics::off(),
-    )));
+    let app = ingest_app(&queue);
 
     let body = message_event(
         "3EB0C767D097B7C7C030",
@@ -129,13 +165,27 @@ async fn a_signed_event_travels_to_a_verifying_receiver_byte_for_byte() {
     assert_eq!(queues.depth(&queues.queue_url).await, 0);
 }
 
-#[tokio::test]
-async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
-    let moto = MotoServer::start().await;
-    let queues = moto.create_fifo_with_dlq("e2e-fail", 5, 30).await;
-    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
-    // The receiver fails the first delivery of message A1 only.
-    let receiver = VerifyingReceiver::start(Arc::new(|delivery, _| {
+/// Receives and dispatches (up to 20 receives) until `count` events went through and the
+/// queue hands out nothing more; returns their webhook ids in dispatch order.
+async fn dispatch_until(dispatcher: &Dispatcher, queue: &SqsQueue, count: usize) -> Vec<String> {
+    let mut delivered_after = Vec::new();
+    for _ in 0..20 {
+        let event = receive_as_lambda_event(queue).await;
+        if event.records.is_empty() {
+            if delivered_after.len() == count {
+                break;
+            }
+            continue;
+        }
+        delivered_after.extend(webhook_ids(&event));
+        dispatch_all(dispatcher, queue, event).await;
+    }
+    delivered_after
+}
+
+/// A receiver that fails the first delivery of message A1 only.
+async fn receiver_failing_a1_once() -> VerifyingReceiver {
+    VerifyingReceiver::start(Arc::new(|delivery, _| {
         let first_a1 = delivery.webhook_id == "A1";
         static FAILED_ONCE: std::sync::atomic::AtomicBool =
             std::sync::atomic::AtomicBool::new(false);
@@ -145,13 +195,16 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
             (StatusCode::OK, Vec::new())
         }
     }))
-    .await;
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        Metrics::off(),
-    )));
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("e2e-fail", 5, 30).await;
+    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+    let receiver = receiver_failing_a1_once().await;
+    let app = ingest_app(&queue);
     for (id, peer) in [
         ("A1", "alice@c.us"),
         ("A2", "alice@c.us"),
@@ -169,23 +222,12 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
         .iter()
         .map(|r| r.message_id.clone().unwrap())
         .collect();
-    let webhook_ids = |records: &SqsEvent| -> Vec<String> {
-        records
-            .records
-            .iter()
-            .map(|r| relay_shared::envelope::event_id_of(r.body.as_deref().unwrap().as_bytes()))
-            .collect()
-    };
     assert_eq!(
         webhook_ids(&event),
         ["A1", "A2", "B1", "A3"],
         "moto hands out the batch in FIFO order"
     );
-    let receipts: Vec<String> = event
-        .records
-        .iter()
-        .map(|r| r.receipt_handle.clone().unwrap())
-        .collect();
+    let receipts = receipts(&event);
     let response = dispatcher.handle_batch(event).await;
     let failed: Vec<&str> = response
         .batch_item_failures
@@ -214,27 +256,7 @@ async fn a_failing_group_holds_its_rest_while_other_groups_are_delivered() {
     queue.delete(&receipts[2]).await.unwrap();
 
     // After A1's backoff (1 s) the group comes back, in order, and is delivered.
-    let mut delivered_after = Vec::new();
-    for _ in 0..20 {
-        let event = receive_as_lambda_event(&queue).await;
-        if event.records.is_empty() {
-            if delivered_after.len() == 3 {
-                break;
-            }
-            continue;
-        }
-        let receipts: Vec<String> = event
-            .records
-            .iter()
-            .map(|r| r.receipt_handle.clone().unwrap())
-            .collect();
-        delivered_after.extend(webhook_ids(&event));
-        let response = dispatcher.handle_batch(event).await;
-        assert!(response.batch_item_failures.is_empty());
-        for receipt in receipts {
-            queue.delete(&receipt).await.unwrap();
-        }
-    }
+    let delivered_after = dispatch_until(&dispatcher, &queue, 3).await;
     assert_eq!(delivered_after, ["A1", "A2", "A3"]);
     let order: Vec<String> = receiver
         .deliveries()
@@ -260,8 +282,14 @@ fn tricky_bodies(round: &str) -> Vec<String> {
     let now = NOW.get_or_init(relay_tests::rfc3339_now);
     let ts = format!(r#""timestamp":"{now}""#);
     let ts = ts.as_str();
-    let message = message_event("3EB0-nested-only", "5511999990000@c.us", "Oi")
-        .replace(r#", "id":"3EB0-nested-only""#, "");
+    // Only the nested message has an `id`: the event's id is derived from the body.
+    let mut message = serde_json::to_value(examples::incoming(
+        "3EB0-nested-only",
+        "5511999990000@c.us",
+        "Oi",
+    ))
+    .unwrap();
+    message["data"]["round"] = round.into();
     vec![
         format!(r#"{{"event":"qr",{QR},{ts},"round":"{round}"}}"#),
         format!(r#"{{"event":"qr",{QR},{ts},"id":"plain-{round}"}}"#),
@@ -272,27 +300,13 @@ fn tricky_bodies(round: &str) -> Vec<String> {
         format!(
             r#"{{"\u0065vent":"status","data":{{"connected":true}},{ts},"meta":{{"id":"not-me"}},"round":"{round}"}}"#
         ),
-        message.replace(r#""forwardedBy":"seed""#, &format!(r#""round":"{round}""#)),
+        message.to_string(),
     ]
 }
 
-/// The id in ingest's 202 is the `webhook-id` of the delivery, for every spelling of `id`,
-/// on both routes; a body with a repeated key (the one case where parsers disagree) is refused
-/// with the path of the repeat and never stored.
-#[tokio::test]
-async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
-    let moto = MotoServer::start().await;
-    let queues = moto.create_fifo_with_dlq("e2e-ids", 3, 30).await;
-    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
-    let receiver = VerifyingReceiver::start_ok().await;
-    let app = router(Arc::new(Ingest::new(
-        SecretSet::parse(INGEST_SECRET).unwrap(),
-        relay_tests::chat_id_key(),
-        queue.clone(),
-        Metrics::off(),
-    )));
-
-    // Refused first, so the queue must stay empty.
+/// Bodies with a repeated key are refused with the path of the repeat, alone and in a batch
+/// beside a valid item; returns the valid item's (id ingest answered, body).
+async fn refuse_repeated_keys(app: &axum::Router) -> Vec<(String, String)> {
     let repeated = [
         (r#"{"event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","id":"b"}"#.to_owned(), "id"),
         (r#"{"event":"qr","data":{"qr":"x","available":true},"timestamp":"2025-12-21T18:20:00Z","id":"a","i\u0064":"b"}"#.to_owned(), "id"),
@@ -300,7 +314,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
         (message_event("m1", "5511999990000@c.us", "Oi").replace(r#""to":"bot""#, r#""to":"bot","id":"m2""#), "data.message.id"),
     ];
     for (body, path) in &repeated {
-        let (status, reply) = post(&app, "/events", body).await;
+        let (status, reply) = post(app, "/events", body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply}");
         assert_eq!(reply["path"], *path, "{reply}");
         assert!(
@@ -317,7 +331,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
         repeated[0].0,
         repeated[3].0
     );
-    let (status, reply) = post(&app, "/events/batch", &batch).await;
+    let (status, reply) = post(app, "/events/batch", &batch).await;
     assert_eq!(status, StatusCode::MULTI_STATUS, "{reply}");
     let results = reply["results"].as_array().unwrap();
     assert_eq!(results[0]["status"], "queued");
@@ -329,10 +343,25 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
         (Some(422), Some("[1].id"))
     );
     assert_eq!(results[2]["path"], "[2].data.message.id");
-    let mut answered: Vec<(String, String)> = vec![(
+    vec![(
         results[0]["id"].as_str().unwrap().to_owned(),
         tricky_bodies("batch-ok")[1].clone(),
-    )];
+    )]
+}
+
+/// The id in ingest's 202 is the `webhook-id` of the delivery, for every spelling of `id`,
+/// on both routes; a body with a repeated key (the one case where parsers disagree) is refused
+/// with the path of the repeat and never stored.
+#[tokio::test]
+async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
+    let moto = MotoServer::start().await;
+    let queues = moto.create_fifo_with_dlq("e2e-ids", 3, 30).await;
+    let queue = Arc::new(SqsQueue::new(queues.client.clone(), &queues.queue_url));
+    let receiver = VerifyingReceiver::start_ok().await;
+    let app = ingest_app(&queue);
+
+    // Refused first, so the queue must stay empty.
+    let mut answered = refuse_repeated_keys(&app).await;
 
     // Accepted: one by one, then all in one batch (different bytes, so new events).
     for body in tricky_bodies("single") {
@@ -366,16 +395,7 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
             receiver.deliveries()
         );
         let event = receive_as_lambda_event(&queue).await;
-        let receipts: Vec<String> = event
-            .records
-            .iter()
-            .map(|r| r.receipt_handle.clone().unwrap())
-            .collect();
-        let response = dispatcher.handle_batch(event).await;
-        assert!(response.batch_item_failures.is_empty());
-        for receipt in receipts {
-            queue.delete(&receipt).await.unwrap();
-        }
+        dispatch_all(&dispatcher, &queue, event).await;
     }
     let deliveries = receiver.deliveries();
     assert_eq!(

@@ -3,6 +3,7 @@
 //! signed through ingest and seen arriving on the session's channel.
 
 use futures::{SinkExt, StreamExt};
+use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::live::hub::{self, Hub, HubConfig, HubPublisher};
 use relay_shared::live::publish::LivePublishing;
@@ -128,10 +129,9 @@ async fn subscribe(socket: &mut Socket, id: &str, channel: &str, token: &str) ->
 }
 
 fn status_event(session: &str, connected: bool) -> String {
-    format!(
-        r#"{{"event":"status","data":{{"connected":{connected}}},"timestamp":"{}","session":"{session}"}}"#,
-        relay_tests::rfc3339_now()
-    )
+    let mut event = examples::status(connected).with_session(session);
+    event.timestamp = relay_tests::rfc3339_now().into();
+    event.to_json()
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::live::appsync::AppSyncPublisher;
 use relay_shared::live::channel::session_channel;
@@ -251,10 +252,9 @@ impl Stack {
 }
 
 fn status_event(session: &str) -> String {
-    format!(
-        r#"{{"event":"status","data":{{"connected":true}},"timestamp":"{}","session":"{session}"}}"#,
-        relay_tests::rfc3339_now()
-    )
+    let mut event = examples::status(true).with_session(session);
+    event.timestamp = relay_tests::rfc3339_now().into();
+    event.to_json()
 }
 
 #[tokio::test]

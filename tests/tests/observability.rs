@@ -76,6 +76,15 @@ impl Publisher for LiveDown {
 /// dispatcher, to a receiver that fails once; returns the event ids ingest gave out.
 async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
     let queue = Arc::new(MemoryQueue::new("observed", Duration::from_secs(30)));
+    let ids = ingest_every_kind(&queue, &metrics).await;
+    // The accepted events, and the batch's accepted item.
+    dispatch_all(&queue, metrics, ids.len() + 1).await;
+    ids
+}
+
+/// Ingest's part: accepted events of every type, refusals (schema, signature, a batch item),
+/// and two events that settle without a delivery (a stale QR, one the app refuses).
+async fn ingest_every_kind(queue: &Arc<MemoryQueue>, metrics: &Metrics) -> Vec<String> {
     // Every live push fails, so its metric and log line (ids only) are observed too.
     let live = LivePublishing::new(Arc::new(LiveDown), Duration::from_secs(60), metrics.clone());
     let app = router(Arc::new(
@@ -126,7 +135,12 @@ async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
         let (status, reply) = post(&app, "/events", body, INGEST_SECRET).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     }
+    ids
+}
 
+/// The dispatcher's part: delivers everything queued to a receiver that fails the first
+/// request and refuses (422) the event marked `refuse-me`; `delivered` events must get a 200.
+async fn dispatch_all(queue: &Arc<MemoryQueue>, metrics: Metrics, delivered: usize) {
     let failures = Arc::new(AtomicUsize::new(0));
     let receiver =
         VerifyingReceiver::start(Arc::new(move |delivery: &relay_tests::Delivery, _| {
@@ -171,9 +185,8 @@ async fn exercise_both_functions(metrics: Metrics) -> Vec<String> {
             .iter()
             .filter(|d| d.answered == 200)
             .count(),
-        accepted.len() + 1
+        delivered
     );
-    ids
 }
 
 // One test captures both logs and metrics: tracing caches per-callsite interest globally, so a

@@ -648,10 +648,58 @@ fn no_secret_reaches_an_environment_variable_or_an_output() {
     }
 }
 
+/// A function's environment variables in the template.
+fn variables<'a>(t: &'a Value, function: &str) -> &'a Value {
+    at(
+        t,
+        &[
+            "Resources",
+            function,
+            "Properties",
+            "Environment",
+            "Variables",
+        ],
+    )
+}
+
+fn names(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 #[test]
 fn the_dispatcher_owns_its_attempts_table_and_dead_letters_itself() {
     let t = template();
-    let table = at(&t, &["Resources", "AttemptsTable", "Properties"]);
+    check_attempts_table(&t);
+    check_dispatcher_grants(&t);
+    let env = variables(&t, "DispatcherFunction");
+    assert_eq!(
+        reference(at(env, &[config::ATTEMPTS_TABLE])),
+        "!Ref AttemptsTable"
+    );
+    assert_eq!(
+        reference(at(env, &[config::DEAD_LETTER_QUEUE_URL])),
+        "!Ref DeadLetterQueue"
+    );
+    assert_eq!(
+        reference(at(env, &[config::DEAD_LETTER_STATUSES])),
+        "!Ref DeadLetterStatuses"
+    );
+    for function in ["IngestFunction", "DispatcherFunction"] {
+        let vars = variables(&t, function);
+        assert_eq!(
+            reference(at(vars, &[config::QR_TTL_SECONDS])),
+            "!Ref QrTtlSeconds"
+        );
+        assert_eq!(
+            reference(at(vars, &[secrets::SECRETS_REVISION])),
+            "!Ref SecretsRevision"
+        );
+    }
+}
+
+/// The attempts table as the ledger uses it: keyed by `message_id`, with a TTL, encrypted.
+fn check_attempts_table(t: &Value) {
+    let table = at(t, &["Resources", "AttemptsTable", "Properties"]);
     assert_eq!(
         at(table, &["BillingMode"]).as_str(),
         Some("PAY_PER_REQUEST")
@@ -682,76 +730,37 @@ fn the_dispatcher_owns_its_attempts_table_and_dead_letters_itself() {
         at(table, &["SSESpecification", "SSEEnabled"]),
         &Value::Bool(true)
     );
-    let set =
-        |items: &[&str]| -> BTreeSet<String> { items.iter().map(|s| s.to_string()).collect() };
+}
+
+/// The dispatcher reads, counts and forgets attempts in its table only, and sends to the DLQ
+/// only; ingest sends to the event queue only.
+fn check_dispatcher_grants(t: &Value) {
     for action in [
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     ] {
         assert_eq!(
-            granted(&t, "DispatcherRole", action),
-            set(&["!GetAtt AttemptsTable.Arn"]),
+            granted(t, "DispatcherRole", action),
+            names(&["!GetAtt AttemptsTable.Arn"]),
             "{action}"
         );
     }
-    let dynamo: Vec<_> = statements(&t, "DispatcherRole")
+    let dynamo: Vec<_> = statements(t, "DispatcherRole")
         .into_iter()
         .flat_map(|(actions, _)| actions)
         .filter(|a| a.starts_with("dynamodb:"))
         .collect();
     assert_eq!(dynamo.len(), 3, "no other DynamoDB action: {dynamo:?}");
     assert_eq!(
-        granted(&t, "DispatcherRole", "sqs:SendMessage"),
-        set(&["!GetAtt DeadLetterQueue.Arn"]),
+        granted(t, "DispatcherRole", "sqs:SendMessage"),
+        names(&["!GetAtt DeadLetterQueue.Arn"]),
         "the dispatcher sends to the DLQ only"
     );
     assert_eq!(
-        granted(&t, "IngestRole", "sqs:SendMessage"),
-        set(&["!GetAtt EventQueue.Arn"])
+        granted(t, "IngestRole", "sqs:SendMessage"),
+        names(&["!GetAtt EventQueue.Arn"])
     );
-    let env = at(
-        &t,
-        &[
-            "Resources",
-            "DispatcherFunction",
-            "Properties",
-            "Environment",
-            "Variables",
-        ],
-    );
-    assert_eq!(
-        reference(at(env, &[config::ATTEMPTS_TABLE])),
-        "!Ref AttemptsTable"
-    );
-    assert_eq!(
-        reference(at(env, &[config::DEAD_LETTER_QUEUE_URL])),
-        "!Ref DeadLetterQueue"
-    );
-    assert_eq!(
-        reference(at(env, &[config::DEAD_LETTER_STATUSES])),
-        "!Ref DeadLetterStatuses"
-    );
-    for function in ["IngestFunction", "DispatcherFunction"] {
-        let vars = at(
-            &t,
-            &[
-                "Resources",
-                function,
-                "Properties",
-                "Environment",
-                "Variables",
-            ],
-        );
-        assert_eq!(
-            reference(at(vars, &[config::QR_TTL_SECONDS])),
-            "!Ref QrTtlSeconds"
-        );
-        assert_eq!(
-            reference(at(vars, &[secrets::SECRETS_REVISION])),
-            "!Ref SecretsRevision"
-        );
-    }
 }
 
 #[test]
@@ -792,7 +801,19 @@ fn auth_types(value: &Value) -> Vec<String> {
 #[test]
 fn the_event_api_has_iam_publish_lambda_subscribe_and_no_api_key() {
     let t = template();
-    let api = at(&t, &["Resources", "EventApi"]);
+    check_event_api_auth(&t);
+    check_live_namespace(&t);
+    let text = template_text();
+    for key in ["API_KEY", "AWS::AppSync::ApiKey"] {
+        assert!(!text.contains(key), "no API key anywhere: {key}");
+    }
+    check_live_parameter_patterns(&t);
+}
+
+/// Pages connect and subscribe through the Lambda authorizer (never cached); only IAM
+/// publishes.
+fn check_event_api_auth(t: &Value) {
+    let api = at(t, &["Resources", "EventApi"]);
     assert_eq!(at(api, &["Type"]).as_str(), Some("AWS::AppSync::Api"));
     let config = at(api, &["Properties", "EventConfig"]);
     let Value::Sequence(providers) = at(config, &["AuthProviders"]) else {
@@ -826,7 +847,10 @@ fn the_event_api_has_iam_publish_lambda_subscribe_and_no_api_key() {
         ["AWS_IAM"],
         "pages never publish"
     );
-    let namespace = at(&t, &["Resources", "LiveChannelNamespace"]);
+}
+
+fn check_live_namespace(t: &Value) {
+    let namespace = at(t, &["Resources", "LiveChannelNamespace"]);
     assert_eq!(
         at(namespace, &["Type"]).as_str(),
         Some("AWS::AppSync::ChannelNamespace")
@@ -847,16 +871,17 @@ fn the_event_api_has_iam_publish_lambda_subscribe_and_no_api_key() {
         auth_types(at(namespace, &["Properties", "SubscribeAuthModes"])),
         ["AWS_LAMBDA"]
     );
-    let text = template_text();
-    for key in ["API_KEY", "AWS::AppSync::ApiKey"] {
-        assert!(!text.contains(key), "no API key anywhere: {key}");
-    }
+}
+
+/// The live parameters accept exactly what the code accepts: the namespace name and the
+/// token secrets.
+fn check_live_parameter_patterns(t: &Value) {
     // The default namespace and its rule are the code's.
     assert_eq!(
-        at(&t, &["Parameters", "LiveNamespaceName", "Default"]).as_str(),
+        at(t, &["Parameters", "LiveNamespaceName", "Default"]).as_str(),
         Some(relay_shared::live::channel::DEFAULT_NAMESPACE)
     );
-    let pattern = allowed_pattern(&t, "LiveNamespaceName");
+    let pattern = allowed_pattern(t, "LiveNamespaceName");
     for name in [
         "relay",
         "a",
@@ -874,7 +899,7 @@ fn the_event_api_has_iam_publish_lambda_subscribe_and_no_api_key() {
             "{name:?}"
         );
     }
-    let secrets = allowed_pattern(&t, "LiveTokenSecrets");
+    let secrets = allowed_pattern(t, "LiveTokenSecrets");
     let one = "a".repeat(32);
     for list in [
         one.clone(),
@@ -898,11 +923,9 @@ fn the_event_api_has_iam_publish_lambda_subscribe_and_no_api_key() {
 #[test]
 fn only_ingest_may_publish_and_only_to_the_live_namespace() {
     let t = template();
-    let set =
-        |items: &[&str]| -> BTreeSet<String> { items.iter().map(|s| s.to_string()).collect() };
     assert_eq!(
         granted(&t, "IngestRole", "appsync:EventPublish"),
-        set(&["!GetAtt LiveChannelNamespace.ChannelNamespaceArn"])
+        names(&["!GetAtt LiveChannelNamespace.ChannelNamespaceArn"])
     );
     for role in ["IngestRole", "DispatcherRole", "LiveAuthRole"] {
         let appsync: Vec<String> = statements(&t, role)
@@ -917,39 +940,38 @@ fn only_ingest_may_publish_and_only_to_the_live_namespace() {
         };
         assert_eq!(appsync, expected, "{role}");
     }
-    let env = at(
-        &t,
-        &[
-            "Resources",
-            "IngestFunction",
-            "Properties",
-            "Environment",
-            "Variables",
-        ],
-    );
+    let env = variables(&t, "IngestFunction");
     assert_eq!(
         reference(at(env, &[config::LIVE_EVENTS_URL])),
         "!Sub https://${EventApi.Dns.Http}/event"
     );
     for function in ["IngestFunction", "LiveAuthFunction"] {
         assert_eq!(
-            reference(at(
-                &t,
-                &[
-                    "Resources",
-                    function,
-                    "Properties",
-                    "Environment",
-                    "Variables",
-                    config::LIVE_NAMESPACE
-                ]
-            )),
+            reference(at(variables(&t, function), &[config::LIVE_NAMESPACE])),
             "!Ref LiveNamespaceName",
             "{function}: one namespace for publisher and authorizer"
         );
     }
-    // AppSync may invoke the authorizer, for this API only.
-    let permission = at(&t, &["Resources", "LiveAuthInvokePermission", "Properties"]);
+    check_live_auth_function(&t);
+    for (output, value) in [
+        (
+            "LiveHttpEndpoint",
+            "!Sub https://${EventApi.Dns.Http}/event",
+        ),
+        (
+            "LiveRealtimeEndpoint",
+            "!Sub wss://${EventApi.Dns.Realtime}/event/realtime",
+        ),
+        ("LiveNamespace", "!Ref LiveNamespaceName"),
+    ] {
+        assert_eq!(reference(at(&t, &["Outputs", output, "Value"])), value);
+    }
+}
+
+/// AppSync may invoke the authorizer, for this API only, and the authorizer answers within
+/// AppSync's wait.
+fn check_live_auth_function(t: &Value) {
+    let permission = at(t, &["Resources", "LiveAuthInvokePermission", "Properties"]);
     assert_eq!(
         at(permission, &["Principal"]).as_str(),
         Some("appsync.amazonaws.com")
@@ -966,7 +988,7 @@ fn only_ingest_may_publish_and_only_to_the_live_namespace() {
         reference(at(permission, &["SourceArn"])),
         "!GetAtt EventApi.ApiArn"
     );
-    let function = at(&t, &["Resources", "LiveAuthFunction"]);
+    let function = at(t, &["Resources", "LiveAuthFunction"]);
     assert_eq!(
         at(function, &["Metadata", "BuildProperties", "Binary"]).as_str(),
         Some("live-auth")
@@ -979,17 +1001,4 @@ fn only_ingest_may_publish_and_only_to_the_live_namespace() {
         number(at(function, &["Properties", "Timeout"])) < 10,
         "AppSync waits at most 10 s for an authorizer"
     );
-    for (output, value) in [
-        (
-            "LiveHttpEndpoint",
-            "!Sub https://${EventApi.Dns.Http}/event",
-        ),
-        (
-            "LiveRealtimeEndpoint",
-            "!Sub wss://${EventApi.Dns.Realtime}/event/realtime",
-        ),
-        ("LiveNamespace", "!Ref LiveNamespaceName"),
-    ] {
-        assert_eq!(reference(at(&t, &["Outputs", output, "Value"])), value);
-    }
 }

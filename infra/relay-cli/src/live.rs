@@ -14,9 +14,11 @@ use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use relay_shared::config::{LIVE_NAMESPACE, LIVE_TOKEN_SECRETS};
 
@@ -191,11 +193,10 @@ fn redact(mut payload: Value) -> Value {
     payload
 }
 
-/// `relay live`: connect, subscribe to the session's channel, print each event as one JSON
-/// line on stdout (status lines go to stderr).
-pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
-    let token = match args.token.clone().filter(|t| !t.trim().is_empty()) {
-        Some(token) => token,
+/// The token `relay live` presents: `--token`, else one minted with the live token secrets.
+fn live_token(args: &LiveArgs) -> Result<String, Failure> {
+    match args.token.clone().filter(|t| !t.trim().is_empty()) {
+        Some(token) => Ok(token),
         None => {
             let secrets = secrets_from(args.live_token_secrets.as_deref())?;
             mint(
@@ -203,15 +204,18 @@ pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
                 "relay-live",
                 std::slice::from_ref(&args.session),
                 MAX_LIFETIME.as_secs(),
-            )?
+            )
         }
-    };
-    let (url, host) = endpoints(&args.url)?;
-    let auth = json!({"Authorization": token, "host": host});
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens the realtime connection, authorised in the subprotocol header as a page does.
+async fn connect(url: &str, auth: &Value) -> Result<Socket, Failure> {
     use base64::Engine;
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(auth.to_string());
     let mut request = url
-        .as_str()
         .into_client_request()
         .map_err(|e| Failure(format!("--url {url}: {e}")))?;
     request.headers_mut().insert(
@@ -219,13 +223,43 @@ pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
         HeaderValue::from_str(&format!("{SUBPROTOCOL}, header-{header}"))
             .map_err(|e| Failure(e.to_string()))?,
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+    let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| {
             Failure(format!(
                 "cannot connect to {url}: {e}; is `relay local` running with {LIVE_TOKEN_SECRETS}?"
             ))
         })?;
+    Ok(socket)
+}
+
+/// The text of the next frame; `None` for frames without text; an error once the
+/// connection ends.
+fn text_of(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    url: &str,
+) -> Result<Option<Utf8Bytes>, Failure> {
+    match message {
+        Some(Ok(Message::Text(text))) => Ok(Some(text)),
+        Some(Ok(Message::Close(frame))) => Err(Failure(format!(
+            "the server closed the connection{}",
+            frame
+                .map(|f| format!(": {} {}", u16::from(f.code), f.reason))
+                .unwrap_or_default()
+        ))),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(Failure(format!("{url}: {e}"))),
+        None => Err(Failure("the server closed the connection".into())),
+    }
+}
+
+/// `relay live`: connect, subscribe to the session's channel, print each event as one JSON
+/// line on stdout (status lines go to stderr).
+pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
+    let token = live_token(&args)?;
+    let (url, host) = endpoints(&args.url)?;
+    let auth = json!({"Authorization": token, "host": host});
+    let mut socket = connect(&url, &auth).await?;
     let send = |m: Value| Message::Text(m.to_string().into());
     socket
         .send(send(json!({"type": "connection_init"})))
@@ -238,19 +272,8 @@ pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
             m = socket.next() => m,
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
-        let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => {
-                return Err(Failure(format!(
-                    "the server closed the connection{}",
-                    frame
-                        .map(|f| format!(": {} {}", u16::from(f.code), f.reason))
-                        .unwrap_or_default()
-                )));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(Failure(format!("{url}: {e}"))),
-            None => return Err(Failure("the server closed the connection".into())),
+        let Some(text) = text_of(message, &url)? else {
+            continue;
         };
         let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
             continue;

@@ -229,34 +229,51 @@ async fn bad_flags_and_settings_exit_non_zero_with_one_line() {
         assert!(!stderr.contains("panicked"));
     }
 
-    // Missing settings: one line each, naming variable and flag.
-    let out = tokio::process::Command::new(RELAY)
+    missing_settings_are_named().await;
+    chat_id_key_settings_are_checked().await;
+    a_port_in_use_is_named().await;
+}
+
+/// Runs `relay` as set up; it must fail. Returns what it wrote to stderr.
+async fn stderr_of_failing(command: &mut tokio::process::Command) -> String {
+    let out = command.output().await.unwrap();
+    assert!(!out.status.success(), "{command:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `relay local` with an empty environment but the two secrets and the webhook URL.
+fn local_with_secrets() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(RELAY);
+    command
         .args(["local", "--listen", "127.0.0.1:0"])
         .env_clear()
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+        .env("INGEST_SECRETS", INGEST_SECRET)
+        .env("WEBHOOK_SECRETS", WEBHOOK_SECRET)
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/hook");
+    command
+}
+
+/// Missing settings: one line each, naming variable and flag.
+async fn missing_settings_are_named() {
+    let stderr = stderr_of_failing(
+        tokio::process::Command::new(RELAY)
+            .args(["local", "--listen", "127.0.0.1:0"])
+            .env_clear(),
+    )
+    .await;
     assert_eq!(stderr.trim_end().lines().count(), 3, "{stderr}");
     assert!(
         stderr.contains("INGEST_SECRETS: not set") && stderr.contains("(flag --ingest-secrets)"),
         "{stderr}"
     );
+}
 
+async fn chat_id_key_settings_are_checked() {
     // A real queue outlives the process: its chats need a stable key.
-    let out = tokio::process::Command::new(RELAY)
-        .args(["local", "--listen", "127.0.0.1:0"])
-        .args(["--queue-url", "http://127.0.0.1:9/000000000000/q.fifo"])
-        .env_clear()
-        .env("INGEST_SECRETS", INGEST_SECRET)
-        .env("WEBHOOK_SECRETS", WEBHOOK_SECRET)
-        .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = stderr_of_failing(
+        local_with_secrets().args(["--queue-url", "http://127.0.0.1:9/000000000000/q.fifo"]),
+    )
+    .await;
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("CHAT_ID_KEY: not set; required with QUEUE_URL")
@@ -264,38 +281,25 @@ async fn bad_flags_and_settings_exit_non_zero_with_one_line() {
         "{stderr}"
     );
     // A short key is named, never echoed.
-    let out = tokio::process::Command::new(RELAY)
-        .args([
-            "local",
-            "--listen",
-            "127.0.0.1:0",
-            "--chat-id-key",
-            "tiny-s3cret",
-        ])
-        .env_clear()
-        .env("INGEST_SECRETS", INGEST_SECRET)
-        .env("WEBHOOK_SECRETS", WEBHOOK_SECRET)
-        .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr =
+        stderr_of_failing(local_with_secrets().args(["--chat-id-key", "tiny-s3cret"])).await;
     assert!(
         stderr.contains("CHAT_ID_KEY: is 11 characters long") && !stderr.contains("tiny-s3cret"),
         "{stderr}"
     );
+}
 
-    // A port in use.
+async fn a_port_in_use_is_named() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    let out = tokio::process::Command::new(RELAY)
-        .args(["receive", "--listen", &address, "--secret", WEBHOOK_SECRET])
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = stderr_of_failing(tokio::process::Command::new(RELAY).args([
+        "receive",
+        "--listen",
+        &address,
+        "--secret",
+        WEBHOOK_SECRET,
+    ]))
+    .await;
     assert!(
         stderr.contains(&format!("cannot listen on {address}")),
         "{stderr}"
@@ -408,17 +412,12 @@ async fn an_event_parked_in_the_dlq_is_delivered_after_relay_redrive() {
 /// `relay local` with every log at TRACE (dependencies too): QR, status and message events,
 /// accepted and refused, a failed attempt and its retry, and not one line of its output holds
 /// a phone number, message text, QR code, secret, the chat id key or a signature.
-#[tokio::test]
-async fn the_local_stack_logs_no_personal_data_even_at_trace() {
-    let stack = start_stack_with(
-        &["--fail-with", "500", "--fail-times", "1"],
-        &["--retry-schedule", "0,0"],
-        &[("RUST_LOG", "trace"), ("CHAT_ID_KEY", CHAT_ID_KEY)],
-    )
-    .await;
+/// Posts every kind of event with personal data in it (accepted, refused, in a batch) to
+/// ingest; returns how many must be delivered.
+async fn post_every_kind(ingest_url: &str) -> usize {
     let http = reqwest::Client::new();
     let post = |path: &'static str, body: String, secret: &'static str| {
-        let url = stack.ingest_url.replace("/events", path);
+        let url = ingest_url.replace("/events", path);
         let request = http
             .post(url)
             .headers(signed_headers(secret, "req-trace", &body))
@@ -459,21 +458,11 @@ async fn the_local_stack_logs_no_personal_data_even_at_trace() {
         status_event().replace(r#""connected":true"#, r#""connected":"5511987654321""#)
     );
     assert_eq!(post("/events/batch", batch, INGEST_SECRET).await, 207);
+    accepted.len() + 1
+}
 
-    let delivered = accepted.len() + 1;
-    stack
-        .local
-        .wait_for("outcome=\"delivered\"", delivered, WAIT)
-        .await;
-    stack.local.wait_for("outcome=\"retry\"", 1, WAIT).await;
-    let lines = stack.local.lines();
-    let status = stack.local.terminate().await;
-    assert!(status.success(), "{status:?}");
-
-    assert!(
-        lines.iter().any(|l| l.contains("TRACE")),
-        "dependencies logged at TRACE too"
-    );
+/// Message events are logged with their group, which names the chat by its keyed hash.
+fn check_message_groups_are_hashed(lines: &[String]) {
     let groups: Vec<&str> = lines
         .iter()
         .filter(|l| l.contains("event_type=\"message\"") || l.contains("event_type=message"))
@@ -493,6 +482,31 @@ async fn the_local_stack_logs_no_personal_data_even_at_trace() {
         !lines.iter().any(|l| l.contains("random key")),
         "CHAT_ID_KEY was given"
     );
+}
+
+#[tokio::test]
+async fn the_local_stack_logs_no_personal_data_even_at_trace() {
+    let stack = start_stack_with(
+        &["--fail-with", "500", "--fail-times", "1"],
+        &["--retry-schedule", "0,0"],
+        &[("RUST_LOG", "trace"), ("CHAT_ID_KEY", CHAT_ID_KEY)],
+    )
+    .await;
+    let delivered = post_every_kind(&stack.ingest_url).await;
+    stack
+        .local
+        .wait_for("outcome=\"delivered\"", delivered, WAIT)
+        .await;
+    stack.local.wait_for("outcome=\"retry\"", 1, WAIT).await;
+    let lines = stack.local.lines();
+    let status = stack.local.terminate().await;
+    assert!(status.success(), "{status:?}");
+
+    assert!(
+        lines.iter().any(|l| l.contains("TRACE")),
+        "dependencies logged at TRACE too"
+    );
+    check_message_groups_are_hashed(&lines);
     assert_free_of_personal_data(&lines.join("\n"), "relay local's output");
 }
 
