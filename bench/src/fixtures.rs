@@ -25,10 +25,19 @@ const FILLER: &[u8] = b"Oi, tudo bem? Chego amanha de manha com os documentos. "
 /// possible when `size` is below it. `id` becomes the event id, the FIFO deduplication id and
 /// the `webhook-id` of the delivery; `chat` picks the peer, hence the FIFO group.
 pub fn envelope(id: &str, chat: usize, size: usize) -> String {
+    envelope_in_session(None, id, chat, size)
+}
+
+/// [`envelope`] in `session` (the envelope's `session` field; `None`: the default session).
+pub fn envelope_in_session(session: Option<&str>, id: &str, chat: usize, size: usize) -> String {
+    let peer = peer(chat);
     let with = |content: &str| {
-        examples::incoming("3EB0C767D097B7C7C030", &peer(chat), content)
-            .with_id(id)
-            .to_json()
+        let envelope = examples::incoming("3EB0C767D097B7C7C030", &peer, content).with_id(id);
+        match session {
+            Some(session) => envelope.with_session(session),
+            None => envelope,
+        }
+        .to_json()
     };
     // FILLER needs no JSON escaping: each byte of content is one byte of body.
     let pad = size.saturating_sub(with("").len());

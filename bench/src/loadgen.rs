@@ -8,7 +8,7 @@
 //! stalled generator cannot hide latency). Both are bounded in count and time, loopback only.
 
 use crate::fixtures::{
-    CHATS, TYPICAL_BYTES, envelope, event_id, ingest_secrets, signed_header_pairs,
+    CHATS, TYPICAL_BYTES, envelope_in_session, event_id, ingest_secrets, signed_header_pairs,
 };
 use crate::plan::{Bins, Plan};
 use crate::receiver::TimingReceiver;
@@ -94,12 +94,8 @@ pub fn prepare_in_sessions(prefix: &str, count: usize, sessions: Option<usize>) 
     let (mut bodies, mut headers) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for i in 0..count {
         let id = event_id(prefix, i);
-        let mut body = envelope(&id, i % CHATS, TYPICAL_BYTES);
-        if let Some(sessions) = sessions {
-            let mut value: Value = serde_json::from_str(&body).expect("the fixture is JSON");
-            value["session"] = json!(session_name(i % sessions));
-            body = value.to_string();
-        }
+        let session = sessions.map(|sessions| session_name(i % sessions));
+        let body = envelope_in_session(session.as_deref(), &id, i % CHATS, TYPICAL_BYTES);
         let mut map = HeaderMap::new();
         for (name, value) in signed_header_pairs(&secrets, &id, &body) {
             map.insert(
