@@ -261,96 +261,137 @@ pub async fn section(
     let (without, _) = paced_run(bins, plan, logs, epoch, Hub::Off).await?;
     let (unheard, _) = paced_run(bins, plan, logs, epoch, Hub::On { pages: 0 }).await?;
     let (with, pages) = paced_run(bins, plan, logs, epoch, Hub::On { pages: PAGES }).await?;
-    let pages = pages.expect("the live run measures pages");
-    let bytes_per_page = memory_per_page(bins, logs, epoch).await?;
-    let what = format!(
-        "{} events at {}/s over {SESSIONS} sessions, {PAGES} pages",
-        thousands(plan.paced_events as u64),
-        thousands(plan.paced_rate)
-    );
-    let all_arrived = pages.arrived == pages.expected;
-    report.row(
-        "8",
-        format!("live: ingest send → page ({what})"),
-        format!(
-            "{}{}",
-            summary_cell(&pages.latency),
-            if all_arrived {
-                String::new()
-            } else {
-                format!(" — **{} of {} arrived**", pages.arrived, pages.expected)
-            }
+    let runs = Runs {
+        pages: pages.expect("the live run measures pages"),
+        bytes_per_page: memory_per_page(bins, logs, epoch).await?,
+        what: format!(
+            "{} events at {}/s over {SESSIONS} sessions, {PAGES} pages",
+            thousands(plan.paced_events as u64),
+            thousands(plan.paced_rate)
         ),
-        format!(
-            "webhook delivery, same run: {}{}",
-            latency_cell(&with),
-            lost(&with)
-        ),
-        "p99 ≤ 1 s (a `qr` must be on the page within a second)",
-        Verdict::of(all_arrived && pages.latency.p99 <= 1e6),
-    );
-    report.row(
-        "8",
-        "live: page arrival − `202` at the sender (negative: the page saw it first)",
-        format!(
-            "p50 {:+.2} ms / p99 {:+.2} ms",
-            pages.after_answer_p50_ms, pages.after_answer_p99_ms
-        ),
-        "",
-        "",
-        Verdict::Info,
-    );
-    let added50 = unheard.answer.median - without.answer.median;
-    let added99 = unheard.answer.p99 - without.answer.p99;
-    report.row(
-        "8",
-        "live: what publishing adds to ingest's answer (send → `202`; hub on, no page listening), p50 / p99",
-        format!("{} / {}", ms(added50), ms(added99)),
-        format!(
-            "hub off: p50 {} / p99 {}; hub on: p50 {} / p99 {}",
-            ms(without.answer.median),
-            ms(without.answer.p99),
-            ms(unheard.answer.median),
-            ms(unheard.answer.p99)
-        ),
-        "p50 ≤ 1 ms",
-        Verdict::of(
-            added50 <= 1_000.0 && lost(&unheard).is_empty() && lost(&without).is_empty(),
-        ),
-    );
-    report.row(
-        "8",
-        format!("live: ingest's answer with {PAGES} pages listening (the hub's fan-out shares the process and the 2 cores)"),
-        format!("p50 {} / p99 {}", ms(with.answer.median), ms(with.answer.p99)),
-        "",
-        "",
-        Verdict::Info,
-    );
-    report.row(
-        "8",
-        format!(
-            "live: hub memory per connection ({} idle subscribed pages, RSS delta)",
-            thousands(MEMORY_PAGES as u64)
-        ),
-        format!("{:.1} KiB", bytes_per_page / 1024.0),
-        "",
-        "",
-        Verdict::Info,
-    );
+        without,
+        unheard,
+        with,
+    };
+    runs.page_rows(report);
+    runs.ingest_rows(report);
+    runs.memory_row(report);
     report.note("Live: `relay local` with `--live-token-secrets`, the hub in the same process as ingest (on AWS the publish is an HTTPS call to AppSync Events instead, bounded by 250 ms). Pages are WebSocket clients in the bench process that speak AppSync Events' protocol (subprotocols, `connection_init`, `subscribe`), 10 per session; an event reaches the 10 pages of its session. Latency is taken from the moment the generator sends, for the pages and the webhook alike; generator, relay, receiver and pages share the 2 cores.");
-    report.json(
-        "live",
+    report.json("live", runs.to_json());
+    Ok(())
+}
+
+/// What the section measured: the three paced runs, the pages of the last, the hub's memory.
+struct Runs {
+    /// The load, in words.
+    what: String,
+    /// Hub off.
+    without: LoadResult,
+    /// Hub on, no page listening.
+    unheard: LoadResult,
+    /// Hub on, [`PAGES`] pages listening.
+    with: LoadResult,
+    pages: PageFigures,
+    bytes_per_page: f64,
+}
+
+impl Runs {
+    /// The pages' latency beside the webhook's, and their arrival against the `202`.
+    fn page_rows(&self, report: &mut Report) {
+        let (pages, with) = (&self.pages, &self.with);
+        let all_arrived = pages.arrived == pages.expected;
+        report.row(
+            "8",
+            format!("live: ingest send → page ({})", self.what),
+            format!(
+                "{}{}",
+                summary_cell(&pages.latency),
+                if all_arrived {
+                    String::new()
+                } else {
+                    format!(" — **{} of {} arrived**", pages.arrived, pages.expected)
+                }
+            ),
+            format!(
+                "webhook delivery, same run: {}{}",
+                latency_cell(with),
+                lost(with)
+            ),
+            "p99 ≤ 1 s (a `qr` must be on the page within a second)",
+            Verdict::of(all_arrived && pages.latency.p99 <= 1e6),
+        );
+        report.row(
+            "8",
+            "live: page arrival − `202` at the sender (negative: the page saw it first)",
+            format!(
+                "p50 {:+.2} ms / p99 {:+.2} ms",
+                pages.after_answer_p50_ms, pages.after_answer_p99_ms
+            ),
+            "",
+            "",
+            Verdict::Info,
+        );
+    }
+
+    /// Ingest's answer: what publishing adds, and with the pages listening.
+    fn ingest_rows(&self, report: &mut Report) {
+        let (without, unheard, with) = (&self.without, &self.unheard, &self.with);
+        let added50 = unheard.answer.median - without.answer.median;
+        let added99 = unheard.answer.p99 - without.answer.p99;
+        report.row(
+            "8",
+            "live: what publishing adds to ingest's answer (send → `202`; hub on, no page listening), p50 / p99",
+            format!("{} / {}", ms(added50), ms(added99)),
+            format!(
+                "hub off: p50 {} / p99 {}; hub on: p50 {} / p99 {}",
+                ms(without.answer.median),
+                ms(without.answer.p99),
+                ms(unheard.answer.median),
+                ms(unheard.answer.p99)
+            ),
+            "p50 ≤ 1 ms",
+            Verdict::of(
+                added50 <= 1_000.0 && lost(unheard).is_empty() && lost(without).is_empty(),
+            ),
+        );
+        report.row(
+            "8",
+            format!("live: ingest's answer with {PAGES} pages listening (the hub's fan-out shares the process and the 2 cores)"),
+            format!("p50 {} / p99 {}", ms(with.answer.median), ms(with.answer.p99)),
+            "",
+            "",
+            Verdict::Info,
+        );
+    }
+
+    /// The hub's memory per connection.
+    fn memory_row(&self, report: &mut Report) {
+        report.row(
+            "8",
+            format!(
+                "live: hub memory per connection ({} idle subscribed pages, RSS delta)",
+                thousands(MEMORY_PAGES as u64)
+            ),
+            format!("{:.1} KiB", self.bytes_per_page / 1024.0),
+            "",
+            "",
+            Verdict::Info,
+        );
+    }
+
+    /// The section's `live` object in `results.json`.
+    fn to_json(&self) -> Value {
+        let pages = &self.pages;
         json!({
-            "load": what,
+            "load": self.what,
             "page_latency": pages.latency.to_json_ms(),
             "page_arrivals": {"expected": pages.expected, "arrived": pages.arrived},
             "page_after_answer_ms": {"p50": pages.after_answer_p50_ms, "p99": pages.after_answer_p99_ms},
-            "webhook_latency": with.latency.to_json_ms(),
-            "answer_hub_off": without.answer.to_json_ms(),
-            "answer_hub_on_no_pages": unheard.answer.to_json_ms(),
-            "answer_hub_on_with_pages": with.answer.to_json_ms(),
-            "hub_bytes_per_connection": bytes_per_page,
-        }),
-    );
-    Ok(())
+            "webhook_latency": self.with.latency.to_json_ms(),
+            "answer_hub_off": self.without.answer.to_json_ms(),
+            "answer_hub_on_no_pages": self.unheard.answer.to_json_ms(),
+            "answer_hub_on_with_pages": self.with.answer.to_json_ms(),
+            "hub_bytes_per_connection": self.bytes_per_page,
+        })
+    }
 }

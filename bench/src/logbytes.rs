@@ -17,6 +17,8 @@ use crate::receiver::TimingReceiver;
 use crate::report::{Report, Verdict};
 use crate::runtime_api::{ApiEvent, RuntimeApi};
 use crate::stats::median_u64;
+use relay_shared::signature::SecretSet;
+use relay_tests::{FifoQueues, MotoServer};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -104,7 +106,6 @@ async fn measure(
         }
     }
     let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut child = Command::new(binary)
         .env_clear()
         .envs(lambda_env(&api, &function, 0, "INFO"))
@@ -114,62 +115,93 @@ async fn measure(
         .stderr(file)
         .spawn()
         .map_err(|e| format!("cannot spawn {}: {e}", binary.display()))?;
-    let outcome = async {
-        let (mut bytes, mut lines, mut emf, mut times) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut polled: Option<(Instant, u64)> = None;
-        let mut invocations = 0;
-        while invocations <= WARM + 1 {
-            let event = api
-                .next_event(Duration::from_secs(20))
-                .await
-                .ok_or_else(|| format!("{name}: no answer within 20 s (see {})", log.display()))?;
-            match event {
-                ApiEvent::Next(at) => {
-                    let now = size();
-                    if let Some((_, before)) = polled.filter(|_| invocations > 1) {
-                        bytes.push(now - before);
-                        let text = std::fs::read(&log).map_err(|e| e.to_string())?;
-                        let slice = &text[before as usize..now as usize];
-                        lines.push(slice.iter().filter(|&&b| b == b'\n').count() as u64);
-                        emf.push(
-                            slice
-                                .split(|&b| b == b'\n')
-                                .filter(|l| l.windows(6).any(|w| w == b"\"_aws\""))
-                                .map(|l| l.len() as u64 + 1)
-                                .sum(),
-                        );
-                    }
-                    polled = Some((at, now));
-                    invocations += 1;
-                }
-                ApiEvent::Response(at, body) => {
-                    check(&body).map_err(|e| format!("{name}: wrong response: {e}"))?;
-                    if let Some((start, _)) = polled.filter(|_| invocations > 1) {
-                        times.push((at - start).as_micros() as u64);
-                    }
-                }
-                ApiEvent::Error(_, body) | ApiEvent::InitError(_, body) => {
-                    return Err(format!(
-                        "{name} reported an error: {}",
-                        String::from_utf8_lossy(&body)
-                    ));
-                }
-            }
-        }
-        Ok(Case {
-            name,
-            events,
-            bytes: median_u64(&bytes),
-            lines: median_u64(&lines),
-            emf_bytes: median_u64(&emf),
-            warm_ms: median_u64(&times) as f64 / 1000.0,
-        })
-    }
-    .await;
+    let outcome = follow(&mut api, name, &log, check).await;
     let _ = child.kill();
     let _ = child.wait();
-    outcome
+    outcome.map(|samples| samples.case(name, events))
+}
+
+/// Per warm invocation: log bytes, log lines, EMF bytes, and wall time in µs.
+#[derive(Default)]
+struct Samples {
+    bytes: Vec<u64>,
+    lines: Vec<u64>,
+    emf: Vec<u64>,
+    times: Vec<u64>,
+}
+
+impl Samples {
+    /// Counts the log written between offsets `before` and `now` as one invocation's.
+    fn log_between(&mut self, log: &Path, before: u64, now: u64) -> Result<(), String> {
+        self.bytes.push(now - before);
+        let text = std::fs::read(log).map_err(|e| e.to_string())?;
+        let slice = &text[before as usize..now as usize];
+        self.lines
+            .push(slice.iter().filter(|&&b| b == b'\n').count() as u64);
+        self.emf.push(
+            slice
+                .split(|&b| b == b'\n')
+                .filter(|l| l.windows(6).any(|w| w == b"\"_aws\""))
+                .map(|l| l.len() as u64 + 1)
+                .sum(),
+        );
+        Ok(())
+    }
+
+    /// The medians.
+    fn case(&self, name: &'static str, events: usize) -> Case {
+        Case {
+            name,
+            events,
+            bytes: median_u64(&self.bytes),
+            lines: median_u64(&self.lines),
+            emf_bytes: median_u64(&self.emf),
+            warm_ms: median_u64(&self.times) as f64 / 1000.0,
+        }
+    }
+}
+
+/// Follows the process through its invocations, sampling the warm ones: from each poll of
+/// `next` to the response (time) and to the next poll (log bytes).
+async fn follow(
+    api: &mut RuntimeApi,
+    name: &str,
+    log: &Path,
+    check: &dyn Fn(&[u8]) -> Result<(), String>,
+) -> Result<Samples, String> {
+    let size = || std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    let mut samples = Samples::default();
+    let mut polled: Option<(Instant, u64)> = None;
+    let mut invocations = 0;
+    while invocations <= WARM + 1 {
+        let event = api
+            .next_event(Duration::from_secs(20))
+            .await
+            .ok_or_else(|| format!("{name}: no answer within 20 s (see {})", log.display()))?;
+        match event {
+            ApiEvent::Next(at) => {
+                let now = size();
+                if let Some((_, before)) = polled.filter(|_| invocations > 1) {
+                    samples.log_between(log, before, now)?;
+                }
+                polled = Some((at, now));
+                invocations += 1;
+            }
+            ApiEvent::Response(at, body) => {
+                check(&body).map_err(|e| format!("{name}: wrong response: {e}"))?;
+                if let Some((start, _)) = polled.filter(|_| invocations > 1) {
+                    samples.times.push((at - start).as_micros() as u64);
+                }
+            }
+            ApiEvent::Error(_, body) | ApiEvent::InitError(_, body) => {
+                return Err(format!(
+                    "{name} reported an error: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+        }
+    }
+    Ok(samples)
 }
 
 /// The four cases: ingest with one event and a batch of ten, the dispatcher with one record
@@ -180,9 +212,51 @@ pub async fn measure_all(
     logs: &Path,
     epoch: Instant,
 ) -> Result<Vec<Case>, String> {
-    let moto = relay_tests::MotoServer::start().await;
+    let moto = MotoServer::start().await;
     let queues = moto.create_fifo_with_dlq("bench-logbytes", 5, 30).await;
     let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
+    let (ingest_env, dispatcher_env) = environments(&moto, &queues, &receiver, settings).await;
+    let secrets = ingest_secrets();
+    let mut cases = Vec::new();
+    for (name, count) in [("ingest_1", 1), ("ingest_10", 10)] {
+        cases.push(
+            measure(
+                name,
+                count,
+                &bins.ingest,
+                ingest_env.clone(),
+                logs.join(format!("logbytes-{name}.log")),
+                &ingest_event(&secrets, name, count),
+                &ingest_ok,
+            )
+            .await?,
+        );
+    }
+    for (name, count) in [("dispatcher_1", 1), ("dispatcher_10", 10)] {
+        cases.push(
+            measure(
+                name,
+                count,
+                &bins.dispatcher,
+                dispatcher_env.clone(),
+                logs.join(format!("logbytes-{name}.log")),
+                &dispatch_event(name, count),
+                &dispatch_ok,
+            )
+            .await?,
+        );
+    }
+    Ok(cases)
+}
+
+/// The ingest and dispatcher environments (beyond [`lambda_env`]): the template's memory and
+/// log level, moto's endpoints, and the secrets by ARN.
+async fn environments(
+    moto: &MotoServer,
+    queues: &FifoQueues,
+    receiver: &TimingReceiver,
+    settings: &Settings,
+) -> (Vec<(String, String)>, Vec<(String, String)>) {
     let ingest_arn = moto.create_secret("logbytes/ingest", INGEST_SECRET).await;
     let key_arn = moto.create_secret("logbytes/key", &"k".repeat(64)).await;
     let webhook_arn = moto.create_secret("logbytes/webhook", WEBHOOK_SECRET).await;
@@ -208,7 +282,7 @@ pub async fn measure_all(
             ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
         ]
     };
-    let ingest_env = [
+    let ingest = [
         common(settings.ingest.memory_mb),
         vec![
             ("INGEST_SECRETS_ARN".to_owned(), ingest_arn),
@@ -216,7 +290,7 @@ pub async fn measure_all(
         ],
     ]
     .concat();
-    let dispatcher_env = [
+    let dispatcher = [
         common(settings.dispatcher.memory_mb),
         vec![
             ("WEBHOOK_URL".to_owned(), receiver.url.clone()),
@@ -226,88 +300,70 @@ pub async fn measure_all(
         ],
     ]
     .concat();
-    let secrets = std::sync::Arc::new(ingest_secrets());
-    let ingest_event = |case: &'static str, count: usize| {
-        let secrets = std::sync::Arc::clone(&secrets);
-        move |i: usize| {
-            let bodies: Vec<String> = (0..count)
-                .map(|k| envelope(&real_id(case, i * 100 + k), k, TYPICAL_BYTES))
-                .collect();
-            let (body, path) = if count == 1 {
-                (bodies[0].clone(), "/events")
-            } else {
-                (format!("[{}]", bodies.join(",")), "/events/batch")
-            };
-            let id = real_id(case, i * 100 + 99);
-            let mut event = apigw_v2_event(
-                &format!("{case}-{i}"),
-                &signed_header_pairs(&secrets, &id, &body),
-                &body,
-            );
-            event["rawPath"] = json!(path);
-            event["routeKey"] = json!(format!("POST {path}"));
-            event["requestContext"]["routeKey"] = json!(format!("POST {path}"));
-            event["requestContext"]["http"]["path"] = json!(path);
-            event.to_string().into_bytes()
-        }
-    };
-    let dispatch_event = |case: &'static str, count: usize| {
-        move |i: usize| {
-            let mut batch = records(&format!("{case}{i}"), count, count, TYPICAL_BYTES);
-            for (k, record) in batch.iter_mut().enumerate() {
-                let id = real_id(case, i * 100 + k);
-                record.body = envelope(&id, k, TYPICAL_BYTES);
-                record.dedup_id = id;
-            }
-            sqs_event(&format!("{case}{i}"), &batch)
-                .to_string()
-                .into_bytes()
-        }
-    };
-    let ingest_ok = |body: &[u8]| -> Result<(), String> {
-        let response: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        match response["statusCode"].as_u64() {
-            Some(202) | Some(207) if !String::from_utf8_lossy(body).contains("rejected") => Ok(()),
-            _ => Err(String::from_utf8_lossy(body).into_owned()),
-        }
-    };
-    let dispatch_ok = |body: &[u8]| -> Result<(), String> {
-        let response: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        match response["batchItemFailures"].as_array() {
-            Some(failures) if failures.is_empty() => Ok(()),
-            _ => Err(String::from_utf8_lossy(body).into_owned()),
-        }
-    };
-    let mut cases = Vec::new();
-    for (name, count) in [("ingest_1", 1), ("ingest_10", 10)] {
-        cases.push(
-            measure(
-                name,
-                count,
-                &bins.ingest,
-                ingest_env.clone(),
-                logs.join(format!("logbytes-{name}.log")),
-                &ingest_event(name, count),
-                &ingest_ok,
-            )
-            .await?,
+    (ingest, dispatcher)
+}
+
+/// Invocation `i`'s API Gateway event: `count` signed envelopes, to `/events` when one,
+/// else as a JSON array to `/events/batch`.
+fn ingest_event<'a>(
+    secrets: &'a SecretSet,
+    case: &'static str,
+    count: usize,
+) -> impl Fn(usize) -> Vec<u8> + 'a {
+    move |i: usize| {
+        let bodies: Vec<String> = (0..count)
+            .map(|k| envelope(&real_id(case, i * 100 + k), k, TYPICAL_BYTES))
+            .collect();
+        let (body, path) = if count == 1 {
+            (bodies[0].clone(), "/events")
+        } else {
+            (format!("[{}]", bodies.join(",")), "/events/batch")
+        };
+        let id = real_id(case, i * 100 + 99);
+        let mut event = apigw_v2_event(
+            &format!("{case}-{i}"),
+            &signed_header_pairs(secrets, &id, &body),
+            &body,
         );
+        event["rawPath"] = json!(path);
+        event["routeKey"] = json!(format!("POST {path}"));
+        event["requestContext"]["routeKey"] = json!(format!("POST {path}"));
+        event["requestContext"]["http"]["path"] = json!(path);
+        event.to_string().into_bytes()
     }
-    for (name, count) in [("dispatcher_1", 1), ("dispatcher_10", 10)] {
-        cases.push(
-            measure(
-                name,
-                count,
-                &bins.dispatcher,
-                dispatcher_env.clone(),
-                logs.join(format!("logbytes-{name}.log")),
-                &dispatch_event(name, count),
-                &dispatch_ok,
-            )
-            .await?,
-        );
+}
+
+/// Invocation `i`'s SQS event: `count` records in `count` chats, with realistic ids.
+fn dispatch_event(case: &'static str, count: usize) -> impl Fn(usize) -> Vec<u8> {
+    move |i: usize| {
+        let mut batch = records(&format!("{case}{i}"), count, count, TYPICAL_BYTES);
+        for (k, record) in batch.iter_mut().enumerate() {
+            let id = real_id(case, i * 100 + k);
+            record.body = envelope(&id, k, TYPICAL_BYTES);
+            record.dedup_id = id;
+        }
+        sqs_event(&format!("{case}{i}"), &batch)
+            .to_string()
+            .into_bytes()
     }
-    Ok(cases)
+}
+
+/// Ingest accepted every event (202, or 207 with none rejected).
+fn ingest_ok(body: &[u8]) -> Result<(), String> {
+    let response: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    match response["statusCode"].as_u64() {
+        Some(202) | Some(207) if !String::from_utf8_lossy(body).contains("rejected") => Ok(()),
+        _ => Err(String::from_utf8_lossy(body).into_owned()),
+    }
+}
+
+/// The dispatcher delivered every record (no `batchItemFailures`).
+fn dispatch_ok(body: &[u8]) -> Result<(), String> {
+    let response: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    match response["batchItemFailures"].as_array() {
+        Some(failures) if failures.is_empty() => Ok(()),
+        _ => Err(String::from_utf8_lossy(body).into_owned()),
+    }
 }
 
 /// The section: the four cases, the access log estimate, and bytes per delivered event.

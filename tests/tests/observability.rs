@@ -214,7 +214,21 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
         lines.len() >= 8,
         "requests and attempts were logged: {logs}"
     );
-    for id in &ids {
+    check_ingest_and_delivery_correlate(&lines, &ids);
+    let metrics_lines_now = metrics_lines.lock().unwrap().clone();
+    check_summary_lines(&metrics_lines_now, &ids);
+    check_per_event_lines(&lines);
+    check_failures_are_logged(&lines);
+    check_chat_is_hashed(&lines);
+    assert_free_of_personal_data(&logs, "logs");
+    let metrics_lines = metrics_lines.lock().unwrap().clone();
+    assert_free_of_personal_data(&metrics_lines.join("\n"), "metrics");
+    check_emf(&metrics_lines);
+}
+
+/// Each event id is on a `queued` line (ingest) and a `delivered` line (dispatcher).
+fn check_ingest_and_delivery_correlate(lines: &[Value], ids: &[String]) {
+    for id in ids {
         let about: Vec<&Value> = lines
             .iter()
             .filter(|l| l["event_id"] == id.as_str())
@@ -225,17 +239,19 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
             "{id} correlates ingest and delivery: {about:?}"
         );
     }
-    // The success path: one summary line per request (ingest) and per batch (dispatcher),
-    // `{"queued":[ids]}` and `{"delivered":[ids], <latencies>, "_aws":…}`, naming every event it
-    // queued or delivered; no level key, so Lambda files them as INFO. The per-event lines above
-    // are DEBUG (this capture is at TRACE).
-    let metrics_lines_now = metrics_lines.lock().unwrap().clone();
-    let summaries: Vec<Value> = metrics_lines_now
+}
+
+/// The success path: one summary line per request (ingest) and per batch (dispatcher),
+/// `{"queued":[ids]}` and `{"delivered":[ids], <latencies>, "_aws":…}`, naming every event it
+/// queued or delivered; no level key, so Lambda files them as INFO. The per-event lines are
+/// DEBUG (this capture is at TRACE).
+fn check_summary_lines(metrics_lines: &[String], ids: &[String]) {
+    let summaries: Vec<Value> = metrics_lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|l| l["queued"].is_array() || l["delivered"].is_array())
         .collect();
-    for id in &ids {
+    for id in ids {
         for outcome in ["queued", "delivered"] {
             assert!(
                 summaries.iter().any(|s| s[outcome]
@@ -257,7 +273,11 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
             );
         }
     }
-    for line in &lines {
+}
+
+/// Per-event success lines are DEBUG, and a delivery line carries its fields.
+fn check_per_event_lines(lines: &[Value]) {
+    for line in lines {
         if line["outcome"] == "queued" || line["outcome"] == "delivered" {
             assert_eq!(
                 line["level"], "DEBUG",
@@ -280,6 +300,10 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
             "a delivery line has {field}: {delivered}"
         );
     }
+}
+
+/// The failed attempt, the refusal and the failed live push are each logged.
+fn check_failures_are_logged(lines: &[Value]) {
     assert!(
         lines
             .iter()
@@ -294,9 +318,12 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
         lines
             .iter()
             .any(|l| l["outcome"] == "live-failed" && l["event_type"] == "qr"),
-        "a failed live push is logged by id and type (the payload check below covers its text)"
+        "a failed live push is logged by id and type (the payload check covers its text)"
     );
-    // A chat is named by its hashed group only, at ingest and at delivery.
+}
+
+/// A chat is named by its hashed group only, at ingest and at delivery.
+fn check_chat_is_hashed(lines: &[Value]) {
     let chat_groups: BTreeSet<&str> = lines
         .iter()
         .filter(|l| l["event_type"] == "message")
@@ -307,10 +334,6 @@ async fn logs_and_metrics_never_carry_qr_codes_message_text_phone_numbers_secret
         chat_groups.iter().all(|g| is_hashed_chat_group(g)),
         "{chat_groups:?}"
     );
-    assert_free_of_personal_data(&logs, "logs");
-    let metrics_lines = metrics_lines.lock().unwrap().clone();
-    assert_free_of_personal_data(&metrics_lines.join("\n"), "metrics");
-    check_emf(&metrics_lines);
 }
 
 #[test]

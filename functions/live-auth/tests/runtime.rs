@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 const LIVE_SECRET: &str = "live-auth-runtime-secret-0123456789abcdef";
 
@@ -84,60 +84,16 @@ async fn the_binary_answers_appsync_through_the_runtime_api() {
         )
         .unwrap();
     let api = RuntimeApi::default();
-    let invocations = [
-        ("connect", request(&token, "EVENT_CONNECT", None), true),
-        (
-            "own",
-            request(&token, "EVENT_SUBSCRIBE", Some("/relay/sales")),
-            true,
-        ),
-        (
-            "other",
-            request(&token, "EVENT_SUBSCRIBE", Some("/relay/default")),
-            false,
-        ),
-        (
-            "publish",
-            request(&token, "EVENT_PUBLISH", Some("/relay/sales")),
-            false,
-        ),
-        ("forged", request("a.b.c", "EVENT_CONNECT", None), false),
-    ];
+    let invocations = invocations(&token);
     for (id, body, _) in &invocations {
         api.pending
             .lock()
             .unwrap()
             .push_back((id.to_string(), body.clone()));
     }
-    let app = axum::Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(respond),
-        )
-        .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let address = serve(&api).await;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_live-auth"))
-        .env_clear()
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.endpoint)
-        .env("AWS_LAMBDA_RUNTIME_API", &address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "live-auth")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/live-auth")
-        .env("LIVE_TOKEN_SECRETS_ARN", &arn)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn live-auth");
+    let mut child = spawn_live_auth(&address, &moto.endpoint, &arn);
     let done = tokio::time::timeout(Duration::from_secs(60), async {
         while api.answers.lock().unwrap().len() < invocations.len() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -159,15 +115,82 @@ async fn the_binary_answers_appsync_through_the_runtime_api() {
             "{id}"
         );
     }
-    // One JSON log line per decision, none with the token.
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!stdout.contains(&token), "the token is never logged");
+    check_decision_log(
+        &String::from_utf8_lossy(&output.stdout),
+        &token,
+        invocations.len(),
+    );
+}
+
+/// The invocations in order: an id, the request, and whether it is allowed.
+fn invocations(token: &str) -> [(&'static str, Value, bool); 5] {
+    [
+        ("connect", request(token, "EVENT_CONNECT", None), true),
+        (
+            "own",
+            request(token, "EVENT_SUBSCRIBE", Some("/relay/sales")),
+            true,
+        ),
+        (
+            "other",
+            request(token, "EVENT_SUBSCRIBE", Some("/relay/default")),
+            false,
+        ),
+        (
+            "publish",
+            request(token, "EVENT_PUBLISH", Some("/relay/sales")),
+            false,
+        ),
+        ("forged", request("a.b.c", "EVENT_CONNECT", None), false),
+    ]
+}
+
+/// Serves `api` as the Lambda Runtime API on a free local port; its address.
+async fn serve(api: &RuntimeApi) -> String {
+    let app = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(respond),
+        )
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// The binary with the Lambda environment, its secret by ARN from moto at `endpoint`.
+fn spawn_live_auth(runtime_api: &str, endpoint: &str, arn: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_live-auth"))
+        .env_clear()
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "live-auth")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/live-auth")
+        .env("LIVE_TOKEN_SECRETS_ARN", arn)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn live-auth")
+}
+
+/// One JSON log line per decision, none with the token; the third says why it denied.
+fn check_decision_log(stdout: &str, token: &str, count: usize) {
+    assert!(!stdout.contains(token), "the token is never logged");
     let decisions: Vec<Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["outcome"] == "allowed" || l["outcome"] == "denied")
         .collect();
-    assert_eq!(decisions.len(), invocations.len(), "{stdout}");
+    assert_eq!(decisions.len(), count, "{stdout}");
     assert_eq!(decisions[2]["channel"], "/relay/default");
     assert_eq!(
         decisions[2]["reason"],
