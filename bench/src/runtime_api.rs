@@ -1,8 +1,8 @@
 //! A minimal Lambda Runtime API (the 2018-06-01 interface a custom runtime polls), enough to
-//! start a release binary as Lambda does and time it: `GET …/invocation/next` hands out one
-//! armed event with the `lambda-runtime-*` headers and then holds further polls (the function
-//! is idle, as between invocations); `POST …/invocation/{id}/response` and `/error`, and
-//! `POST …/init/error`, are recorded with the instant they arrived.
+//! start a release binary as Lambda does and time it: `GET …/invocation/next` hands out the
+//! armed events in order, with the `lambda-runtime-*` headers, and then holds further polls (the
+//! function is idle, as between invocations); `POST …/invocation/{id}/response` and `/error`,
+//! and `POST …/init/error`, are recorded with the instant they arrived.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ struct Invocation {
 }
 
 struct Shared {
-    armed: Mutex<Option<Invocation>>,
+    armed: Mutex<VecDeque<Invocation>>,
     events: mpsc::UnboundedSender<ApiEvent>,
 }
 
@@ -56,7 +57,7 @@ impl RuntimeApi {
         let address = listener.local_addr().expect("runtime API address");
         let (tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            armed: Mutex::new(None),
+            armed: Mutex::new(VecDeque::new()),
             events: tx,
         });
         let app = Router::new()
@@ -85,14 +86,20 @@ impl RuntimeApi {
         }
     }
 
-    /// Sets the one event the next `next` hands out, and forgets what earlier spawns did.
-    pub fn arm(&mut self, request_id: &str, function_name: &str, payload: Vec<u8>) {
+    /// Sets the events the next polls hand out, one each in order (request id, payload), and
+    /// forgets what earlier spawns did.
+    pub fn arm(&mut self, function_name: &str, invocations: Vec<(String, Vec<u8>)>) {
         while self.events.try_recv().is_ok() {}
-        *self.shared.armed.lock().unwrap() = Some(Invocation {
-            request_id: request_id.to_owned(),
-            function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{function_name}"),
-            payload,
-        });
+        let function_arn =
+            format!("arn:aws:lambda:us-east-1:123456789012:function:{function_name}");
+        *self.shared.armed.lock().unwrap() = invocations
+            .into_iter()
+            .map(|(request_id, payload)| Invocation {
+                request_id,
+                function_arn: function_arn.clone(),
+                payload,
+            })
+            .collect();
     }
 
     /// The next thing the function did, or `None` after `timeout`.
@@ -114,7 +121,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
     let at = Instant::now();
     // Take the event before reporting the poll: once the bench has seen this poll it may kill
     // the process and arm the next spawn's event, which this poll must not take.
-    let armed = shared.armed.lock().unwrap().take();
+    let armed = shared.armed.lock().unwrap().pop_front();
     let _ = shared.events.send(ApiEvent::Next(at));
     let Some(invocation) = armed else {
         // Idle between invocations; the bench ends the process while this waits.
