@@ -710,6 +710,11 @@ fn the_dispatcher_owns_its_attempts_table_and_dead_letters_itself() {
         granted(&t, "IngestRole", "sqs:SendMessage"),
         set(&["!GetAtt EventQueue.Arn"])
     );
+    assert_eq!(
+        granted(&t, "IngestRole", "sqs:GetQueueAttributes"),
+        set(&["!GetAtt EventQueue.Arn"]),
+        "ingest's warm-up at start reads its own queue's attributes, no other"
+    );
     let env = at(
         &t,
         &[
