@@ -73,9 +73,8 @@ impl Spawner<'_> {
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         let see = format!("(its output: {})", log_path.display());
         self.api.arm(
-            &format!("{check}-request"),
             &function,
-            event.to_string().into_bytes(),
+            vec![(format!("{check}-request"), event.to_string().into_bytes())],
         );
         let (program, mut command) = self.command(binary);
         command

@@ -1,13 +1,15 @@
 //! Cold start as Lambda does it: each release binary is spawned with the Lambda environment
-//! and `AWS_LAMBDA_RUNTIME_API` pointing at [`RuntimeApi`]. Init is exec → its first
-//! `GET …/next`; first invoke is exec → its first response. Peak RSS is `VmHWM` from
-//! `/proc/<pid>/status`, read when the function polls `next` again after answering (idle, just
-//! before the bench ends it). Subjects are spawned round-robin, so a burst of load from
-//! elsewhere on the machine hits all of them alike.
+//! and `AWS_LAMBDA_RUNTIME_API` pointing at [`RuntimeApi`], and given two events in a row.
+//! Init is exec → its first `GET …/next`; first invoke is that `next` → its first response (the
+//! invocation's own duration, what Lambda bills); warm invoke is the second `next` → the second
+//! response, in the same process. Peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the
+//! function polls `next` a third time (idle, just before the bench ends it). Subjects are
+//! spawned round-robin, so a burst of load from elsewhere on the machine hits all of them alike.
 
 use crate::fixtures::{
-    self, INGEST_SECRET, TYPICAL_BYTES, WEBHOOK_SECRET, apigw_v2_event, envelope, event_id,
-    ingest_secrets, records, signed_header_pairs, sqs_event,
+    self, INGEST_SECRET, LIVE_TOKEN_SECRET, TYPICAL_BYTES, WEBHOOK_SECRET, apigw_v2_event,
+    envelope, event_id, ingest_secrets, live_connect_event, records, signed_header_pairs,
+    sqs_event,
 };
 use crate::plan::{Bins, Plan};
 use crate::receiver::TimingReceiver;
@@ -16,32 +18,44 @@ use crate::runtime_api::{ApiEvent, RuntimeApi};
 use crate::stats::{Summary, median_u64};
 use relay_shared::queue::{NewMessage, Producer};
 use serde_json::{Value, json};
-use std::cell::Cell;
 use std::fs::File;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Checks a function's response to spawn `i`.
+/// Checks a function's response to event `n`.
 pub type Check<'a> = Box<dyn Fn(&[u8], usize) -> Result<(), String> + 'a>;
+
+/// Events each spawn gets: the first invoke, then a warm one.
+pub const EVENTS_PER_SPAWN: usize = 2;
+
+/// Aim: init ≤ this × hello-world's.
+pub const INIT_AIM: f64 = 1.5;
+
+/// Aim: first invoke ≤ this × the same function's warm invoke.
+pub const FIRST_INVOKE_AIM: f64 = 2.0;
 
 /// One binary under test.
 pub struct Subject<'a> {
     pub name: &'static str,
     pub binary: PathBuf,
     pub env: Vec<(String, String)>,
-    /// The invocation payload for spawn `i`.
+    /// The invocation payload of event `n` (spawn `i` gets events `2i` and `2i + 1`).
     pub event: Box<dyn Fn(usize) -> Vec<u8> + 'a>,
-    /// Checks the function's response to spawn `i`.
+    /// Checks the function's response to event `n`.
     pub check: Check<'a>,
 }
 
 /// One spawn's figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Spawn {
+    /// exec → first `next`.
     pub init: Duration,
+    /// First `next` → first response.
     pub first_invoke: Duration,
+    /// Second `next` → second response.
+    pub warm_invoke: Duration,
     pub vm_hwm_kb: u64,
 }
 
@@ -53,18 +67,25 @@ pub struct Series {
 }
 
 impl Series {
+    fn summary(&self, figure: impl Fn(&Spawn) -> Duration) -> Summary {
+        Summary::of(&self.spawns.iter().map(figure).collect::<Vec<_>>())
+    }
+
     pub fn init(&self) -> Summary {
-        Summary::of(&self.spawns.iter().map(|s| s.init).collect::<Vec<_>>())
+        self.summary(|s| s.init)
     }
 
     pub fn first_invoke(&self) -> Summary {
-        Summary::of(
-            &self
-                .spawns
-                .iter()
-                .map(|s| s.first_invoke)
-                .collect::<Vec<_>>(),
-        )
+        self.summary(|s| s.first_invoke)
+    }
+
+    pub fn warm_invoke(&self) -> Summary {
+        self.summary(|s| s.warm_invoke)
+    }
+
+    /// exec → first response: what the caller of a cold start waits for.
+    pub fn cold_total(&self) -> Summary {
+        self.summary(|s| s.init + s.first_invoke)
     }
 
     pub fn vm_hwm_kb(&self) -> u64 {
@@ -76,6 +97,8 @@ impl Series {
             "spawns": self.spawns.len(),
             "init": self.init().to_json_ms(),
             "first_invoke": self.first_invoke().to_json_ms(),
+            "warm_invoke": self.warm_invoke().to_json_ms(),
+            "exec_to_first_response": self.cold_total().to_json_ms(),
             "vm_hwm_kb_median": self.vm_hwm_kb(),
         })
     }
@@ -127,11 +150,16 @@ async fn spawn_once(
     log: &File,
 ) -> Result<Spawn, String> {
     let function = format!("bench-{}", subject.name);
-    api.arm(
-        &format!("{}-{index:04}-request", subject.name),
-        &function,
-        (subject.event)(index),
-    );
+    let events = (0..EVENTS_PER_SPAWN)
+        .map(|k| {
+            let n = index * EVENTS_PER_SPAWN + k;
+            (
+                format!("{}-{n:05}-request", subject.name),
+                (subject.event)(n),
+            )
+        })
+        .collect();
+    api.arm(&function, events);
     let mut command = Command::new(&subject.binary);
     command
         .env_clear()
@@ -159,37 +187,46 @@ async fn watch(
     pid: u32,
 ) -> Result<Spawn, String> {
     let deadline = started + Duration::from_secs(20);
-    let (mut init, mut first_invoke) = (None, None);
+    // When each `next` and each response came.
+    let (mut polls, mut responses) = (Vec::new(), Vec::new());
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let event = api.next_event(left).await.ok_or_else(|| {
             format!(
                 "{} spawn #{index}: no {} within 20 s (see logs/coldstart-{}.log)",
                 subject.name,
-                if init.is_none() {
-                    "poll for an invocation"
-                } else {
+                if polls.len() > responses.len() {
                     "response"
+                } else {
+                    "poll for an invocation"
                 },
                 subject.name
             )
         })?;
         match event {
-            ApiEvent::Next(at) if init.is_none() => init = Some(at - started),
-            ApiEvent::Next(_) => {
-                let (Some(init), Some(first_invoke)) = (init, first_invoke) else {
+            ApiEvent::Next(at) => {
+                if polls.len() > responses.len() {
                     return Err(format!("{} polled twice without answering", subject.name));
-                };
-                return Ok(Spawn {
-                    init,
-                    first_invoke,
-                    vm_hwm_kb: vm_hwm_kb(pid).ok_or("cannot read VmHWM")?,
-                });
+                }
+                polls.push(at);
+                if responses.len() == EVENTS_PER_SPAWN {
+                    return Ok(Spawn {
+                        init: polls[0] - started,
+                        first_invoke: responses[0] - polls[0],
+                        warm_invoke: responses[1] - polls[1],
+                        vm_hwm_kb: vm_hwm_kb(pid).ok_or("cannot read VmHWM")?,
+                    });
+                }
             }
             ApiEvent::Response(at, body) => {
-                first_invoke = Some(at - started);
-                (subject.check)(&body, index)
-                    .map_err(|e| format!("{} spawn #{index}: wrong response: {e}", subject.name))?;
+                let n = index * EVENTS_PER_SPAWN + responses.len();
+                responses.push(at);
+                (subject.check)(&body, n).map_err(|e| {
+                    format!(
+                        "{} spawn #{index}, event {n}: wrong response: {e}",
+                        subject.name
+                    )
+                })?;
             }
             ApiEvent::Error(_, body) | ApiEvent::InitError(_, body) => {
                 return Err(format!(
@@ -237,7 +274,8 @@ pub async fn run(
 }
 
 /// The cold-start section of the report: hello-world, ingest (storing to moto, secrets by
-/// ARN) and the dispatcher (delivering to a loopback receiver), round-robin.
+/// ARN), the dispatcher (delivering to a loopback receiver) and the live authorizer,
+/// round-robin.
 pub async fn section(
     report: &mut Report,
     bins: &Bins,
@@ -247,13 +285,13 @@ pub async fn section(
 ) -> Result<(), String> {
     let moto = relay_tests::MotoServer::start().await;
     let queues = moto.create_fifo_with_dlq("bench-coldstart", 5, 30).await;
-    // Context for ingest's first invoke: what one SendMessage to moto costs once warm.
+    // Context for ingest's invokes: what one SendMessage to moto costs once warm.
     let sqs =
         relay_shared::queue::sqs::SqsQueue::new(moto.client().await, queues.queue_url.clone());
     let moto_send = moto_send_cost(&sqs).await?;
     let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
     // Secrets by ARN, as the template deploys them: init includes the Secrets Manager fetch
-    // (ingest two secrets, the dispatcher one).
+    // (ingest two secrets, the dispatcher and the authorizer one each).
     let arns = SecretArns {
         ingest: moto
             .create_secret("bench/ingest-secrets", INGEST_SECRET)
@@ -264,12 +302,20 @@ pub async fn section(
         webhook: moto
             .create_secret("bench/webhook-secrets", WEBHOOK_SECRET)
             .await,
+        live_token: moto
+            .create_secret("bench/live-token-secrets", LIVE_TOKEN_SECRET)
+            .await,
     };
+    // On AWS, Secrets Manager and SQS are different hosts, so the connection that fetched the
+    // secrets is no use to SQS. The same moto answers both here; naming it differently for
+    // Secrets Manager (`localhost`, which /etc/hosts maps to the same 127.0.0.1) keeps the two
+    // connections apart, as on AWS.
+    let secrets_endpoint = moto.endpoint.replacen("127.0.0.1", "localhost", 1);
     let aws_env = vec![
         ("AWS_ENDPOINT_URL_SQS".to_owned(), moto.endpoint.clone()),
         (
             "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
-            moto.endpoint.clone(),
+            secrets_endpoint,
         ),
         ("QUEUE_URL".to_owned(), queues.queue_url.clone()),
         // The dispatcher's: its DLQ, and the attempts table, which it reads only for a message
@@ -281,25 +327,33 @@ pub async fn section(
             moto.endpoint.clone(),
         ),
     ];
-    let delivered = Cell::new(0usize);
-    let subjects = subjects(bins, plan, arns, aws_env, &receiver, &delivered);
+    let subjects = subjects(bins, plan, arns, aws_env, &receiver);
     let series = run(&subjects, plan.spawns, logs).await?;
+    let events = (plan.spawns + 1) * EVENTS_PER_SPAWN;
     let stored = queues.depth(&queues.queue_url).await;
-    let expected_stored = 25 + plan.spawns + 1;
-    if stored != expected_stored {
+    if stored != 25 + events {
         return Err(format!(
-            "moto holds {stored} messages, expected {expected_stored}: ingest answered 202 without storing"
+            "moto holds {stored} messages, expected {}: ingest answered 202 without storing",
+            25 + events
+        ));
+    }
+    if receiver.received() != 10 * events {
+        return Err(format!(
+            "the receiver got {} deliveries, expected {}: the dispatcher answered without delivering",
+            receiver.received(),
+            10 * events
         ));
     }
     drop(moto);
     report_times(report, &series, &moto_send);
     report_rss(report, &series);
-    let hello = &series[0];
-    report.note("Cold start: exec-to-`next` and exec-to-response are taken by the bench's own Runtime API; peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` again after its response (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the dispatcher one).");
-    report.json("coldstart", json!({
-        "hello": hello.to_json(), "ingest": series[1].to_json(), "dispatcher": series[2].to_json(),
-        "moto_send_message": moto_send.to_json_ms(),
-    }));
+    report.note("Cold start: each function is spawned with the Lambda environment and given two events in a row by the bench's own Runtime API. Init is exec → first `next`; first invoke is that `next` → the first response (the invocation's own duration); warm invoke is the second `next` → the second response, same process. Peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` a third time (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher, live-auth) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them from moto's Secrets Manager (ingest two, the others one), reached as `localhost` so that its connection is not SQS's (different hosts on AWS).");
+    let mut json = serde_json::Map::new();
+    for s in &series {
+        json.insert(s.name.to_owned(), s.to_json());
+    }
+    json.insert("moto_send_message".to_owned(), moto_send.to_json_ms());
+    report.json("coldstart", Value::Object(json));
     Ok(())
 }
 
@@ -329,20 +383,29 @@ struct SecretArns {
     ingest: String,
     chat_id_key: String,
     webhook: String,
+    live_token: String,
 }
 
-/// Hello-world, ingest and the dispatcher, each with the event it gets and the check of its
-/// answer; the dispatcher's check counts what reached `receiver` since the last spawn.
+/// Hello-world, ingest, the dispatcher (delivering to `receiver`) and the live authorizer,
+/// each with the events it gets and the check of its answers.
 fn subjects<'a>(
     bins: &Bins,
     plan: &Plan,
     arns: SecretArns,
     aws_env: Vec<(String, String)>,
-    receiver: &'a TimingReceiver,
-    delivered: &'a Cell<usize>,
-) -> [Subject<'a>; 3] {
+    receiver: &TimingReceiver,
+) -> [Subject<'a>; 4] {
     let secrets = ingest_secrets();
     let hello_event = apigw_v2_event("hello", &[], "{}");
+    let with = |own: Vec<(&str, String)>| -> Vec<(String, String)> {
+        let own = own.into_iter().map(|(k, v)| (k.to_owned(), v));
+        aws_env
+            .iter()
+            .cloned()
+            .chain(own)
+            .chain(plan.lambda_env.iter().cloned())
+            .collect()
+    };
     [
         Subject {
             name: "hello",
@@ -354,21 +417,16 @@ fn subjects<'a>(
         Subject {
             name: "ingest",
             binary: bins.ingest.clone(),
-            env: [
-                aws_env.clone(),
-                vec![
-                    ("INGEST_SECRETS_ARN".to_owned(), arns.ingest),
-                    ("CHAT_ID_KEY_ARN".to_owned(), arns.chat_id_key),
-                ],
-                plan.lambda_env.clone(),
-            ]
-            .concat(),
-            event: Box::new(move |i| {
-                // Signed now, for this spawn.
-                let id = event_id("cold", i);
-                let body = envelope(&id, i, TYPICAL_BYTES);
+            env: with(vec![
+                ("INGEST_SECRETS_ARN", arns.ingest),
+                ("CHAT_ID_KEY_ARN", arns.chat_id_key),
+            ]),
+            event: Box::new(move |n| {
+                // Signed now, for this event.
+                let id = event_id("cold", n);
+                let body = envelope(&id, n, TYPICAL_BYTES);
                 apigw_v2_event(
-                    &format!("req-{i}"),
+                    &format!("req-{n}"),
                     &signed_header_pairs(&secrets, &id, &body),
                     &body,
                 )
@@ -380,35 +438,37 @@ fn subjects<'a>(
         Subject {
             name: "dispatcher",
             binary: bins.dispatcher.clone(),
-            env: [
-                aws_env,
-                vec![
-                    ("WEBHOOK_URL".to_owned(), receiver.url.clone()),
-                    ("WEBHOOK_SECRETS_ARN".to_owned(), arns.webhook),
-                ],
-                plan.lambda_env.clone(),
-            ]
-            .concat(),
-            event: Box::new(|i| {
+            env: with(vec![
+                ("WEBHOOK_URL", receiver.url.clone()),
+                ("WEBHOOK_SECRETS_ARN", arns.webhook),
+            ]),
+            event: Box::new(|n| {
                 sqs_event(
-                    &format!("c{i:04}"),
-                    &records(&format!("cd{i}"), 10, 10, TYPICAL_BYTES),
+                    &format!("c{n:05}"),
+                    &records(&format!("cd{n}"), 10, 10, TYPICAL_BYTES),
                 )
                 .to_string()
                 .into_bytes()
             }),
-            check: Box::new(move |body, _| {
-                let response = expect_json(body)?;
-                let now = receiver.received();
-                let arrived = now - delivered.replace(now);
-                match response["batchItemFailures"].as_array() {
-                    Some(failures) if failures.is_empty() && arrived == 10 => Ok(()),
-                    _ => Err(format!(
-                        "{} ({arrived} of 10 delivered)",
-                        String::from_utf8_lossy(body)
-                    )),
-                }
+            // Deliveries are counted once the run is over: by the time the bench reads this
+            // answer the function may already be delivering the next event.
+            check: Box::new(
+                |body, _| match expect_json(body)?["batchItemFailures"].as_array() {
+                    Some(failures) if failures.is_empty() => Ok(()),
+                    _ => Err(String::from_utf8_lossy(body).into_owned()),
+                },
+            ),
+        },
+        Subject {
+            name: "live-auth",
+            binary: bins.live_auth.clone(),
+            env: with(vec![("LIVE_TOKEN_SECRETS_ARN", arns.live_token)]),
+            event: Box::new(|n| {
+                live_connect_event(&format!("live-{n:05}"))
+                    .to_string()
+                    .into_bytes()
             }),
+            check: Box::new(|body, _| live_allowed(body)),
         },
     ]
 }
@@ -438,10 +498,19 @@ fn ingest_queued(body: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Init and first-invoke rows: each function beside hello-world.
+/// The authorizer allowed the connection.
+fn live_allowed(body: &[u8]) -> Result<(), String> {
+    match expect_json(body)?["isAuthorized"].as_bool() {
+        Some(true) => Ok(()),
+        _ => Err(String::from_utf8_lossy(body).into_owned()),
+    }
+}
+
+/// Init rows (each function beside hello-world), then first and warm invoke rows (each
+/// function's first invoke beside its own warm one).
 fn report_times(report: &mut Report, series: &[Series], moto_send: &Summary) {
     let hello = &series[0];
-    let (hello_init, hello_first) = (hello.init(), hello.first_invoke());
+    let hello_init = hello.init();
     let cell = |s: &Summary| format!("{} (p90 {})", ms(s.median), ms(s.p90));
     report.row(
         "1",
@@ -462,46 +531,66 @@ fn report_times(report: &mut Report, series: &[Series], moto_send: &Summary) {
             format!("init — `{}` ({} spawns)", s.name, s.spawns.len()),
             cell(&init),
             format!("hello {} → {}", ms(hello_init.median), ratio(r)),
-            "≤ 2× hello",
-            Verdict::of(r <= 2.0),
+            format!("≤ {INIT_AIM}× hello"),
+            Verdict::of(r <= INIT_AIM),
         );
     }
-    report.row(
-        "1",
-        "first invoke, exec → first response — hello-world",
-        cell(&hello_first),
-        "",
-        "",
-        Verdict::Info,
-    );
-    for s in &series[1..] {
-        let first = s.first_invoke();
-        let what = if s.name == "ingest" {
-            "API GW v2 event → 202, SendMessage to moto"
-        } else {
-            "10-record SQS event → 10 deliveries, loopback"
-        };
+    for s in series {
+        let (first, warm) = (s.first_invoke(), s.warm_invoke());
+        let r = first.median / warm.median;
+        // The aim is for the functions that call out on every invoke; hello-world and the
+        // authorizer answer from memory in a fraction of a millisecond, where first-touch costs
+        // (page faults, lazy statics) make any ratio.
+        let aimed = matches!(s.name, "ingest" | "dispatcher");
         report.row(
             "1",
-            format!("first invoke — `{}` ({what})", s.name),
-            cell(&first),
             format!(
-                "hello {} → {}",
-                ms(hello_first.median),
-                ratio(first.median / hello_first.median)
+                "first invoke, `next` → response — `{}` ({})",
+                s.name,
+                subject_what(s.name)
             ),
+            cell(&first),
+            format!("warm invoke {} → {}", ms(warm.median), ratio(r)),
+            if aimed {
+                format!("≤ {FIRST_INVOKE_AIM}× warm")
+            } else {
+                String::new()
+            },
+            if aimed {
+                Verdict::of(r <= FIRST_INVOKE_AIM)
+            } else {
+                Verdict::Info
+            },
+        );
+    }
+    for s in &series[1..] {
+        report.row(
+            "1",
+            format!("exec → first response — `{}`", s.name),
+            cell(&s.cold_total()),
+            format!("hello {}", ms(hello.cold_total().median)),
             "",
             Verdict::Info,
         );
     }
     report.row(
         "1",
-        "moto SendMessage, warm client (context for ingest's first invoke)",
+        "moto SendMessage, warm client (context for ingest's invokes)",
         cell(moto_send),
         "",
         "",
         Verdict::Info,
     );
+}
+
+/// What a subject's invokes do, for the table.
+fn subject_what(name: &str) -> &'static str {
+    match name {
+        "ingest" => "API GW v2 event → 202, SendMessage to moto",
+        "dispatcher" => "10-record SQS event → 10 deliveries, loopback",
+        "live-auth" => "AppSync Events connect with a live token → allowed",
+        _ => "constant answer",
+    }
 }
 
 /// Peak RSS rows: each function beside hello-world.

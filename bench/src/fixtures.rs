@@ -1,7 +1,8 @@
 //! What the benchmarks send: `message` envelopes of an exact size (padding goes inside
 //! `data.message.content`), Standard Webhooks headers signed now, and the exact events the
 //! Lambda Runtime API hands the binaries — an API Gateway HTTP API v2 request for ingest and
-//! an SQS FIFO batch for the dispatcher, with every field Lambda sends.
+//! an SQS FIFO batch for the dispatcher, with every field Lambda sends — and the AppSync Events
+//! authorization request for the live authorizer.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request};
@@ -200,6 +201,35 @@ pub fn records(prefix: &str, count: usize, groups: usize, size: usize) -> Vec<Re
 /// The typed event, for calling `Dispatcher::handle_batch` in-process.
 pub fn typed_sqs_event(tag: &str, records: &[Record]) -> aws_lambda_events::sqs::SqsEvent {
     serde_json::from_value(sqs_event(tag, records)).expect("the SQS event deserializes")
+}
+
+/// The secret live tokens are signed with (`LIVE_TOKEN_SECRETS`) in the benchmarks.
+pub const LIVE_TOKEN_SECRET: &str = "bench-live-token-secret-0123456789abcdef";
+
+/// AppSync Events' request to a Lambda authorizer for a page connecting with a live token for
+/// the `default` session, minted now.
+pub fn live_connect_event(request_id: &str) -> Value {
+    let token = relay_shared::live::token::TokenSecrets::parse(LIVE_TOKEN_SECRET)
+        .expect("bench live token secret")
+        .mint(
+            "bench",
+            &["default".to_owned()],
+            std::time::Duration::from_secs(300),
+            relay_shared::live::token::unix_now(),
+        )
+        .expect("a live token");
+    json!({
+        "authorizationToken": token,
+        "requestContext": {
+            "apiId": "aaaaaa123123123example123",
+            "accountId": "111122223333",
+            "requestId": request_id,
+            "operation": "EVENT_CONNECT",
+            "channelNamespaceName": null,
+            "channel": null,
+        },
+        "requestHeaders": {},
+    })
 }
 
 /// The ingest secret set, parsed once.

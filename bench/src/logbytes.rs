@@ -97,14 +97,12 @@ async fn measure(
 ) -> Result<Case, String> {
     let mut api = RuntimeApi::start().await;
     let function = format!("bench-{name}");
-    for i in 0..=WARM {
-        let id = format!("{name}-{i}");
-        if i == 0 {
-            api.arm(&id, &function, event(i));
-        } else {
-            api.arm_more(&id, &function, event(i));
-        }
-    }
+    api.arm(
+        &function,
+        (0..=WARM)
+            .map(|i| (format!("{name}-{i}"), event(i)))
+            .collect(),
+    );
     let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut child = Command::new(binary)
         .env_clear()

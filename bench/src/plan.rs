@@ -57,6 +57,7 @@ impl Plan {
 pub struct Bins {
     pub ingest: PathBuf,
     pub dispatcher: PathBuf,
+    pub live_auth: PathBuf,
     pub relay: PathBuf,
     pub hello: PathBuf,
     pub ingest_events: PathBuf,
@@ -78,6 +79,7 @@ impl Bins {
         Ok(Bins {
             ingest: bin("ingest")?,
             dispatcher: bin("dispatcher")?,
+            live_auth: bin("live-auth")?,
             relay: bin("relay")?,
             hello: bin("hello-lambda")?,
             ingest_events: bin("bench-ingest-events")?,

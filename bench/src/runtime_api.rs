@@ -1,8 +1,8 @@
 //! A minimal Lambda Runtime API (the 2018-06-01 interface a custom runtime polls), enough to
 //! start a release binary as Lambda does and time it: `GET …/invocation/next` hands out the
-//! armed events in order with the `lambda-runtime-*` headers and then holds further polls (the
-//! function is idle, as between invocations); `POST …/invocation/{id}/response` and `/error`, and
-//! `POST …/init/error`, are recorded with the instant they arrived.
+//! armed events in order, with the `lambda-runtime-*` headers, and then holds further polls (the
+//! function is idle, as between invocations); `POST …/invocation/{id}/response` and `/error`,
+//! and `POST …/init/error`, are recorded with the instant they arrived.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -86,20 +86,20 @@ impl RuntimeApi {
         }
     }
 
-    /// Sets the one event the next `next` hands out, and forgets what earlier spawns did.
-    pub fn arm(&mut self, request_id: &str, function_name: &str, payload: Vec<u8>) {
+    /// Sets the events the next polls hand out, one each in order (request id, payload), and
+    /// forgets what earlier spawns did.
+    pub fn arm(&mut self, function_name: &str, invocations: Vec<(String, Vec<u8>)>) {
         while self.events.try_recv().is_ok() {}
-        self.shared.armed.lock().unwrap().clear();
-        self.arm_more(request_id, function_name, payload);
-    }
-
-    /// Queues one more event after those already armed: a warm invocation of the same process.
-    pub fn arm_more(&mut self, request_id: &str, function_name: &str, payload: Vec<u8>) {
-        self.shared.armed.lock().unwrap().push_back(Invocation {
-            request_id: request_id.to_owned(),
-            function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{function_name}"),
-            payload,
-        });
+        let function_arn =
+            format!("arn:aws:lambda:us-east-1:123456789012:function:{function_name}");
+        *self.shared.armed.lock().unwrap() = invocations
+            .into_iter()
+            .map(|(request_id, payload)| Invocation {
+                request_id,
+                function_arn: function_arn.clone(),
+                payload,
+            })
+            .collect();
     }
 
     /// The next thing the function did, or `None` after `timeout`.

@@ -112,6 +112,7 @@ impl Deliverer {
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config())
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -131,11 +132,12 @@ impl Deliverer {
 
     /// Opens (and keeps in the pool) a connection to the receiver, TLS handshake included,
     /// so the first real delivery does not pay for it. Any answer will do (a Next.js route
-    /// answers a HEAD with 405); errors are ignored, and a receiver that is down costs the
-    /// cold start at most [`WARM_UP_LIMIT`].
-    pub async fn warm_up(&self) {
+    /// answers a HEAD with 405); a receiver that is down or silent costs the cold start at
+    /// most [`WARM_UP_LIMIT`] and one warning (without the URL, which may carry a token).
+    pub async fn warm_up(&self) -> bool {
         let head = self.client.head(self.url.clone()).send();
-        let _ = tokio::time::timeout(WARM_UP_LIMIT, head).await;
+        let head = async { head.await.map_err(reqwest::Error::without_url) };
+        crate::warm_up::warm_up("receiver", WARM_UP_LIMIT, head).await
     }
 
     /// One signed POST. `event_id` is the `webhook-id`: the same on every retry, so the

@@ -18,9 +18,13 @@
 //! | [`live`] | live updates: tokens, channels, the publisher port, the local hub |
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
 //! | [`secrets`] | secret variables from the environment or, by ARN, from Secrets Manager |
+//! | [`tls`] | the one TLS configuration (trusted roots) every HTTPS client shares |
+//! | [`aws_http`] | the AWS SDK's HTTP client, over that TLS configuration |
+//! | [`warm_up`] | opening a function's connections at init, bounded |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
 pub mod attempts;
+pub mod aws_http;
 pub mod backoff;
 pub mod clock;
 pub mod config;
@@ -36,3 +40,5 @@ pub mod secrets;
 pub mod signature;
 pub mod strict_json;
 pub mod telemetry;
+pub mod tls;
+pub mod warm_up;

@@ -761,6 +761,11 @@ fn check_dispatcher_grants(t: &Value) {
         granted(t, "IngestRole", "sqs:SendMessage"),
         names(&["!GetAtt EventQueue.Arn"])
     );
+    assert_eq!(
+        granted(t, "IngestRole", "sqs:GetQueueAttributes"),
+        names(&["!GetAtt EventQueue.Arn"]),
+        "ingest's warm-up at start reads its own queue's attributes, no other"
+    );
 }
 
 #[test]

@@ -75,6 +75,7 @@ impl AppSyncPublisher {
         credentials: SharedCredentialsProvider,
     ) -> Result<Self, SetupError> {
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config())
             .timeout(PUBLISH_TIMEOUT)
             .connect_timeout(PUBLISH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

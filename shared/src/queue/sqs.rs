@@ -10,6 +10,9 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use std::time::Duration;
 
+/// The most a cold start spends opening the first connection to SQS.
+pub const WARM_UP_LIMIT: Duration = Duration::from_secs(2);
+
 /// A FIFO queue on SQS, addressed by its URL.
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
@@ -79,6 +82,21 @@ impl SqsQueue {
         Ok(self.sibling(url.queue_url().unwrap_or_default()))
     }
 
+    /// Opens (and keeps in the pool) the connection to SQS at init with one
+    /// `GetQueueAttributes` on the queue, so the first send of a cold start pays neither the
+    /// handshakes nor the client's first-call set-up (endpoint, credentials, signing). At most
+    /// [`WARM_UP_LIMIT`]; a failure is logged and changes nothing.
+    pub async fn warm_up(&self) -> bool {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let call = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send();
+        crate::warm_up::warm_up("SQS", WARM_UP_LIMIT, call).await
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -89,10 +107,12 @@ impl SqsQueue {
 }
 
 /// The SDK's standard environment (region, credentials, `AWS_ENDPOINT_URL_SQS` and the other
-/// `AWS_ENDPOINT_URL_*` overrides) with the relay's timeouts: loaded once per function, at init,
-/// and shared by its SQS and Secrets Manager clients.
+/// `AWS_ENDPOINT_URL_*` overrides) with the relay's timeouts and HTTP client (the process's one
+/// TLS configuration, [`crate::aws_http`]): loaded once per function, at init, and shared by its
+/// SQS, Secrets Manager and DynamoDB clients.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::from_env()
+        .http_client(crate::aws_http::http_client())
         .timeout_config(timeouts(Duration::ZERO))
         .load()
         .await

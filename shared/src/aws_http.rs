@@ -1,0 +1,108 @@
+//! The AWS SDK's HTTP client: reqwest over the process's one TLS configuration
+//! ([`crate::tls`]), so the SDK's clients (SQS, Secrets Manager, DynamoDB) trust the same roots
+//! as delivery and publishing, loaded once. The SDK's own client would load and parse the
+//! system's roots again for every client and timeout setting it builds.
+//!
+//! It does what the SDK's default client does: one connection pool per timeout setting, no
+//! redirects followed, no proxy, and failures sorted into the SDK's kinds (timeout, I/O, other)
+//! so its retry rules apply unchanged.
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The HTTP client for [`aws_config::ConfigLoader::http_client`].
+pub fn http_client() -> SharedHttpClient {
+    SharedHttpClient::new(ReqwestHttpClient::default())
+}
+
+/// One reqwest client per (connect, read) timeout pair the SDK asks for.
+#[derive(Debug, Default, Clone)]
+struct ReqwestHttpClient {
+    clients: Arc<Mutex<HashMap<Timeouts, reqwest::Client>>>,
+}
+
+type Timeouts = (Option<Duration>, Option<Duration>);
+
+impl ReqwestHttpClient {
+    fn client(&self, timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&timeouts) {
+            return Ok(client.clone());
+        }
+        let (connect, read) = timeouts;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        if let Some(connect) = connect {
+            builder = builder.connect_timeout(connect);
+        }
+        if let Some(read) = read {
+            builder = builder.read_timeout(read);
+        }
+        let client = builder.build()?;
+        clients.insert(timeouts, client.clone());
+        Ok(client)
+    }
+}
+
+impl HttpClient for ReqwestHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        let client = self.client((settings.connect_timeout(), settings.read_timeout()));
+        SharedHttpConnector::new(Connector {
+            client: client.map_err(Arc::new),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Connector {
+    /// A client that could not be built fails every call with the reason.
+    client: Result<reqwest::Client, Arc<reqwest::Error>>,
+}
+
+impl HttpConnector for Connector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let client = self.client.clone();
+        HttpConnectorFuture::new(async move {
+            let client = client.map_err(|e| ConnectorError::other(e.to_string().into(), None))?;
+            let request = request
+                .try_into_http1x()
+                .map_err(|e| ConnectorError::user(e.into()))?
+                .map(|body| match body.bytes() {
+                    Some(bytes) => reqwest::Body::from(bytes.to_vec()),
+                    None => reqwest::Body::wrap(body),
+                });
+            let request =
+                reqwest::Request::try_from(request).map_err(|e| ConnectorError::user(e.into()))?;
+            let response = client.execute(request).await.map_err(classify)?;
+            let response = http::Response::from(response).map(SdkBody::from_body_1_x);
+            HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// A reqwest failure in the SDK's terms: a timeout, an I/O failure (connection refused or
+/// reset, TLS), which the SDK retries, or anything else.
+fn classify(error: reqwest::Error) -> ConnectorError {
+    if error.is_timeout() {
+        ConnectorError::timeout(error.into())
+    } else if error.is_connect() || error.is_request() || error.is_body() {
+        ConnectorError::io(error.into())
+    } else {
+        ConnectorError::other(error.into(), None)
+    }
+}
