@@ -14,6 +14,7 @@ use crate::fixtures::{
 use crate::runtime_api::{ApiEvent, RuntimeApi};
 use relay_shared::live::token::{TokenSecrets, unix_now};
 use relay_shared::signature::SecretSet;
+use relay_tests::live_page::authorizer_request;
 use relay_tests::{Delivery, FifoQueues, MotoServer, VerifyingReceiver};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -460,7 +461,8 @@ async fn live_auth(
     env: &[(String, String)],
     case: &LiveAuthCase,
 ) -> Outcome {
-    let event = authorizer_request(&case.token, &format!("/{NAMESPACE}/{}", case.session));
+    let channel = format!("/{NAMESPACE}/{}", case.session);
+    let event = authorizer_request(&case.token, "EVENT_SUBSCRIBE", Some(&channel));
     let answer = spawner
         .invoke(&case.name.replace(' ', "-"), live_auth, env, &event)
         .await?;
@@ -497,20 +499,4 @@ fn expect_status(answer: &Answer, status: u64) -> Result<(), String> {
             answer.response
         )),
     }
-}
-
-/// An `EVENT_SUBSCRIBE` authorizer request as AppSync Events sends it.
-fn authorizer_request(token: &str, channel: &str) -> Value {
-    json!({
-        "authorizationToken": token,
-        "requestContext": {
-            "apiId": "aaaaaa123123123example123",
-            "accountId": "111122223333",
-            "requestId": "f4081827-1111-4444-5555-5cf4695f339f",
-            "operation": "EVENT_SUBSCRIBE",
-            "channelNamespaceName": NAMESPACE,
-            "channel": channel,
-        },
-        "requestHeaders": {"host": "abc.appsync-api.us-east-1.amazonaws.com"},
-    })
 }

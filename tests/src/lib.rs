@@ -3,7 +3,7 @@
 //! it serves Secrets Manager too), [`VerifyingReceiver`] (a real HTTP receiver that verifies
 //! deliveries with the public `standardwebhooks` crate), [`signed_headers`] (what a sender
 //! sends), [`Process`] (the relay's binaries, their output collected), [`live_page`] (a page's
-//! WebSocket client for the live channel) and [`personal_data`]
+//! WebSocket client for the live channel, and the authorizer requests AppSync sends) and [`personal_data`]
 //! (fixtures and the check that logs hold none of them). This file keeps the shared secrets
 //! and small helpers.
 //!

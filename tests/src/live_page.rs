@@ -84,3 +84,22 @@ pub async fn subscribed(
     }
     Ok(socket)
 }
+
+/// A Lambda authorizer request as AppSync Events sends it for `operation` (`EVENT_CONNECT`,
+/// `EVENT_SUBSCRIBE`, `EVENT_PUBLISH`); `channel` is `/<namespace>/<segment>`, absent for a
+/// connect.
+pub fn authorizer_request(token: &str, operation: &str, channel: Option<&str>) -> Value {
+    let namespace = channel.and_then(|c| c.trim_start_matches('/').split('/').next());
+    json!({
+        "authorizationToken": token,
+        "requestContext": {
+            "apiId": "aaaaaa123123123example123",
+            "accountId": "111122223333",
+            "requestId": "f4081827-1111-4444-5555-5cf4695f339f",
+            "operation": operation,
+            "channelNamespaceName": namespace,
+            "channel": channel,
+        },
+        "requestHeaders": {"host": "abc.appsync-realtime-api.us-east-1.amazonaws.com"},
+    })
+}

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::{get, post};
 use relay_shared::live::token::{TokenSecrets, unix_now};
 use relay_tests::MotoServer;
+use relay_tests::live_page::authorizer_request;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -53,21 +54,6 @@ async fn respond(
     let answer = serde_json::from_str(&body).unwrap_or(Value::String(body));
     api.answers.lock().unwrap().push((id, answer));
     ""
-}
-
-fn request(token: &str, operation: &str, channel: Option<&str>) -> Value {
-    json!({
-        "authorizationToken": token,
-        "requestContext": {
-            "apiId": "aaaaaa123123123example123",
-            "accountId": "111122223333",
-            "requestId": "f4081827-1111-4444-5555-5cf4695f339f",
-            "operation": operation,
-            "channelNamespaceName": channel.map(|_| "relay"),
-            "channel": channel,
-        },
-        "requestHeaders": {"host": "abc.appsync-realtime-api.us-east-1.amazonaws.com"},
-    })
 }
 
 #[tokio::test]
@@ -125,23 +111,31 @@ async fn the_binary_answers_appsync_through_the_runtime_api() {
 /// The invocations in order: an id, the request, and whether it is allowed.
 fn invocations(token: &str) -> [(&'static str, Value, bool); 5] {
     [
-        ("connect", request(token, "EVENT_CONNECT", None), true),
+        (
+            "connect",
+            authorizer_request(token, "EVENT_CONNECT", None),
+            true,
+        ),
         (
             "own",
-            request(token, "EVENT_SUBSCRIBE", Some("/relay/sales")),
+            authorizer_request(token, "EVENT_SUBSCRIBE", Some("/relay/sales")),
             true,
         ),
         (
             "other",
-            request(token, "EVENT_SUBSCRIBE", Some("/relay/default")),
+            authorizer_request(token, "EVENT_SUBSCRIBE", Some("/relay/default")),
             false,
         ),
         (
             "publish",
-            request(token, "EVENT_PUBLISH", Some("/relay/sales")),
+            authorizer_request(token, "EVENT_PUBLISH", Some("/relay/sales")),
             false,
         ),
-        ("forged", request("a.b.c", "EVENT_CONNECT", None), false),
+        (
+            "forged",
+            authorizer_request("a.b.c", "EVENT_CONNECT", None),
+            false,
+        ),
     ]
 }
 
