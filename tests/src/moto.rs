@@ -79,9 +79,11 @@ impl MotoServer {
         );
     }
 
-    /// An SDK configuration pointed at this server (every service), with fake credentials.
+    /// An SDK configuration pointed at this server (every service), with fake credentials,
+    /// through the relay's own SDK HTTP client (the one the functions use).
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(relay_shared::aws_http::http_client())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
