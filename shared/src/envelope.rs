@@ -481,12 +481,9 @@ pub fn event_id_of(raw: &[u8]) -> String {
     probe(raw).1
 }
 
-fn hex_prefix(bytes: &[u8], take: usize) -> String {
-    bytes
-        .iter()
-        .take(take)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// Lower-case hex of the first `take` bytes.
+pub(crate) fn hex_prefix(bytes: &[u8], take: usize) -> String {
+    hex::encode(&bytes[..take.min(bytes.len())])
 }
 
 #[cfg(test)]

@@ -55,11 +55,7 @@ pub fn session_segment(session: &str) -> String {
         return session.to_owned();
     }
     let hash = digest::digest(&digest::SHA256, session.as_bytes());
-    let hex: String = hash.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("h-{hex}")
+    format!("h-{}", crate::envelope::hex_prefix(hash.as_ref(), 16))
 }
 
 /// The session's channel path: `/<namespace>/<segment>`.
