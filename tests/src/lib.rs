@@ -5,7 +5,7 @@
 //! sends), [`Process`] (the relay's binaries, their output collected), [`live_page`] (a page's
 //! WebSocket client for the live channel, and the authorizer requests AppSync sends) and [`personal_data`]
 //! (fixtures and the check that logs hold none of them). This file keeps the shared secrets
-//! and small helpers.
+//! and small helpers; [`router`] sends requests through an axum router in process.
 //!
 //! Nothing here skips: a missing moto is a test failure that says how to install it.
 
@@ -14,6 +14,7 @@ mod moto;
 pub mod personal_data;
 mod process;
 mod receiver;
+pub mod router;
 mod signing;
 
 pub use moto::{FifoQueues, MotoServer};

@@ -4,8 +4,7 @@
 //! `standardwebhooks` crate and gets the body byte for byte.
 
 use aws_lambda_events::sqs::SqsEvent;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
@@ -15,10 +14,10 @@ use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::queue::{Consumer, MAX_BATCH, Queue};
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
-use relay_tests::{INGEST_SECRET, MotoServer, VerifyingReceiver, WEBHOOK_SECRET, signed_headers};
+use relay_tests::router::post_signed;
+use relay_tests::{INGEST_SECRET, MotoServer, VerifyingReceiver, WEBHOOK_SECRET};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
 
 /// An incoming message with the sender's `id`, and a field the contract does not know
 /// (`data.forwardedBy`): unknown fields must reach the receiver untouched.
@@ -27,20 +26,6 @@ fn message_event(id: &str, peer: &str, text: &str) -> String {
     let mut body = serde_json::to_value(envelope).unwrap();
     body["data"]["forwardedBy"] = "seed".into();
     body.to_string()
-}
-
-async fn ingest(app: &axum::Router, body: &str) -> String {
-    let mut request = Request::post("/events")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    *request.headers_mut() = signed_headers(INGEST_SECRET, "chat-whatsapp-1", body);
-    let response = app.clone().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let reply: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    reply["id"].as_str().unwrap().to_owned()
 }
 
 fn dispatcher(
@@ -413,15 +398,14 @@ async fn the_id_ingest_answers_is_the_webhook_id_delivered() {
     }
 }
 
+/// Ingest through the router, signed as chat-whatsapp signs it.
 async fn post(app: &axum::Router, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::post(path)
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    *request.headers_mut() = signed_headers(INGEST_SECRET, "chat-whatsapp-1", body);
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    post_signed(app, path, INGEST_SECRET, "chat-whatsapp-1", body).await
+}
+
+/// One event in, `202`, its event id out.
+async fn ingest(app: &axum::Router, body: &str) -> String {
+    let (status, reply) = post(app, "/events", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    reply["id"].as_str().unwrap().to_owned()
 }

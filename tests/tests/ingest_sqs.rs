@@ -2,9 +2,8 @@
 //! that every refusal in docs/contract.md's status code table leaves the queue empty.
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use axum::body::Body;
 use axum::http::HeaderValue;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use relay_shared::clock::unix_seconds as unix_now;
 use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
@@ -13,6 +12,7 @@ use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::queue::sqs::SqsQueue;
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::Metrics;
+use relay_tests::router::call;
 use relay_tests::{
     FifoQueues, INGEST_SECRET, MotoServer, WEBHOOK_SECRET, free_port, signed_headers,
     signed_headers_at,
@@ -48,29 +48,6 @@ fn ingest_app(queue: SqsQueue) -> axum::Router {
         Arc::new(queue),
         Metrics::off(),
     )))
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    path: &str,
-    headers: HeaderMap,
-    body: impl Into<Body>,
-) -> (StatusCode, HeaderMap, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(body.into())
-        .unwrap();
-    *request.headers_mut() = headers;
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, headers, json)
 }
 
 async fn post_signed(app: &axum::Router, body: &str) -> (StatusCode, HeaderMap, Value) {

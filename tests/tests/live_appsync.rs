@@ -20,7 +20,8 @@ use relay_shared::live::publish::LivePublishing;
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
 use relay_shared::telemetry::{Metrics, MetricsSink, metric};
-use relay_tests::{INGEST_SECRET, chat_id_key, signed_headers};
+use relay_tests::router::post_signed;
+use relay_tests::{INGEST_SECRET, chat_id_key};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -225,20 +226,7 @@ fn ingest_publishing_to(url: &str, region: &str, secret_key: &str) -> Stack {
 
 impl Stack {
     async fn send(&self, body: &str) -> (StatusCode, Value) {
-        use tower::ServiceExt;
-        let mut request = axum::http::Request::post("/events")
-            .body(axum::body::Body::from(body.to_owned()))
-            .unwrap();
-        *request.headers_mut() = signed_headers(INGEST_SECRET, "msg_live", body);
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        post_signed(&self.app, "/events", INGEST_SECRET, "msg_live", body).await
     }
 
     fn failures_counted(&self) -> usize {

@@ -3,8 +3,7 @@
 //! schema and use the names the template's alarms and dashboard use (`template.rs` checks the
 //! template's side).
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use relay_shared::backoff::RetrySchedule;
 use relay_shared::deliver::Deliverer;
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
@@ -17,14 +16,14 @@ use relay_shared::telemetry::{Metrics, MetricsSink, json_subscriber, metric, pro
 use relay_tests::personal_data::{
     assert_free_of_personal_data, is_hashed_chat_group, message_event, qr_event, status_event,
 };
-use relay_tests::{INGEST_SECRET, VerifyingReceiver, WEBHOOK_SECRET, signed_headers};
+use relay_tests::router::post_signed;
+use relay_tests::{INGEST_SECRET, VerifyingReceiver, WEBHOOK_SECRET};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tower::ServiceExt;
 
 /// A `MakeWriter` that appends to a shared buffer.
 #[derive(Clone, Default)]
@@ -44,22 +43,6 @@ impl Captured {
     fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
-}
-
-async fn post(app: &axum::Router, path: &str, body: &str, secret: &str) -> (StatusCode, Value) {
-    let mut request = Request::post(path)
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    *request.headers_mut() = signed_headers(secret, "req", body);
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// A live channel that refuses everything.
@@ -104,14 +87,21 @@ async fn ingest_every_kind(queue: &Arc<MemoryQueue>, metrics: &Metrics) -> Vec<S
         message_event("outgoing"),
     ];
     for body in &accepted {
-        let (status, reply) = post(&app, "/events", body, INGEST_SECRET).await;
+        let (status, reply) = post_signed(&app, "/events", INGEST_SECRET, "req", body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
         ids.push(reply["id"].as_str().unwrap().to_owned());
     }
     // Refusals whose bodies hold the same secrets: a schema error and a bad signature.
-    let (status, _) = post(&app, "/events", &message_event("sideways"), INGEST_SECRET).await;
+    let (status, _) = post_signed(
+        &app,
+        "/events",
+        INGEST_SECRET,
+        "req",
+        &message_event("sideways"),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = post(&app, "/events", &qr_event(), WEBHOOK_SECRET).await;
+    let (status, _) = post_signed(&app, "/events", WEBHOOK_SECRET, "req", &qr_event()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // A batch: one item refused, with a phone number where an id should be.
     let batch = format!(
@@ -119,7 +109,7 @@ async fn ingest_every_kind(queue: &Arc<MemoryQueue>, metrics: &Metrics) -> Vec<S
         message_event("incoming").replace("3EB0-incoming", "3EB0-batch"),
         status_event().replace(r#""connected":true"#, r#""connected":"5511987654321""#)
     );
-    let (status, _) = post(&app, "/events/batch", &batch, INGEST_SECRET).await;
+    let (status, _) = post_signed(&app, "/events/batch", INGEST_SECRET, "req", &batch).await;
     assert_eq!(status, StatusCode::MULTI_STATUS);
     // Settled without a delivery: a stale QR (expired) and an event the app refuses (422,
     // straight to the DLQ).
@@ -132,7 +122,7 @@ async fn ingest_every_kind(queue: &Arc<MemoryQueue>, metrics: &Metrics) -> Vec<S
         r#""connected":true,"reason":"refuse-me""#,
     );
     for body in [&stale_qr, &refused] {
-        let (status, reply) = post(&app, "/events", body, INGEST_SECRET).await;
+        let (status, reply) = post_signed(&app, "/events", INGEST_SECRET, "req", body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     }
     ids
