@@ -9,6 +9,7 @@
 //! | [`receiver`] | a loopback webhook receiver that records when each event arrived |
 //! | [`runtime_api`] | a minimal Lambda Runtime API, so the release binaries start as on Lambda |
 //! | [`coldstart`] | init and first-invoke times and peak RSS of the Lambda binaries vs hello-world |
+//! | [`instant_aws`] | the AWS calls of a cold start answered at once, so init shows the functions' own cost |
 //! | [`logbytes`] | log bytes per event the Lambda binaries write on the success path |
 //! | [`cost`] | the cost model of `make cost`: template settings × measured figures × prices |
 //! | [`warm`] | in-process per-event cost, dispatcher concurrency, payload scaling |
@@ -27,6 +28,7 @@ pub mod coldstart;
 pub mod cost;
 pub mod fixtures;
 pub mod host;
+pub mod instant_aws;
 pub mod live;
 pub mod loadgen;
 pub mod logbytes;

@@ -100,6 +100,7 @@ pub mod dynamodb {
     //! message, one `DeleteItem` when a message that had failed is settled.
 
     use super::{AttemptLedger, ENTRY_TTL, LedgerError};
+    use crate::aws_http::{LazyClient, lazy_client};
     use async_trait::async_trait;
     use aws_sdk_dynamodb::Client;
     use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
@@ -113,7 +114,7 @@ pub mod dynamodb {
 
     #[derive(Clone, Debug)]
     pub struct DynamoLedger {
-        client: Client,
+        client: LazyClient<Client>,
         table: String,
     }
 
@@ -131,7 +132,7 @@ pub mod dynamodb {
                 )
                 .build();
             DynamoLedger {
-                client: Client::from_conf(config),
+                client: lazy_client(move || Client::from_conf(config)),
                 table: table.into(),
             }
         }

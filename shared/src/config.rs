@@ -469,6 +469,17 @@ impl LocalStackConfig {
     }
 }
 
+/// `WEBHOOK_URL` and `DELIVERY_TIMEOUT_MS` alone, read before the secrets are fetched so the
+/// dispatcher can open its connection to the receiver meanwhile. `None` if either is unusable:
+/// reading the whole configuration afterwards names the problem.
+pub fn delivery_target(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<(reqwest::Url, Duration)> {
+    let mut reader = Reader::new(lookup);
+    let target = (webhook_url(&mut reader)?, delivery_timeout(&mut reader)?);
+    reader.errors.is_empty().then_some(target)
+}
+
 /// `WEBHOOK_URL` alone, for tools that deliver without a queue (the local stack's checks).
 fn webhook_url(reader: &mut Reader<'_>) -> Option<reqwest::Url> {
     let text = reader.required(

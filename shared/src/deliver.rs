@@ -26,6 +26,13 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// The most a cold start spends opening the first connection to the receiver.
 pub const WARM_UP_LIMIT: Duration = Duration::from_secs(1);
 
+/// Connections opened at init to an HTTP/1.1 receiver: as many as one batch delivers at once.
+/// A batch's messages are delivered one message group at a time, the groups concurrently, and
+/// a batch holds at most 10 messages. AWS, on `BatchSize`: "For standard queues, the maximum is
+/// 10,000. For FIFO queues, the maximum is 10." (Lambda Developer Guide, "Lambda parameters for
+/// Amazon SQS event source mappings"); the template sets `BatchSize: 10`.
+pub const WARM_CONNECTIONS: usize = 10;
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -97,6 +104,69 @@ impl fmt::Display for Failure {
     }
 }
 
+/// The HTTP client to one receiver, before its secrets are known: the dispatcher opens its
+/// connection ([`Receiver::warm_up`]) while the secrets are fetched, then signs with them
+/// ([`Receiver::signing_with`]).
+pub struct Receiver {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl Receiver {
+    pub fn new(url: reqwest::Url, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("chat-relay/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Receiver { client, url })
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    /// Opens (and keeps in the pool) the connections a batch's deliveries will use, TLS
+    /// handshakes included, so the first batch of a cold start does not pay for them: one
+    /// `HEAD`, and if the receiver answered it over HTTP/1.1, which carries one request at a
+    /// time, [`WARM_CONNECTIONS`] more at once (the first connection may serve one of them, if it
+    /// is back in the pool in time; over HTTP/2 the one connection carries them all). Any answer will do (a Next.js route answers a HEAD with 405); a receiver that is
+    /// down or silent costs the cold start at most twice [`WARM_UP_LIMIT`] and a warning
+    /// (without the URL, which may carry a token).
+    pub async fn warm_up(&self) -> bool {
+        let head = || {
+            let request = self.client.head(self.url.clone()).send();
+            async {
+                let response = request.await.map_err(reqwest::Error::without_url)?;
+                Ok::<_, reqwest::Error>(response.version())
+            }
+        };
+        let limit = WARM_UP_LIMIT;
+        match crate::warm_up::warm_up("receiver", limit, head()).await {
+            None => false,
+            Some(version) if version >= reqwest::Version::HTTP_2 => true,
+            Some(_) => {
+                let more = futures::future::try_join_all((0..WARM_CONNECTIONS).map(|_| head()));
+                crate::warm_up::warm_up("receiver", limit, more)
+                    .await
+                    .is_some()
+            }
+        }
+    }
+
+    /// The deliverer on this client (and the connection it may have opened).
+    pub fn signing_with(self, secrets: Arc<SecretSet>) -> Deliverer {
+        Deliverer {
+            client: self.client,
+            url: self.url,
+            secrets,
+        }
+    }
+}
+
 /// Signs and POSTs bodies to one webhook URL.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -111,33 +181,11 @@ impl Deliverer {
         secrets: Arc<SecretSet>,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(crate::tls::client_config())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("chat-relay/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Deliverer {
-            client,
-            url,
-            secrets,
-        })
+        Ok(Receiver::new(url, timeout)?.signing_with(secrets))
     }
 
     pub fn url(&self) -> &reqwest::Url {
         &self.url
-    }
-
-    /// Opens (and keeps in the pool) a connection to the receiver, TLS handshake included,
-    /// so the first real delivery does not pay for it. Any answer will do (a Next.js route
-    /// answers a HEAD with 405); a receiver that is down or silent costs the cold start at
-    /// most [`WARM_UP_LIMIT`] and one warning (without the URL, which may carry a token).
-    pub async fn warm_up(&self) -> bool {
-        let head = self.client.head(self.url.clone()).send();
-        let head = async { head.await.map_err(reqwest::Error::without_url) };
-        crate::warm_up::warm_up("receiver", WARM_UP_LIMIT, head).await
     }
 
     /// One signed POST. `event_id` is the `webhook-id`: the same on every retry, so the

@@ -141,16 +141,28 @@ fn set(lookup: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
 pub async fn configure_lambda<T>(
     read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigErrors>,
 ) -> (aws_config::SdkConfig, T) {
-    let aws = crate::queue::sqs::sdk_config().await;
-    let env = |var: &str| std::env::var(var).ok();
-    let resolved = resolve(&env, &SecretsManager::from_config(&aws))
-        .await
-        .unwrap_or_else(|errors| errors.exit());
-    let config = read(&resolved.over(env)).unwrap_or_else(|errors| errors.exit());
+    let aws = crate::queue::sqs::lambda_sdk_config().await;
+    let config = configure_lambda_alongside(&aws, read, async {}).await;
     (aws, config)
 }
 
-/// Fetches, all at once, every secret variable whose `X_ARN` is set in `lookup`. Problems are
+/// [`configure_lambda`] on an SDK configuration already loaded, running `alongside` (a bounded
+/// warm-up that needs no secret) while the secrets are fetched: both are waits on the network,
+/// on AWS each a TLS handshake with a different host, so a cold start pays for the longer one
+/// instead of both.
+pub async fn configure_lambda_alongside<T>(
+    aws: &aws_config::SdkConfig,
+    read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigErrors>,
+    alongside: impl Future<Output = ()>,
+) -> T {
+    let env = |var: &str| std::env::var(var).ok();
+    let store = SecretsManager::from_config(aws);
+    let (resolved, ()) = tokio::join!(resolve(&env, &store), alongside);
+    let resolved = resolved.unwrap_or_else(|errors| errors.exit());
+    read(&resolved.over(env)).unwrap_or_else(|errors| errors.exit())
+}
+
+/// Fetches, one after the other, every secret variable whose `X_ARN` is set in `lookup`. Problems are
 /// collected, one line each: `X` and `X_ARN` both set, or a fetch that failed (with the ARN,
 /// which is not secret, and the store's reason).
 pub async fn resolve(
@@ -174,15 +186,12 @@ pub async fn resolve(
             wanted.push((var, arn_var, arn));
         }
     }
-    let fetched = futures::future::join_all(
-        wanted
-            .iter()
-            .map(|(_, _, arn)| store.secret_string(arn.as_str())),
-    )
-    .await;
     let mut values = HashMap::new();
-    for ((var, arn_var, arn), result) in wanted.into_iter().zip(fetched) {
-        match result {
+    // One after the other, on one connection: at once, each would open its own (a DNS lookup,
+    // a TLS handshake and, for the lookup, a thread), which costs a cold start more CPU than a
+    // second request costs time on a warm connection.
+    for (var, arn_var, arn) in wanted {
+        match store.secret_string(arn.as_str()).await {
             Ok(value) => {
                 values.insert(var, value);
             }

@@ -7,6 +7,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
@@ -32,6 +34,8 @@ pub type Script =
 pub struct VerifyingReceiver {
     pub url: String,
     deliveries: Arc<Mutex<Vec<Delivery>>>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -68,18 +72,29 @@ impl VerifyingReceiver {
         let app = Router::new()
             .route("/api/webhook/chat-whatsapp", axum::routing::post(receive))
             .with_state(state);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        let listener = listener.tap_io(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("receiver serve");
         });
         VerifyingReceiver {
             url,
             deliveries,
+            connections,
             task,
         }
     }
 
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.deliveries.lock().unwrap().clone()
+    }
+
+    /// How many connections the receiver has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The delivery rules that only show over several rounds, on both queue adapters (in-process
 //! and moto's SQS): one poison message dead-letters only itself while its chat goes on in
 //! order; attempts are deliveries, so a message held through an outage starts at step 1 of the
-//! schedule; a receiver whose answer never ends cannot grow the dispatcher's memory; and the
-//! DynamoDB attempts ledger works against a DynamoDB-protocol server.
+//! schedule; a receiver whose answer never ends cannot grow the dispatcher's memory; the
+//! DynamoDB attempts ledger works against a DynamoDB-protocol server; and the connections opened
+//! at a cold start's init are the ones its first batch delivers on.
 
 use axum::Router;
 use axum::body::Body;
@@ -11,7 +12,7 @@ use axum::response::Response;
 use relay_shared::attempts::AttemptLedger;
 use relay_shared::attempts::dynamodb::{COUNT, DynamoLedger, EXPIRES_AT, KEY};
 use relay_shared::backoff::RetrySchedule;
-use relay_shared::deliver::Deliverer;
+use relay_shared::deliver::{Deliverer, Outcome, Receiver, WARM_CONNECTIONS};
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
 use relay_shared::envelope::examples;
 use relay_shared::poller::Poller;
@@ -392,4 +393,31 @@ async fn the_dynamodb_ledger_counts_forgets_and_ignores_expired_items_on_moto() 
     // A table that does not exist is an error the dispatcher can fall back from.
     let missing = DynamoLedger::new(&config, "no-such-table");
     assert!(missing.failed_attempts("m-1").await.is_err());
+}
+
+/// The dispatcher's warm-up opens the connections its first batch uses: to an HTTP/1.1 receiver
+/// at least one per delivery a batch makes at once, so that many concurrent deliveries after it
+/// open none, and they are signed as usual. A `HEAD` is no delivery.
+#[tokio::test]
+async fn warm_up_opens_the_connections_of_a_first_batch() {
+    let receiver = VerifyingReceiver::start_ok().await;
+    let target = Receiver::new(receiver.url.parse().unwrap(), Duration::from_secs(5)).unwrap();
+    assert!(target.warm_up().await);
+    let warmed = receiver.connections();
+    assert!(warmed >= WARM_CONNECTIONS, "{warmed} connections");
+    assert!(receiver.deliveries().is_empty());
+    let deliverer = target.signing_with(Arc::new(SecretSet::parse(WEBHOOK_SECRET).unwrap()));
+    let attempts = (0..WARM_CONNECTIONS).map(|n| {
+        let id = format!("msg_warm{n}");
+        let body = examples::status(true).with_id(&id).to_json();
+        let deliverer = deliverer.clone();
+        async move { deliverer.attempt(&id, body).await.0 }
+    });
+    for outcome in futures::future::join_all(attempts).await {
+        assert!(matches!(outcome, Outcome::Delivered { .. }), "{outcome:?}");
+    }
+    assert_eq!(receiver.connections(), warmed, "the batch opened connections");
+    let deliveries = receiver.deliveries();
+    assert_eq!(deliveries.len(), WARM_CONNECTIONS);
+    assert!(deliveries.iter().all(|d| d.verified));
 }

@@ -2,27 +2,41 @@
 //! answering with the failed items only (`ReportBatchItemFailures`).
 //!
 //! Wiring only: the SDK configuration is loaded once, at init; secret variables are fetched
-//! from Secrets Manager when given as `*_ARN` (`relay_shared::secrets`); configuration, the
-//! SQS clients (queue and DLQ), the attempts ledger (DynamoDB) and the HTTP client are built
-//! then, and a first connection to the receiver is opened, so the first delivery of a cold
-//! start does not pay for the TLS handshake. The handler is
+//! from Secrets Manager when given as `*_ARN` (`relay_shared::secrets`) while a first
+//! connection to the receiver is opened (bounded), so the first delivery of a cold start does
+//! not pay for the TLS handshake; then configuration is read and the HTTP client, the SQS
+//! clients (queue and DLQ) and the attempts ledger (DynamoDB) are set up, the last two built
+//! on first use, as only failures need them. The handler is
 //! `relay_shared::dispatch::Dispatcher::handle_batch`, the same one the local stack runs.
+//! One thread: Lambda hands an execution environment one batch at a time, and a batch's
+//! deliveries are waits on the network, run concurrently on that thread.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use relay_shared::attempts::dynamodb::DynamoLedger;
-use relay_shared::config::DispatcherConfig;
-use relay_shared::deliver::Deliverer;
+use relay_shared::config::{DispatcherConfig, delivery_target};
+use relay_shared::deliver::{Deliverer, Receiver};
 use relay_shared::dispatch::{DispatchQueues, Dispatcher};
-use relay_shared::queue::sqs::SqsQueue;
-use relay_shared::secrets::configure_lambda;
+use relay_shared::queue::sqs::{SqsQueue, lambda_sdk_config};
+use relay_shared::secrets::configure_lambda_alongside;
 use relay_shared::telemetry::{Metrics, MetricsSink, init_json_logs};
 use std::sync::Arc;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_json_logs();
-    let (aws, config) = configure_lambda(DispatcherConfig::from_lookup).await;
+    let aws = lambda_sdk_config().await;
+    // The receiver's URL and timeout are no secret: its connection opens while the secrets
+    // are fetched.
+    let env = |var: &str| std::env::var(var).ok();
+    let early = delivery_target(&env)
+        .and_then(|(url, timeout)| Some((Receiver::new(url, timeout).ok()?, timeout)));
+    let warm = async {
+        if let Some((receiver, _)) = &early {
+            receiver.warm_up().await;
+        }
+    };
+    let config = configure_lambda_alongside(&aws, DispatcherConfig::from_lookup, warm).await;
     let queue = SqsQueue::from_config(&aws, config.queue_url);
     let queues = DispatchQueues {
         dead_letter: Arc::new(queue.sibling(config.dead_letter_queue_url)),
@@ -31,8 +45,14 @@ async fn main() -> Result<(), Error> {
     let ledger = Arc::new(DynamoLedger::new(&aws, config.attempts_table));
     let delivery = config.delivery;
     let secrets = Arc::new(delivery.webhook_secrets);
-    let deliverer = Deliverer::new(delivery.webhook_url, secrets, delivery.delivery_timeout)?;
-    deliverer.warm_up().await;
+    let deliverer = match early {
+        Some((receiver, timeout))
+            if receiver.url() == &delivery.webhook_url && timeout == delivery.delivery_timeout =>
+        {
+            receiver.signing_with(secrets)
+        }
+        _ => Deliverer::new(delivery.webhook_url, secrets, delivery.delivery_timeout)?,
+    };
     let metrics = Metrics::new(config.metrics_namespace, MetricsSink::Stdout);
     let dispatcher =
         Arc::new(Dispatcher::new(deliverer, queues, delivery.retry, metrics).with_attempts(ledger));

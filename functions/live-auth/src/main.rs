@@ -15,7 +15,7 @@ use relay_shared::telemetry::init_json_logs;
 use serde_json::Value;
 use std::sync::Arc;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_json_logs();
     let (_, config) = configure_lambda(LiveAuthConfig::from_lookup).await;
