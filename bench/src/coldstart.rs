@@ -289,21 +289,27 @@ pub async fn section(
 ) -> Result<(), String> {
     let receiver = TimingReceiver::start(epoch, 0, Duration::ZERO).await;
     let events = (plan.spawns + 1) * EVENTS_PER_SPAWN;
-    let instant = instant_pass(bins, plan, logs, &receiver, events).await?;
+    let (instant, in_env) = instant_pass(bins, plan, logs, &receiver, events).await?;
     let (moto, moto_send) = moto_pass(bins, plan, logs, &receiver, events).await?;
-    if receiver.received() != 2 * 10 * events {
+    if receiver.received() != 3 * 10 * events {
         return Err(format!(
             "the receiver got {} deliveries, expected {}: the dispatcher answered without delivering",
             receiver.received(),
-            2 * 10 * events
+            3 * 10 * events
         ));
     }
     report_times(report, &instant);
+    report_in_env(report, &instant, &in_env);
     report_moto(report, &instant, &moto, &moto_send);
     report_rss(report, &instant);
-    report.note("Cold start: each function is spawned with the Lambda environment and given two events in a row by the bench's own Runtime API. Init is exec → first `next`; first invoke is that `next` → the first response (the invocation's own duration); warm invoke is the second `next` → the second response, same process. Peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` a third time (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher, live-auth) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them (ingest two, the others one) over a connection of its own (Secrets Manager is reached as `localhost`, SQS as `127.0.0.1`: different hosts on AWS). The aims are judged with AWS answering at once (the bench's `instant_aws`: the SDK's whole path runs, the service takes no time), so that the figures are the functions' own; the rows marked *moto behind* repeat the run against moto, whose Python takes 3–4 ms a call.");
+    report.note("Cold start: each function is spawned with the Lambda environment and given two events in a row by the bench's own Runtime API. Init is exec → first `next`; first invoke is that `next` → the first response (the invocation's own duration); warm invoke is the second `next` → the second response, same process. Peak RSS is `VmHWM` from `/proc/<pid>/status`, read when the function polls `next` a third time (idle, just before the bench kills it). Spawns are round-robin (hello, ingest, dispatcher, live-auth) after one untimed spawn each. Secrets are given by ARN, as on AWS: init includes fetching them (ingest two, the others one) over a connection of its own (Secrets Manager is reached as `localhost`, SQS as `127.0.0.1`: different hosts on AWS). The aims are judged with AWS answering at once (the bench's `instant_aws`: the SDK's whole path runs, the service takes no time), so that the figures are the functions' own; the rows marked *secrets in the environment* repeat that run with the secrets' values given directly (no Secrets Manager call), and those marked *moto behind* repeat it against moto, whose Python takes 3–4 ms a call.");
     let mut json = serde_json::Map::new();
-    for (pass, series) in [("instant_aws", &instant), ("moto", &moto)] {
+    let passes = [
+        ("instant_aws", &instant),
+        ("instant_aws_secrets_in_environment", &in_env),
+        ("moto", &moto),
+    ];
+    for (pass, series) in passes {
         let figures: serde_json::Map<String, Value> = series
             .iter()
             .map(|s| (s.name.to_owned(), s.to_json()))
@@ -315,26 +321,30 @@ pub async fn section(
     Ok(())
 }
 
-/// The run with AWS answering at once: the figures the aims judge.
+/// The runs with AWS answering at once: secrets by ARN (the figures the aims judge), then the
+/// secrets' values in the environment, which shows what the Secrets Manager call costs.
 async fn instant_pass(
     bins: &Bins,
     plan: &Plan,
     logs: &Path,
     receiver: &TimingReceiver,
     events: usize,
-) -> Result<Vec<Series>, String> {
+) -> Result<(Vec<Series>, Vec<Series>), String> {
     let arns = SecretArns::named("arn:aws:secretsmanager:us-east-1:123456789012:secret:bench");
     let aws = InstantAws::start(arns.values()).await;
     let env = aws_env(&aws.endpoint, "http://127.0.0.1:9/123456789012/bench.fifo");
-    let subjects = subjects(bins, plan, arns, env, receiver);
-    let series = run(&subjects, plan.spawns, logs, "").await?;
-    if aws.sent() != events {
+    let by_arn = subjects(bins, plan, SecretVars::by_arn(arns), env.clone(), receiver);
+    let by_arn = run(&by_arn, plan.spawns, logs, "").await?;
+    let in_env = subjects(bins, plan, SecretVars::in_environment(), env, receiver);
+    let in_env = run(&in_env, plan.spawns, logs, "-secrets-in-env").await?;
+    if aws.sent() != 2 * events {
         return Err(format!(
-            "the instant endpoint took {} messages, expected {events}: ingest answered 202 without sending",
-            aws.sent()
+            "the instant endpoint took {} messages, expected {}: ingest answered 202 without sending",
+            aws.sent(),
+            2 * events
         ));
     }
-    Ok(series)
+    Ok((by_arn, in_env))
 }
 
 /// The run with moto behind: secrets from its Secrets Manager, events stored in its SQS.
@@ -364,7 +374,7 @@ async fn moto_pass(
     };
     let mut env = aws_env(&moto.endpoint, &queues.queue_url);
     env.push(("DEAD_LETTER_QUEUE_URL".to_owned(), queues.dlq_url.clone()));
-    let subjects = subjects(bins, plan, arns, env, receiver);
+    let subjects = subjects(bins, plan, SecretVars::by_arn(arns), env, receiver);
     let series = run(&subjects, plan.spawns, logs, "-moto").await?;
     let stored = queues.depth(&queues.queue_url).await;
     if stored != 25 + events {
@@ -451,12 +461,44 @@ impl SecretArns {
     }
 }
 
+/// The secret variables each function is given: by ARN, as the template deploys them, or the
+/// values themselves, as locally.
+struct SecretVars {
+    ingest: Vec<(&'static str, String)>,
+    webhook: (&'static str, String),
+    live_token: (&'static str, String),
+}
+
+impl SecretVars {
+    fn by_arn(arns: SecretArns) -> SecretVars {
+        SecretVars {
+            ingest: vec![
+                ("INGEST_SECRETS_ARN", arns.ingest),
+                ("CHAT_ID_KEY_ARN", arns.chat_id_key),
+            ],
+            webhook: ("WEBHOOK_SECRETS_ARN", arns.webhook),
+            live_token: ("LIVE_TOKEN_SECRETS_ARN", arns.live_token),
+        }
+    }
+
+    fn in_environment() -> SecretVars {
+        SecretVars {
+            ingest: vec![
+                ("INGEST_SECRETS", INGEST_SECRET.to_owned()),
+                ("CHAT_ID_KEY", "k".repeat(64)),
+            ],
+            webhook: ("WEBHOOK_SECRETS", WEBHOOK_SECRET.to_owned()),
+            live_token: ("LIVE_TOKEN_SECRETS", LIVE_TOKEN_SECRET.to_owned()),
+        }
+    }
+}
+
 /// Hello-world, ingest, the dispatcher (delivering to `receiver`) and the live authorizer,
 /// each with the events it gets and the check of its answers.
 fn subjects<'a>(
     bins: &Bins,
     plan: &Plan,
-    arns: SecretArns,
+    secret_vars: SecretVars,
     aws_env: Vec<(String, String)>,
     receiver: &TimingReceiver,
 ) -> [Subject<'a>; 4] {
@@ -482,10 +524,7 @@ fn subjects<'a>(
         Subject {
             name: "ingest",
             binary: bins.ingest.clone(),
-            env: with(vec![
-                ("INGEST_SECRETS_ARN", arns.ingest),
-                ("CHAT_ID_KEY_ARN", arns.chat_id_key),
-            ]),
+            env: with(secret_vars.ingest),
             event: Box::new(move |n| {
                 // Signed now, for this event.
                 let id = event_id("cold", n);
@@ -505,7 +544,7 @@ fn subjects<'a>(
             binary: bins.dispatcher.clone(),
             env: with(vec![
                 ("WEBHOOK_URL", receiver.url.clone()),
-                ("WEBHOOK_SECRETS_ARN", arns.webhook),
+                secret_vars.webhook,
             ]),
             event: Box::new(|n| {
                 sqs_event(
@@ -527,7 +566,7 @@ fn subjects<'a>(
         Subject {
             name: "live-auth",
             binary: bins.live_auth.clone(),
-            env: with(vec![("LIVE_TOKEN_SECRETS_ARN", arns.live_token)]),
+            env: with(vec![secret_vars.live_token]),
             event: Box::new(|n| {
                 live_connect_event(&format!("live-{n:05}"))
                     .to_string()
@@ -634,6 +673,28 @@ fn report_times(report: &mut Report, series: &[Series]) {
             format!("exec → first response — `{}`", s.name),
             cell(&s.cold_total()),
             format!("hello {}", ms(hello.cold_total().median)),
+            "",
+            Verdict::Info,
+        );
+    }
+}
+
+/// The rows of the run with the secrets in the environment: each init beside that run's
+/// hello-world, and beside the same function's with its secrets by ARN.
+fn report_in_env(report: &mut Report, by_arn: &[Series], in_env: &[Series]) {
+    let hello_init = in_env[0].init().median;
+    for (s, arn) in in_env.iter().zip(by_arn).skip(1) {
+        let init = s.init();
+        report.row(
+            "1",
+            format!("init — `{}`, secrets in the environment", s.name),
+            format!("{} (p90 {})", ms(init.median), ms(init.p90)),
+            format!(
+                "hello {} → {}; by ARN {}",
+                ms(hello_init),
+                ratio(init.median / hello_init),
+                ms(arn.init().median)
+            ),
             "",
             Verdict::Info,
         );

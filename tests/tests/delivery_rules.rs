@@ -416,7 +416,11 @@ async fn warm_up_opens_the_connections_of_a_first_batch() {
     for outcome in futures::future::join_all(attempts).await {
         assert!(matches!(outcome, Outcome::Delivered { .. }), "{outcome:?}");
     }
-    assert_eq!(receiver.connections(), warmed, "the batch opened connections");
+    assert_eq!(
+        receiver.connections(),
+        warmed,
+        "the batch opened connections"
+    );
     let deliveries = receiver.deliveries();
     assert_eq!(deliveries.len(), WARM_CONNECTIONS);
     assert!(deliveries.iter().all(|d| d.verified));
