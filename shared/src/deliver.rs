@@ -4,7 +4,8 @@
 //! it gave one.
 //!
 //! The HTTP client is built once and reused across attempts and Lambda invocations, so warm
-//! invocations reuse TLS connections to the receiver.
+//! invocations reuse TLS connections to the receiver; at a cold start [`Receiver::warm_up`]
+//! opens the ones the first batch will use.
 
 use crate::backoff::{FailureSignal, parse_retry_after};
 use crate::clock::unix_seconds;

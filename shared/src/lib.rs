@@ -19,7 +19,7 @@
 //! | [`config`] | environment → typed configuration, one error line per bad variable |
 //! | [`secrets`] | secret variables from the environment or, by ARN, from Secrets Manager |
 //! | [`tls`] | the one TLS configuration (trusted roots) every HTTPS client shares |
-//! | [`aws_http`] | the AWS SDK's HTTP client, over that TLS configuration |
+//! | [`aws_http`] | the AWS SDK's HTTP client, over that TLS configuration; SDK clients built on first use |
 //! | [`warm_up`] | opening a function's connections at init, bounded |
 //! | [`telemetry`] | JSON logs and CloudWatch Embedded Metric Format |
 
