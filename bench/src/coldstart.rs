@@ -277,9 +277,10 @@ pub async fn run(
 }
 
 /// The cold-start section of the report: hello-world, ingest, the dispatcher (delivering to a
-/// loopback receiver) and the live authorizer, round-robin, twice: with AWS answering at once
-/// ([`InstantAws`]: the functions' own cost, which the aims judge), then with moto behind
-/// (secrets fetched from its Secrets Manager and events stored in its SQS, for context).
+/// loopback receiver) and the live authorizer, round-robin, three times: with AWS answering at
+/// once ([`InstantAws`]: the functions' own cost, which the aims judge), the same with the
+/// secrets in the environment, then with moto behind (secrets fetched from its Secrets Manager
+/// and events stored in its SQS, for context).
 pub async fn section(
     report: &mut Report,
     bins: &Bins,

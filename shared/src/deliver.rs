@@ -111,6 +111,7 @@ impl fmt::Display for Failure {
 pub struct Receiver {
     client: reqwest::Client,
     url: reqwest::Url,
+    timeout: Duration,
 }
 
 impl Receiver {
@@ -123,20 +124,26 @@ impl Receiver {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("chat-relay/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Receiver { client, url })
+        Ok(Receiver {
+            client,
+            url,
+            timeout,
+        })
     }
 
-    pub fn url(&self) -> &reqwest::Url {
-        &self.url
+    /// Whether this is the client [`Receiver::new`] would build for `url` and `timeout`.
+    pub fn is_for(&self, url: &reqwest::Url, timeout: Duration) -> bool {
+        &self.url == url && self.timeout == timeout
     }
 
     /// Opens (and keeps in the pool) the connections a batch's deliveries will use, TLS
     /// handshakes included, so the first batch of a cold start does not pay for them: one
     /// `HEAD`, and if the receiver answered it over HTTP/1.1, which carries one request at a
-    /// time, [`WARM_CONNECTIONS`] more at once (the first connection may serve one of them, if it
-    /// is back in the pool in time; over HTTP/2 the one connection carries them all). Any answer will do (a Next.js route answers a HEAD with 405); a receiver that is
-    /// down or silent costs the cold start at most twice [`WARM_UP_LIMIT`] and a warning
-    /// (without the URL, which may carry a token).
+    /// time, [`WARM_CONNECTIONS`] more at once (the first connection may serve one of them, if
+    /// it is back in the pool in time; over HTTP/2 the one connection carries them all). Any
+    /// answer will do (a Next.js route answers a HEAD with 405); a receiver that is down or
+    /// silent costs the cold start at most twice [`WARM_UP_LIMIT`] and a warning (without the
+    /// URL, which may carry a token).
     pub async fn warm_up(&self) -> bool {
         let head = || {
             let request = self.client.head(self.url.clone()).send();

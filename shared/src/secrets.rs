@@ -162,15 +162,18 @@ pub async fn configure_lambda_alongside<T>(
     read(&resolved.over(env)).unwrap_or_else(|errors| errors.exit())
 }
 
-/// Fetches, one after the other, every secret variable whose `X_ARN` is set in `lookup`. Problems are
-/// collected, one line each: `X` and `X_ARN` both set, or a fetch that failed (with the ARN,
-/// which is not secret, and the store's reason).
+/// Fetches, one after the other, every secret variable whose `X_ARN` is set in `lookup`.
+/// Problems are collected, one line each: `X` and `X_ARN` both set, or a fetch that failed (with
+/// the ARN, which is not secret, and the store's reason).
 pub async fn resolve(
     lookup: &dyn Fn(&str) -> Option<String>,
     store: &dyn SecretStore,
 ) -> Result<ResolvedSecrets, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut wanted = Vec::new();
+    let mut values = HashMap::new();
+    // One after the other, on one connection: at once, each would open its own (a DNS lookup,
+    // a TLS handshake and, for the lookup, a thread), which costs a cold start more CPU than a
+    // second request costs time on a warm connection.
     for (var, arn_var) in SECRET_VARS {
         let Some(arn) = set(lookup, arn_var) else {
             continue;
@@ -182,15 +185,8 @@ pub async fn resolve(
                     "both {var} and {arn_var} are set; set only one ({arn_var} on AWS, {var} locally)"
                 ),
             });
-        } else {
-            wanted.push((var, arn_var, arn));
+            continue;
         }
-    }
-    let mut values = HashMap::new();
-    // One after the other, on one connection: at once, each would open its own (a DNS lookup,
-    // a TLS handshake and, for the lookup, a thread), which costs a cold start more CPU than a
-    // second request costs time on a warm connection.
-    for (var, arn_var, arn) in wanted {
         match store.secret_string(arn.as_str()).await {
             Ok(value) => {
                 values.insert(var, value);

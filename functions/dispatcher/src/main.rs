@@ -29,10 +29,9 @@ async fn main() -> Result<(), Error> {
     // The receiver's URL and timeout are no secret: its connection opens while the secrets
     // are fetched.
     let env = |var: &str| std::env::var(var).ok();
-    let early = delivery_target(&env)
-        .and_then(|(url, timeout)| Some((Receiver::new(url, timeout).ok()?, timeout)));
+    let early = delivery_target(&env).and_then(|(url, timeout)| Receiver::new(url, timeout).ok());
     let warm = async {
-        if let Some((receiver, _)) = &early {
+        if let Some(receiver) = &early {
             receiver.warm_up().await;
         }
     };
@@ -46,9 +45,7 @@ async fn main() -> Result<(), Error> {
     let delivery = config.delivery;
     let secrets = Arc::new(delivery.webhook_secrets);
     let deliverer = match early {
-        Some((receiver, timeout))
-            if receiver.url() == &delivery.webhook_url && timeout == delivery.delivery_timeout =>
-        {
+        Some(receiver) if receiver.is_for(&delivery.webhook_url, delivery.delivery_timeout) => {
             receiver.signing_with(secrets)
         }
         _ => Deliverer::new(delivery.webhook_url, secrets, delivery.delivery_timeout)?,

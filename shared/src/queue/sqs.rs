@@ -133,11 +133,9 @@ pub async fn lambda_sdk_config() -> aws_config::SdkConfig {
     if !(set("AWS_REGION") && set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY")) {
         return sdk_config().await;
     }
-    aws_config::from_env()
+    loader()
         .region(EnvironmentVariableRegionProvider::new())
         .credentials_provider(EnvironmentVariableCredentialsProvider::new())
-        .http_client(crate::aws_http::http_client())
-        .timeout_config(timeouts(Duration::ZERO))
         .load()
         .await
 }
@@ -147,11 +145,14 @@ pub async fn lambda_sdk_config() -> aws_config::SdkConfig {
 /// TLS configuration, [`crate::aws_http`]), for the `relay` tools and the tests, which run
 /// wherever a person's credentials are (profiles, SSO).
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    loader().load().await
+}
+
+/// The SDK's environment with the relay's HTTP client and timeouts, for both configurations.
+fn loader() -> aws_config::ConfigLoader {
     aws_config::from_env()
         .http_client(crate::aws_http::http_client())
         .timeout_config(timeouts(Duration::ZERO))
-        .load()
-        .await
 }
 
 /// SQS answers in milliseconds; a call that stalls must fail fast enough for ingest to answer
