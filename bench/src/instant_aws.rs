@@ -1,6 +1,6 @@
 //! The AWS calls a function makes at init and on its first invocations (Secrets Manager
-//! `GetSecretValue`; SQS `GetQueueAttributes`, `SendMessage`, `SendMessageBatch`), answered at
-//! once from memory, for the cold-start measure only.
+//! `GetSecretValue` and `BatchGetSecretValue`; SQS `GetQueueAttributes`, `SendMessage`,
+//! `SendMessageBatch`), answered at once from memory, for the cold-start measure only.
 //!
 //! Why: init is judged against a hello-world that calls nothing, and moto's Python spends 3–4 ms
 //! on each call, about twice hello-world's whole init, time no change to a function can win
@@ -90,6 +90,24 @@ async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                     "VersionId": "v1", "VersionStages": ["AWSCURRENT"]}),
                 None => return refuse("ResourceNotFoundException", "no such secret"),
             }
+        }
+        "secretsmanager.BatchGetSecretValue" => {
+            let ids = request["SecretIdList"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let (mut values, mut errors) = (Vec::new(), Vec::new());
+            for id in ids.iter().filter_map(Value::as_str) {
+                match shared.secrets.get(id) {
+                    Some(value) => {
+                        values.push(json!({"ARN": id, "Name": id,
+                        "SecretString": value, "VersionId": "v1", "VersionStages": ["AWSCURRENT"]}))
+                    }
+                    None => errors.push(json!({"SecretId": id,
+                        "ErrorCode": "ResourceNotFoundException", "Message": "no such secret"})),
+                }
+            }
+            json!({"SecretValues": values, "Errors": errors})
         }
         "AmazonSQS.GetQueueAttributes" => {
             json!({"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:123456789012:bench.fifo"}})

@@ -50,6 +50,15 @@ pub const SECRETS_REVISION: &str = "SECRETS_REVISION";
 pub trait SecretStore: Send + Sync {
     /// The secret's current `SecretString`, or why it cannot be had, in one line without it.
     async fn secret_string(&self, arn: &str) -> Result<String, String>;
+
+    /// Several secrets, one answer each in the order asked. By default one after the other.
+    async fn secret_strings(&self, arns: &[String]) -> Vec<Result<String, String>> {
+        let mut answers = Vec::with_capacity(arns.len());
+        for arn in arns {
+            answers.push(self.secret_string(arn).await);
+        }
+        answers
+    }
 }
 
 /// AWS Secrets Manager, through the function's one SDK configuration.
@@ -70,6 +79,48 @@ impl SecretsManager {
     }
 }
 
+/// An SDK failure in one line: the service's own code and message ("ResourceNotFoundException:
+/// Secrets Manager can't find the specified secret.") say most; the SDK's full chain is for
+/// transport failures.
+fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            format!(
+                "{}: {}",
+                e.code().unwrap_or("error"),
+                e.message().unwrap_or("no detail")
+            )
+        }
+        _ => error_chain(err),
+    }
+}
+
+fn string_of(value: Option<&str>) -> Result<String, String> {
+    value
+        .map(str::to_owned)
+        .ok_or_else(|| "the secret has no SecretString (a binary secret?)".to_owned())
+}
+
+/// Whether a batch answer for the secret `arn`/`name` is the one asked for as `id`: by full
+/// ARN, by name, or by partial ARN (the full one without the `-` and six random characters
+/// Secrets Manager appends).
+fn answers(id: &str, arn: Option<&str>, name: Option<&str>) -> bool {
+    arn == Some(id)
+        || name == Some(id)
+        || arn
+            .and_then(|arn| arn.strip_prefix(id))
+            .is_some_and(|suffix| suffix.len() == 7 && suffix.starts_with('-'))
+}
+
+/// "Retrieves the contents of the encrypted fields SecretString or SecretBinary for up to 20
+/// secrets" (BatchGetSecretValue, Secrets Manager API reference): every secret variable fits.
+const _: () = assert!(SECRET_VARS.len() <= 20);
+
 #[async_trait]
 impl SecretStore for SecretsManager {
     async fn secret_string(&self, arn: &str) -> Result<String, String> {
@@ -79,24 +130,78 @@ impl SecretStore for SecretsManager {
             .secret_id(arn)
             .send()
             .await
-            .map_err(|err| match &err {
-                // The service's own code and message ("ResourceNotFoundException: Secrets
-                // Manager can't find the specified secret.") say most; the SDK's full chain
-                // is for transport failures.
-                SdkError::ServiceError(service) => {
-                    let e = service.err();
-                    format!(
-                        "{}: {}",
-                        e.code().unwrap_or("error"),
-                        e.message().unwrap_or("no detail")
-                    )
+            .map_err(|err| describe(&err))?;
+        string_of(output.secret_string())
+    }
+
+    /// Two or more secrets in one `BatchGetSecretValue`: one round trip at a cold start instead
+    /// of one per secret. Access is still decided per secret by `GetSecretValue` ("you must
+    /// have secretsmanager:GetSecretValue for each secret"), and a secret it refuses comes back
+    /// in `Errors`, reported for that secret alone. Whatever the batch leaves unanswered (a
+    /// secret named in a form the answer does not echo), and every secret when the role lacks
+    /// `secretsmanager:BatchGetSecretValue` (a role written before it was needed), is fetched
+    /// one by one, so a stricter role costs a request, never the start.
+    async fn secret_strings(&self, arns: &[String]) -> Vec<Result<String, String>> {
+        let mut answered: Vec<Option<Result<String, String>>> = vec![None; arns.len()];
+        // Each secret asked for once, even if two variables name the same one.
+        let mut unique: Vec<String> = Vec::with_capacity(arns.len());
+        for arn in arns {
+            if !unique.contains(arn) {
+                unique.push(arn.clone());
+            }
+        }
+        if unique.len() > 1 {
+            match self
+                .client
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(unique))
+                .send()
+                .await
+            {
+                Ok(output) => {
+                    for (id, slot) in arns.iter().zip(answered.iter_mut()) {
+                        if let Some(entry) = output
+                            .secret_values()
+                            .iter()
+                            .find(|entry| answers(id, entry.arn(), entry.name()))
+                        {
+                            *slot = Some(string_of(entry.secret_string()));
+                        } else if let Some(error) = output
+                            .errors()
+                            .iter()
+                            .find(|error| error.secret_id() == Some(id))
+                        {
+                            *slot = Some(Err(format!(
+                                "{}: {}",
+                                error.error_code().unwrap_or("error"),
+                                error.message().unwrap_or("no detail")
+                            )));
+                        }
+                    }
                 }
-                _ => error_chain(&err),
-            })?;
-        output
-            .secret_string()
-            .map(str::to_owned)
-            .ok_or_else(|| "the secret has no SecretString (a binary secret?)".to_owned())
+                Err(err) if err.code() == Some("AccessDeniedException") => {
+                    tracing::warn!(
+                        "secretsmanager:BatchGetSecretValue is denied; fetching the secrets one \
+                         by one (grant it on \"*\" to save a request at every cold start)"
+                    );
+                }
+                Err(err) => {
+                    let cause = describe(&err);
+                    return arns.iter().map(|_| Err(cause.clone())).collect();
+                }
+            }
+        }
+        for i in 0..arns.len() {
+            if answered[i].is_none() {
+                let answer = self.secret_string(&arns[i]).await;
+                for (arn, slot) in arns.iter().zip(answered.iter_mut()).skip(i) {
+                    if *arn == arns[i] && slot.is_none() {
+                        *slot = Some(answer.clone());
+                    }
+                }
+            }
+        }
+        answered.into_iter().flatten().collect()
     }
 }
 
@@ -162,18 +267,16 @@ pub async fn configure_lambda_alongside<T>(
     read(&resolved.over(env)).unwrap_or_else(|errors| errors.exit())
 }
 
-/// Fetches, one after the other, every secret variable whose `X_ARN` is set in `lookup`.
-/// Problems are collected, one line each: `X` and `X_ARN` both set, or a fetch that failed (with
-/// the ARN, which is not secret, and the store's reason).
+/// Fetches every secret variable whose `X_ARN` is set in `lookup`, all in one request to the
+/// store when it can ([`SecretStore::secret_strings`]). Problems are collected, one line each:
+/// `X` and `X_ARN` both set, or a fetch that failed (with the ARN, which is not secret, and the
+/// store's reason).
 pub async fn resolve(
     lookup: &dyn Fn(&str) -> Option<String>,
     store: &dyn SecretStore,
 ) -> Result<ResolvedSecrets, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut values = HashMap::new();
-    // One after the other, on one connection: at once, each would open its own (a DNS lookup,
-    // a TLS handshake and, for the lookup, a thread), which costs a cold start more CPU than a
-    // second request costs time on a warm connection.
+    let mut wanted = Vec::new();
     for (var, arn_var) in SECRET_VARS {
         let Some(arn) = set(lookup, arn_var) else {
             continue;
@@ -187,7 +290,20 @@ pub async fn resolve(
             });
             continue;
         }
-        match store.secret_string(arn.as_str()).await {
+        wanted.push((var, arn_var, arn));
+    }
+    // In one request, on one connection: separately and at once, each fetch would open its own
+    // (a DNS lookup, a TLS handshake and, for the lookup, a thread); one after the other, each
+    // would add a round trip to the cold start.
+    let arns: Vec<String> = wanted.iter().map(|(_, _, arn)| arn.clone()).collect();
+    let answers = if arns.is_empty() {
+        Vec::new()
+    } else {
+        store.secret_strings(&arns).await
+    };
+    let mut values = HashMap::new();
+    for ((var, arn_var, arn), answer) in wanted.into_iter().zip(answers) {
+        match answer {
             Ok(value) => {
                 values.insert(var, value);
             }
@@ -215,21 +331,69 @@ mod tests {
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ingest-AbCdEf";
 
-    /// A store holding fixed secrets, recording what was asked.
+    /// A store holding fixed secrets, recording what was asked, request by request.
     #[derive(Default)]
     struct Fixed {
         secrets: HashMap<String, String>,
-        asked: Mutex<Vec<String>>,
+        asked: Mutex<Vec<Vec<String>>>,
     }
 
     #[async_trait]
     impl SecretStore for Fixed {
         async fn secret_string(&self, arn: &str) -> Result<String, String> {
-            self.asked.lock().unwrap().push(arn.to_owned());
-            self.secrets
-                .get(arn)
-                .cloned()
-                .ok_or_else(|| "ResourceNotFoundException: no such secret\nsecond line".into())
+            self.secret_strings(&[arn.to_owned()]).await.remove(0)
+        }
+
+        async fn secret_strings(&self, arns: &[String]) -> Vec<Result<String, String>> {
+            self.asked.lock().unwrap().push(arns.to_vec());
+            arns.iter()
+                .map(|arn| {
+                    self.secrets.get(arn).cloned().ok_or_else(|| {
+                        "ResourceNotFoundException: no such secret\nsecond line".into()
+                    })
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_secret_is_asked_for_in_one_request() {
+        const KEY_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:key-AbCdEf";
+        let store = Fixed {
+            secrets: [
+                (ARN.to_owned(), SECRET.to_owned()),
+                (KEY_ARN.to_owned(), "k".repeat(40)),
+            ]
+            .into(),
+            ..Fixed::default()
+        };
+        let base = env(&[("INGEST_SECRETS_ARN", ARN), ("CHAT_ID_KEY_ARN", KEY_ARN)]);
+        let resolved = resolve(&base, &store).await.unwrap();
+        assert_eq!(resolved.fetched(), 2);
+        assert_eq!(*store.asked.lock().unwrap(), [vec![ARN, KEY_ARN]]);
+        let lookup = resolved.over(&base);
+        assert_eq!(lookup(INGEST_SECRETS).as_deref(), Some(SECRET));
+        assert_eq!(lookup(CHAT_ID_KEY), Some("k".repeat(40)));
+    }
+
+    #[test]
+    fn a_batch_answer_is_matched_by_arn_name_or_partial_arn() {
+        let arn = Some("arn:aws:secretsmanager:us-east-1:1:secret:relay/ingest-AbCdEf");
+        let name = Some("relay/ingest");
+        for id in [
+            "arn:aws:secretsmanager:us-east-1:1:secret:relay/ingest-AbCdEf",
+            "relay/ingest",
+            "arn:aws:secretsmanager:us-east-1:1:secret:relay/ingest",
+        ] {
+            assert!(answers(id, arn, name), "{id}");
+        }
+        for id in [
+            "arn:aws:secretsmanager:us-east-1:1:secret:relay/in",
+            "arn:aws:secretsmanager:us-east-1:1:secret:relay",
+            "relay/ingest-AbCdEf",
+            "",
+        ] {
+            assert!(!answers(id, arn, name), "{id}");
         }
     }
 

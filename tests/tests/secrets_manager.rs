@@ -46,6 +46,44 @@ fn signed_by(secret: &str, id: &str, body: &str) -> HeaderMap {
     headers
 }
 
+/// The operations a Secrets Manager client sends, by `X-Amz-Target`, in order.
+#[derive(Clone, Debug, Default)]
+struct Targets(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl aws_sdk_secretsmanager::config::Intercept for Targets {
+    fn name(&self) -> &'static str {
+        "Targets"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextRef<
+            '_,
+        >,
+        _components: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _config: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_sdk_secretsmanager::error::BoxError> {
+        if let Some(target) = context.request().headers().get("x-amz-target") {
+            self.0.lock().unwrap().push(target.to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Targets {
+    /// A store over `config` whose requests this records.
+    fn store(&self, config: &aws_config::SdkConfig) -> SecretsManager {
+        let config = aws_sdk_secretsmanager::config::Builder::from(config)
+            .interceptor(self.clone())
+            .build();
+        SecretsManager::new(aws_sdk_secretsmanager::Client::from_conf(config))
+    }
+
+    fn sent(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
 #[tokio::test]
 async fn ingest_secrets_fetched_by_arn_verify_what_either_stored_secret_signs() {
     let moto = MotoServer::start().await;
@@ -58,7 +96,8 @@ async fn ingest_secrets_fetched_by_arn_verify_what_either_stored_secret_signs() 
             "k3y0123456789abcdefghijklmnopqrstuvwxyz",
         )
         .await;
-    let store = SecretsManager::from_config(&moto.sdk_config().await);
+    let targets = Targets::default();
+    let store = targets.store(&moto.sdk_config().await);
     let base = env(&[
         (arn(INGEST_SECRETS), &ingest_arn),
         (arn(CHAT_ID_KEY), &key_arn),
@@ -66,6 +105,11 @@ async fn ingest_secrets_fetched_by_arn_verify_what_either_stored_secret_signs() 
     ]);
     let resolved = secrets::resolve(&base, &store).await.expect("resolve");
     assert_eq!(resolved.fetched(), 2);
+    assert_eq!(
+        targets.sent(),
+        ["secretsmanager.BatchGetSecretValue"],
+        "both secrets in one request"
+    );
     let lookup = resolved.over(&base);
     assert_eq!(
         lookup(CHAT_ID_KEY).as_deref(),
@@ -185,5 +229,172 @@ async fn a_variable_set_both_ways_is_refused_before_anything_is_fetched() {
     assert_eq!(
         text,
         "configuration error: INGEST_SECRETS_ARN: both INGEST_SECRETS and INGEST_SECRETS_ARN are set; set only one (INGEST_SECRETS_ARN on AWS, INGEST_SECRETS locally)"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_one_missing_secret_fails_that_variable_alone() {
+    let moto = MotoServer::start().await;
+    let ingest_arn = moto.create_secret("chat-relay/ingest", INGEST_SECRET).await;
+    let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:chat-relay/nope-AbCdEf";
+    let targets = Targets::default();
+    let store = targets.store(&moto.sdk_config().await);
+    let base = env(&[
+        (arn(INGEST_SECRETS), &ingest_arn),
+        (arn(CHAT_ID_KEY), missing),
+    ]);
+    let errors = secrets::resolve(&base, &store).await.unwrap_err();
+    assert_eq!(targets.sent(), ["secretsmanager.BatchGetSecretValue"]);
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "configuration error: CHAT_ID_KEY_ARN: cannot read the secret {missing}: ResourceNotFoundException"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_answers_secrets_named_by_arn_name_or_partial_arn_in_the_order_asked() {
+    let moto = MotoServer::start().await;
+    let ingest_arn = moto.create_secret("chat-relay/ingest", INGEST_SECRET).await;
+    let webhook_arn = moto
+        .create_secret("chat-relay/webhook", WEBHOOK_SECRET)
+        .await;
+    moto.create_secret(
+        "chat-relay/chat-id-key",
+        "k3y0123456789abcdefghijklmnopqrstuvwxyz",
+    )
+    .await;
+    let partial = webhook_arn[..webhook_arn.len() - 7].to_owned();
+    assert!(
+        webhook_arn.starts_with(&format!("{partial}-")),
+        "{webhook_arn}"
+    );
+    let targets = Targets::default();
+    let store = targets.store(&moto.sdk_config().await);
+    let asked = [
+        "chat-relay/chat-id-key".to_owned(),
+        partial,
+        ingest_arn.clone(),
+    ];
+    let answers: Vec<String> = secrets::SecretStore::secret_strings(&store, &asked)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("every secret exists"))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            "k3y0123456789abcdefghijklmnopqrstuvwxyz",
+            WEBHOOK_SECRET,
+            INGEST_SECRET
+        ]
+    );
+    assert_eq!(
+        targets.sent(),
+        ["secretsmanager.BatchGetSecretValue"],
+        "every form matched in the batch's answer, none fetched again"
+    );
+}
+
+#[tokio::test]
+async fn two_variables_naming_one_secret_ask_for_it_once() {
+    let moto = MotoServer::start().await;
+    let shared_arn = moto
+        .create_secret(
+            "chat-relay/shared",
+            "k3y0123456789abcdefghijklmnopqrstuvwxyz",
+        )
+        .await;
+    let other_arn = moto.create_secret("chat-relay/ingest", INGEST_SECRET).await;
+    let targets = Targets::default();
+    let store = targets.store(&moto.sdk_config().await);
+    let asked = [shared_arn.clone(), other_arn, shared_arn];
+    let answers = secrets::SecretStore::secret_strings(&store, &asked).await;
+    let key = "k3y0123456789abcdefghijklmnopqrstuvwxyz".to_owned();
+    assert_eq!(
+        answers,
+        [
+            Ok(key.clone()),
+            Ok(INGEST_SECRET.to_owned()),
+            Ok(key.clone())
+        ]
+    );
+    assert_eq!(targets.sent(), ["secretsmanager.BatchGetSecretValue"]);
+
+    let targets = Targets::default();
+    let store = targets.store(&moto.sdk_config().await);
+    let answers =
+        secrets::SecretStore::secret_strings(&store, &[asked[0].clone(), asked[0].clone()]).await;
+    assert_eq!(answers, [Ok(key.clone()), Ok(key)]);
+    assert_eq!(targets.sent(), ["secretsmanager.GetSecretValue"]);
+}
+
+/// A role without `secretsmanager:BatchGetSecretValue` (written before the functions asked for
+/// it) still starts: the secrets are fetched one by one.
+#[tokio::test]
+async fn a_denied_batch_falls_back_to_one_request_per_secret() {
+    use axum::http::{HeaderMap as Headers, StatusCode};
+    use std::sync::{Arc, Mutex};
+
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: Headers, body: String| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let target = headers["x-amz-target"].to_str().unwrap().to_owned();
+                seen.lock().unwrap().push(target.clone());
+                let request: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let (status, answer) = if target == "secretsmanager.BatchGetSecretValue" {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"__type": "AccessDeniedException",
+                            "message": "not authorized to perform: secretsmanager:BatchGetSecretValue"}),
+                    )
+                } else {
+                    let id = request["SecretId"].as_str().unwrap();
+                    (
+                        StatusCode::OK,
+                        serde_json::json!({"ARN": id, "Name": id, "SecretString": format!("value of {id}")}),
+                    )
+                };
+                (
+                    status,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    answer.to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(relay_shared::aws_http::http_client())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    let store = SecretsManager::from_config(&config);
+    let asked = ["a".to_owned(), "b".to_owned()];
+    let answers = secrets::SecretStore::secret_strings(&store, &asked).await;
+    assert_eq!(
+        answers,
+        [Ok("value of a".to_owned()), Ok("value of b".to_owned())]
+    );
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [
+            "secretsmanager.BatchGetSecretValue",
+            "secretsmanager.GetSecretValue",
+            "secretsmanager.GetSecretValue"
+        ]
     );
 }

@@ -518,10 +518,22 @@ fn each_function_reads_its_own_secrets_by_arn_and_nothing_else() {
         granted(&t, "IngestRole", "secretsmanager:GetSecretValue"),
         set(&["!Ref IngestSecret", "!Ref ChatIdKeySecret"])
     );
+    // Ingest's two secrets come in one BatchGetSecretValue, which takes no resource; the
+    // secrets it may return are still the GetSecretValue grant's alone.
+    assert_eq!(
+        granted(&t, "IngestRole", "secretsmanager:BatchGetSecretValue"),
+        set(&["*"])
+    );
     assert_eq!(
         granted(&t, "DispatcherRole", "secretsmanager:GetSecretValue"),
         set(&["!Ref WebhookSecret"])
     );
+    for role in ["DispatcherRole", "LiveAuthRole"] {
+        assert!(
+            granted(&t, role, "secretsmanager:BatchGetSecretValue").is_empty(),
+            "{role} reads one secret"
+        );
+    }
     assert_eq!(
         granted(&t, "LiveAuthRole", "secretsmanager:GetSecretValue"),
         set(&["!Ref LiveTokenSecret"])

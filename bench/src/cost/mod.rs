@@ -28,7 +28,8 @@ pub const LOG_EVENT_OVERHEAD: u64 = 26;
 /// Cold starts per invocation (assumed): each one fetches the secrets from Secrets Manager.
 pub const COLD_START_RATE: f64 = 0.001;
 /// Secrets fetched per cold start: ingest `INGEST_SECRETS_ARN` and `CHAT_ID_KEY_ARN`, the
-/// dispatcher `WEBHOOK_SECRETS_ARN`.
+/// dispatcher `WEBHOOK_SECRETS_ARN`. Ingest's two come in one `BatchGetSecretValue`; they are
+/// counted as two calls, the upper bound, since the prices file has no separate batch price.
 pub const INGEST_SECRETS: f64 = 2.0;
 pub const DISPATCHER_SECRETS: f64 = 1.0;
 /// Lambda gives a function one vCPU at 1,769 MB and CPU in proportion below it: the bench's
