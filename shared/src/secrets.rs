@@ -13,6 +13,7 @@
 //! plain key string). There is no refresh: a new value reaches a function through a new
 //! execution environment (the rotation steps in docs/operations.md force one).
 
+use crate::aws_http::{LazyClient, lazy_client};
 use crate::config::{
     CHAT_ID_KEY, ConfigError, ConfigErrors, INGEST_SECRETS, LIVE_TOKEN_SECRETS, WEBHOOK_SECRETS,
 };
@@ -61,21 +62,27 @@ pub trait SecretStore: Send + Sync {
     }
 }
 
-/// AWS Secrets Manager, through the function's one SDK configuration.
+/// AWS Secrets Manager, through the function's one SDK configuration. The client is built on
+/// first use: a function given its secrets as plain variables (locally) never builds it.
 #[derive(Clone, Debug)]
 pub struct SecretsManager {
-    client: Client,
+    client: LazyClient<Client>,
 }
 
 impl SecretsManager {
     pub fn new(client: Client) -> Self {
-        SecretsManager { client }
+        SecretsManager {
+            client: lazy_client(move || client),
+        }
     }
 
     /// From the SDK configuration the function already loaded (region, credentials,
     /// `AWS_ENDPOINT_URL_SECRETS_MANAGER`), so both clients share it.
     pub fn from_config(config: &aws_config::SdkConfig) -> Self {
-        SecretsManager::new(Client::new(config))
+        let config = aws_sdk_secretsmanager::config::Builder::from(config).build();
+        SecretsManager {
+            client: lazy_client(move || Client::from_conf(config)),
+        }
     }
 }
 
