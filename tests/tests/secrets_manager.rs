@@ -178,14 +178,18 @@ async fn an_arn_that_does_not_exist_is_one_line_naming_the_variable() {
     let store = SecretsManager::from_config(&moto.sdk_config().await);
     let base = env(&[(arn(INGEST_SECRETS), missing), (QUEUE_URL, QUEUE)]);
     let errors = secrets::resolve(&base, &store).await.unwrap_err();
-    let text = errors.to_string();
-    assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(
-        text.starts_with(&format!(
+    assert_one_line(
+        &errors.to_string(),
+        &format!(
             "configuration error: INGEST_SECRETS_ARN: cannot read the secret {missing}: ResourceNotFoundException"
-        )),
-        "{text}"
+        ),
     );
+}
+
+/// `text` is one line, starting with `start`.
+fn assert_one_line(text: &str, start: &str) {
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with(start), "{text}");
 }
 
 #[tokio::test]
@@ -205,10 +209,9 @@ async fn an_unreachable_secrets_manager_is_one_line_without_the_value() {
     let base = env(&[(arn(WEBHOOK_SECRETS), &real_arn)]);
     let errors = secrets::resolve(&base, &store).await.unwrap_err();
     let text = errors.to_string();
-    assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(
-        text.starts_with("configuration error: WEBHOOK_SECRETS_ARN: cannot read the secret arn:"),
-        "{text}"
+    assert_one_line(
+        &text,
+        "configuration error: WEBHOOK_SECRETS_ARN: cannot read the secret arn:",
     );
     assert!(!text.contains("whsec_"), "{text}");
 }
@@ -245,13 +248,11 @@ async fn a_batch_with_one_missing_secret_fails_that_variable_alone() {
     ]);
     let errors = secrets::resolve(&base, &store).await.unwrap_err();
     assert_eq!(targets.sent(), ["secretsmanager.BatchGetSecretValue"]);
-    let text = errors.to_string();
-    assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(
-        text.starts_with(&format!(
+    assert_one_line(
+        &errors.to_string(),
+        &format!(
             "configuration error: CHAT_ID_KEY_ARN: cannot read the secret {missing}: ResourceNotFoundException"
-        )),
-        "{text}"
+        ),
     );
 }
 
