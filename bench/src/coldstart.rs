@@ -668,12 +668,17 @@ fn report_times(report: &mut Report, series: &[Series]) {
             },
         );
     }
+    let hello_total = hello.cold_total().median;
     for s in &series[1..] {
         report.row(
             "1",
             format!("exec → first response — `{}`", s.name),
             cell(&s.cold_total()),
-            format!("hello {}", ms(hello.cold_total().median)),
+            format!(
+                "hello {} → {}",
+                ms(hello_total),
+                ratio(s.cold_total().median / hello_total)
+            ),
             "",
             Verdict::Info,
         );
