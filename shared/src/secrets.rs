@@ -97,14 +97,19 @@ where
     match err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            format!(
-                "{}: {}",
-                e.code().unwrap_or("error"),
-                e.message().unwrap_or("no detail")
-            )
+            code_and_message(e.code(), e.message())
         }
         _ => error_chain(err),
     }
+}
+
+/// A service's refusal as "Code: message", whether the whole call or one secret of a batch.
+fn code_and_message(code: Option<&str>, message: Option<&str>) -> String {
+    format!(
+        "{}: {}",
+        code.unwrap_or("error"),
+        message.unwrap_or("no detail")
+    )
 }
 
 fn string_of(value: Option<&str>) -> Result<String, String> {
@@ -178,11 +183,8 @@ impl SecretStore for SecretsManager {
                             .iter()
                             .find(|error| error.secret_id() == Some(id))
                         {
-                            *slot = Some(Err(format!(
-                                "{}: {}",
-                                error.error_code().unwrap_or("error"),
-                                error.message().unwrap_or("no detail")
-                            )));
+                            *slot =
+                                Some(Err(code_and_message(error.error_code(), error.message())));
                         }
                     }
                 }

@@ -17,7 +17,7 @@ mod receiver;
 pub mod router;
 mod signing;
 
-pub use moto::{FifoQueues, MotoServer};
+pub use moto::{FifoQueues, MotoServer, sdk_config_at};
 pub use process::Process;
 pub use receiver::{Delivery, Script, VerifyingReceiver};
 pub use signing::{signed_headers, signed_headers_at};

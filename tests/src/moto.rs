@@ -82,15 +82,7 @@ impl MotoServer {
     /// An SDK configuration pointed at this server (every service), with fake credentials,
     /// through the relay's own SDK HTTP client (the one the functions use).
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(relay_shared::aws_http::http_client())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "moto",
-            ))
-            .load()
-            .await
+        sdk_config_at(&self.endpoint).await
     }
 
     /// An SQS client pointed at this server, with fake credentials.
@@ -216,4 +208,19 @@ impl FifoQueues {
         read(QueueAttributeName::ApproximateNumberOfMessages)
             + read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
     }
+}
+
+/// An SDK configuration pointed at `endpoint` (every service), region us-east-1 and fake
+/// credentials, through the relay's own SDK HTTP client (the one the functions use): for moto,
+/// and for the tests' own servers and dead ports.
+pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(relay_shared::aws_http::http_client())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await
 }

@@ -300,15 +300,7 @@ async fn every_refusal_has_its_status_and_message_and_stores_nothing() {
 #[tokio::test]
 async fn an_unreachable_queue_gives_503_with_retry_after() {
     // An SQS endpoint where nothing listens: the SDK cannot store the event.
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(relay_shared::aws_http::http_client())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(format!("http://127.0.0.1:{}", free_port()))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
+    let config = relay_tests::sdk_config_at(&format!("http://127.0.0.1:{}", free_port())).await;
     let queue = SqsQueue::new(
         aws_sdk_sqs::Client::new(&config),
         "http://127.0.0.1:1/000000000000/gone.fifo",

@@ -374,16 +374,7 @@ async fn a_denied_batch_falls_back_to_one_request_per_secret() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(relay_shared::aws_http::http_client())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .load()
-        .await;
-    let store = SecretsManager::from_config(&config);
+    let store = SecretsManager::from_config(&relay_tests::sdk_config_at(&endpoint).await);
     let asked = ["a".to_owned(), "b".to_owned()];
     let answers = secrets::SecretStore::secret_strings(&store, &asked).await;
     assert_eq!(
