@@ -788,10 +788,19 @@ fn the_delivery_parameters_have_sane_defaults_and_patterns() {
         Some("410 413 422")
     );
     let statuses = allowed_pattern(&t, "DeadLetterStatuses");
-    for good in ["410 413 422", "410,413,422", "410, 422", "410"] {
-        assert!(statuses.is_match(good), "{good}");
+    for good in [
+        "410 413 422",
+        "410,413,422",
+        "410, 422",
+        "410",
+        "",
+        "100 599",
+    ] {
+        assert!(statuses.is_match(good), "{good:?}");
     }
-    for bad in ["", "41", "4100", "410;413", "gone", "410 "] {
+    for bad in [
+        "41", "4100", "410;413", "gone", "410 ", "200", "410 204", "099", "600",
+    ] {
         assert!(!statuses.is_match(bad), "{bad:?}");
     }
     assert_eq!(
@@ -801,6 +810,173 @@ fn the_delivery_parameters_have_sane_defaults_and_patterns() {
     assert_eq!(
         number(at(&t, &["Parameters", "QrTtlSeconds", "MinValue"])),
         1
+    );
+}
+
+/// A value CloudFormation lets through must not stop a function at start: a deploy that
+/// succeeds and then answers every event with a 5xx is the worst outcome. So every parameter
+/// the functions parse accepts, at deploy time, only what the code accepts: checked on
+/// hand-picked edge cases and on a few thousand generated values (fixed seed).
+#[test]
+fn what_the_template_accepts_the_functions_accept() {
+    let t = template();
+    let mut rng = fastrand::Rng::with_seed(13);
+    check_webhook_url_pattern(&t, &mut rng);
+    check_secret_patterns(&t, &mut rng);
+    check_dead_letter_pattern(&t, &mut rng);
+    check_number_bounds(&t);
+}
+
+/// Builds a string from `pieces`, between 0 and `most` of them.
+fn pieces(rng: &mut fastrand::Rng, pieces: &[&str], most: usize) -> String {
+    (0..rng.usize(0..=most))
+        .map(|_| pieces[rng.usize(..pieces.len())])
+        .collect()
+}
+
+fn dispatcher_takes_url(url: &str) -> bool {
+    config::delivery_target(&|var| (var == config::WEBHOOK_URL).then(|| url.to_owned())).is_some()
+}
+
+fn check_webhook_url_pattern(t: &Value, rng: &mut fastrand::Rng) {
+    let pattern = allowed_pattern(t, "WebhookUrl");
+    for good in [
+        "https://app.example.com/api/webhook/chat-whatsapp",
+        "https://app.vercel.app",
+        "https://app.example.com:8443/hook?token=abc#x",
+        "https://a-b.c1/x",
+    ] {
+        assert!(pattern.is_match(good), "{good}");
+        assert!(dispatcher_takes_url(good), "{good}");
+    }
+    for bad in [
+        "https://1.2.3.999/",
+        "https://app.example.com:65536/",
+        "https://app.example.com:0/",
+        "https://[::1/",
+        "https://-app.example.com/",
+        "https://app..example.com/",
+        "https://app.example.com./",
+        "https://user:pass@app.example.com/",
+    ] {
+        assert!(
+            !pattern.is_match(bad),
+            "{bad} must be refused at deploy time"
+        );
+    }
+    // Not generated: `xn--` labels. A real internationalised name must stay deployable, and no
+    // pattern can check punycode; a mistyped one fails at the dispatcher's start, naming
+    // WEBHOOK_URL, as it would fail its DNS lookup anyway.
+    let host = [
+        "a", "z", "0", "9", "-", ".", "_", "x", "%41", "[", "]", ":", "@",
+    ];
+    let rest = [
+        "", "/", "?", "#", ":", "1", "65535", "99999", "/p", "a", "%zz", "\\", "é",
+    ];
+    let mut accepted = 0;
+    for _ in 0..5_000 {
+        let url = format!("https://{}{}", pieces(rng, &host, 6), pieces(rng, &rest, 3));
+        if pattern.is_match(&url) {
+            accepted += 1;
+            assert!(
+                dispatcher_takes_url(&url),
+                "the template accepts {url:?}, the dispatcher does not"
+            );
+        }
+    }
+    assert!(
+        accepted > 100,
+        "the generator reaches the pattern ({accepted} of 5000)"
+    );
+}
+
+fn check_secret_patterns(t: &Value, rng: &mut fastrand::Rng) {
+    use base64::Engine as _;
+    use relay_shared::signature::SecretSet;
+    for parameter in ["WebhookSecrets", "IngestSecrets"] {
+        let pattern = allowed_pattern(t, parameter);
+        // Every real secret (24 to 64 random bytes) is accepted at deploy time.
+        for bytes in 24..=64 {
+            let key: Vec<u8> = (0..bytes).map(|_| rng.u8(..)).collect();
+            let secret = format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            );
+            let list = format!("{secret} {secret}");
+            assert!(pattern.is_match(&list), "{parameter}: {bytes} bytes");
+            SecretSet::parse(&list).expect("what the template accepts, the functions accept");
+        }
+        let trailing_bits = format!("whsec_{}QR==", "A".repeat(40));
+        for bad in ["whsec_", "whsec_c2hvcnQ=", "secret", "", &trailing_bits] {
+            assert!(!pattern.is_match(bad), "{parameter}: {bad:?}");
+            assert!(SecretSet::parse(bad).is_err(), "{parameter}: {bad:?}");
+        }
+        let alphabet = [
+            "A", "Q", "g", "w", "B", "z", "0", "+", "/", "=", "==", "-", " ",
+        ];
+        let mut accepted = 0;
+        for _ in 0..5_000 {
+            let text = format!(
+                "whsec_{}{}",
+                "AAAA".repeat(rng.usize(7..=9)),
+                pieces(rng, &alphabet, 6)
+            );
+            if pattern.is_match(&text) {
+                accepted += 1;
+                assert!(
+                    SecretSet::parse(&text).is_ok(),
+                    "{parameter}: the template accepts {text:?}, the functions do not"
+                );
+            }
+        }
+        assert!(
+            accepted > 200,
+            "{parameter}: the generator reaches the pattern ({accepted})"
+        );
+    }
+}
+
+fn check_dead_letter_pattern(t: &Value, rng: &mut fastrand::Rng) {
+    use relay_shared::backoff::DeadLetterStatuses;
+    let pattern = allowed_pattern(t, "DeadLetterStatuses");
+    for status in 0..1_000u16 {
+        let text = format!("{status:03}");
+        assert_eq!(
+            pattern.is_match(&text),
+            DeadLetterStatuses::parse(&text).is_ok(),
+            "status {text}"
+        );
+    }
+    let parts = ["410", "200", "599", "600", "1", " ", ",", ", ", ";"];
+    for _ in 0..5_000 {
+        let text = pieces(rng, &parts, 5);
+        if pattern.is_match(&text) {
+            assert!(
+                DeadLetterStatuses::parse(&text).is_ok(),
+                "the template accepts {text:?}, the dispatcher does not"
+            );
+        }
+    }
+}
+
+/// Number parameters the functions bound: the template's range lies inside the code's.
+fn check_number_bounds(t: &Value) {
+    let bounds = |name: &str| {
+        let parameter = at(t, &["Parameters", name]);
+        (
+            number(at(parameter, &["MinValue"])),
+            number(at(parameter, &["MaxValue"])),
+        )
+    };
+    let (min, max) = bounds("QrTtlSeconds");
+    assert!(
+        min >= 1 && max == config::MAX_QR_TTL_SECS,
+        "QrTtlSeconds {min}..={max}"
+    );
+    let (min, max) = bounds("DeliveryTimeoutMs");
+    assert!(
+        min >= 1 && max <= config::MAX_DELIVERY_TIMEOUT_MS,
+        "DeliveryTimeoutMs {min}..={max}"
     );
 }
 
