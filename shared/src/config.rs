@@ -486,13 +486,25 @@ fn webhook_url(reader: &mut Reader<'_>) -> Option<reqwest::Url> {
         WEBHOOK_URL,
         "expected where to deliver, e.g. https://<app>.vercel.app/api/webhook/chat-whatsapp",
     )?;
-    match reqwest::Url::parse(&text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
-        _ => {
-            reader.fail(WEBHOOK_URL, format!("{text:?} is not an http(s) URL"));
-            None
+    // The value is not echoed: a receiver's URL may carry a token (`?token=`, `user:pass@`), and
+    // this line reaches CloudWatch. What is wrong with it is enough to fix it.
+    let problem = match reqwest::Url::parse(&text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            return Some(url);
         }
-    }
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            format!("the scheme is {:?}, not http or https", url.scheme())
+        }
+        Ok(_) => "the URL has no host".to_owned(),
+        Err(e) => format!("not a URL ({e})"),
+    };
+    reader.fail(
+        WEBHOOK_URL,
+        format!(
+            "{problem} (value not shown: it may carry a token); expected e.g. https://<app>.vercel.app/api/webhook/chat-whatsapp"
+        ),
+    );
+    None
 }
 
 fn delivery_timeout(reader: &mut Reader<'_>) -> Option<Duration> {
@@ -584,6 +596,29 @@ pub(crate) mod tests {
         assert_eq!(text.lines().count(), 9);
         assert!(text.lines().all(|l| l.starts_with("configuration error: ")));
         assert!(!text.contains("hunter2"), "secrets are never echoed");
+    }
+
+    #[test]
+    fn a_bad_webhook_url_is_described_not_echoed() {
+        for (url, problem) in [
+            (
+                "ftp://app.example/hook?token=s3cr3t",
+                "the scheme is \"ftp\"",
+            ),
+            (
+                "https://user:s3cr3t@app.example:99999/hook",
+                "not a URL (invalid port number)",
+            ),
+            ("s3cr3t", "not a URL (relative URL without a base)"),
+        ] {
+            let lookup = |var: &str| (var == WEBHOOK_URL).then(|| url.to_owned());
+            let mut reader = Reader::new(&lookup);
+            assert!(webhook_url(&mut reader).is_none(), "{url}");
+            let text = reader.errors[0].to_string();
+            assert!(text.starts_with("WEBHOOK_URL: "), "{text}");
+            assert!(text.contains(problem), "{text}");
+            assert!(!text.contains("s3cr3t"), "the URL is never echoed: {text}");
+        }
     }
 
     #[test]

@@ -115,12 +115,7 @@ impl Job {
     fn dead_letter_dedup_id(&self) -> String {
         let base = self.dedup_id.as_deref().unwrap_or(&self.message_id);
         let suffix = format!(".d{}", self.sent_timestamp_ms.unwrap_or_default());
-        let keep = crate::queue::MAX_ID_LEN.saturating_sub(suffix.len());
-        let mut cut = base.len().min(keep);
-        while !base.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}{suffix}", &base[..cut])
+        format!("{}{suffix}", crate::queue::id_prefix(base, suffix.len()))
     }
 }
 

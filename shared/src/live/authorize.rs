@@ -84,12 +84,25 @@ pub struct RequestContext {
 }
 
 /// An AppSync Events Lambda authorizer request. `requestHeaders` is not read.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizerRequest {
     #[serde(default)]
     pub authorization_token: String,
     pub request_context: RequestContext,
+}
+
+impl std::fmt::Debug for AuthorizerRequest {
+    // The token is a live credential: a debug dump shows its length, never its text.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizerRequest")
+            .field(
+                "authorization_token",
+                &format_args!("<{} bytes>", self.authorization_token.len()),
+            )
+            .field("request_context", &self.request_context)
+            .finish()
+    }
 }
 
 /// The authorizer's answer, as AppSync reads it.
@@ -395,5 +408,13 @@ mod tests {
         assert_eq!(decision.request_id, "f4081827-1111-4444-5555-5cf4695f339f");
         let text = format!("{:?} {}", decision, decision.denial.clone().unwrap());
         assert!(!text.contains(&t), "the token is never in the decision");
+        let parsed: AuthorizerRequest =
+            serde_json::from_value(request(&t, "EVENT_CONNECT", None)).unwrap();
+        let dump = format!("{parsed:?}");
+        assert!(
+            !dump.contains(&t),
+            "nor in a debug dump of the request: {dump}"
+        );
+        assert!(dump.contains(&format!("<{} bytes>", t.len())), "{dump}");
     }
 }

@@ -212,6 +212,33 @@ fn redrive_dedup_id(message: &ReceivedMessage) -> String {
     let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let base = message.dedup_id.as_deref().unwrap_or(&message.message_id);
     let suffix = format!(".r{}-{sequence}", crate::clock::unix_millis());
-    let keep = MAX_ID_LEN.saturating_sub(suffix.len());
-    format!("{}{suffix}", &base[..base.len().min(keep)])
+    format!("{}{suffix}", id_prefix(base, suffix.len()))
+}
+
+/// The longest start of `base` that leaves room for a suffix of `suffix_len` bytes within
+/// [`MAX_ID_LEN`], cut on a character boundary (an id read back from a queue is only known to
+/// be a string; slicing inside a character would panic).
+pub(crate) fn id_prefix(base: &str, suffix_len: usize) -> &str {
+    let mut cut = base.len().min(MAX_ID_LEN.saturating_sub(suffix_len));
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &base[..cut]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_prefix_never_cuts_a_character() {
+        let long = "é".repeat(100); // 200 bytes, 2 per character
+        for suffix_len in 0..20 {
+            let prefix = id_prefix(&long, suffix_len);
+            assert!(prefix.len() + suffix_len <= MAX_ID_LEN, "{suffix_len}");
+            assert!(prefix.len() + suffix_len >= MAX_ID_LEN - 1, "{suffix_len}");
+        }
+        assert_eq!(id_prefix("short", 10), "short");
+        assert_eq!(id_prefix("abc", MAX_ID_LEN + 1), "");
+    }
 }
