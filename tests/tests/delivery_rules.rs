@@ -2,8 +2,9 @@
 //! and moto's SQS): one poison message dead-letters only itself while its chat goes on in
 //! order; attempts are deliveries, so a message held through an outage starts at step 1 of the
 //! schedule; a receiver whose answer never ends cannot grow the dispatcher's memory; the
-//! DynamoDB attempts ledger works against a DynamoDB-protocol server; and the connections opened
-//! at a cold start's init are the ones its first batch delivers on.
+//! DynamoDB attempts ledger works against a DynamoDB-protocol server; a redirect is a failed
+//! attempt, never followed; and the connections opened at a cold start's init are the ones its
+//! first batch delivers on.
 
 use axum::Router;
 use axum::body::Body;
@@ -311,6 +312,65 @@ async fn an_endless_answer_is_cut_short_and_counts_as_delivered_once() {
     assert!(
         grown < 64 * 1024 * 1024,
         "resident memory grew {grown} bytes"
+    );
+}
+
+/// A server that answers every request with `status` (3xx) and a `Location` to `target`,
+/// counting requests.
+async fn redirecting_receiver(
+    status: StatusCode,
+    target: String,
+    hits: Arc<AtomicUsize>,
+) -> String {
+    let app = Router::new().fallback(move || {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let target = target.clone();
+        async move {
+            Response::builder()
+                .status(status)
+                .header("location", target)
+                .body(Body::empty())
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// A redirect is not followed (the signed body would go to a host the operator never named)
+/// and counts as a failed attempt, retried on the schedule like any other.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_is_a_failed_attempt() {
+    let target = VerifyingReceiver::start_ok().await;
+    for status in [301, 302, 303, 307, 308] {
+        let status = StatusCode::from_u16(status).unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let url = redirecting_receiver(status, target.url.clone(), Arc::clone(&hits)).await;
+        let pair = in_process().await;
+        pair.queue.send(status_event("moved")).await.unwrap();
+        let poller = Poller::new(
+            pair.queue.clone(),
+            dispatcher(&pair, &url, &[0]),
+            Duration::from_millis(200),
+        );
+        let report = poller.poll_once().await.unwrap();
+        assert_eq!(
+            (report.received, report.delivered, report.failed),
+            (1, 0, 1),
+            "{status}: {report:?}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "{status}");
+        assert_eq!(
+            drain_ids(&*pair.queue).await,
+            ["moved"],
+            "{status}: kept for its retry"
+        );
+    }
+    assert!(
+        target.deliveries().is_empty(),
+        "no redirect was followed to the target"
     );
 }
 
