@@ -59,12 +59,19 @@ run_target() {
     cargo_fuzz run "$target" "$WORK/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$FUZZ_SECONDS" -dict="$(dict_for "$target")" \
         -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        2>&1 | tee "$WORK/$target.log" | grep -E '^(#[0-9]+\s+DONE|stat::|INFO: (Seed|Loaded))|panicked|ERROR' || true
-    # `tee` hides cargo-fuzz's exit status; a crash leaves an artifact and a libFuzzer ERROR.
+        2>&1 | tee "$WORK/$target.log" | grep -E '^(#[0-9]+\s+DONE|stat::|INFO: (Seed|Loaded))|panicked|ERROR' &&:
+    local fuzz_status="${PIPESTATUS[0]}"
+    # A crash leaves an artifact and a libFuzzer ERROR; any other failure (a build error, an
+    # unknown target) is a failure too, never a pass.
     if grep -q 'ERROR: libFuzzer' "$WORK/$target.log"; then
         sed -n '/panicked/,/^$/p' "$WORK/$target.log" | head -20
         grep -A2 'Reproduce with' "$WORK/$target.log" || true
         echo "fuzz: $target found a failure; full log: $WORK/$target.log" >&2
+        exit 1
+    fi
+    if [[ "$fuzz_status" != 0 ]]; then
+        tail -20 "$WORK/$target.log" >&2
+        echo "fuzz: cargo fuzz run $target failed (exit $fuzz_status); full log: $WORK/$target.log" >&2
         exit 1
     fi
 }
@@ -77,7 +84,15 @@ merge_target() {
     # -merge=1 keeps, from the later directories, only inputs that add coverage to the first;
     # -use_counters=0 counts an edge once, not by hit-count buckets: a corpus of hundreds.
     cargo_fuzz run "$target" "$fresh" "fuzz/corpus/$target" "$WORK/$target" -- \
-        -merge=1 -use_counters=0 -max_len=8192 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new' || true
+        -merge=1 -use_counters=0 -max_len=8192 2>&1 | tee "$WORK/$target.merge.log" |
+        grep -E '^MERGE-OUTER: [0-9]+ new' &&:
+    local merge_status="${PIPESTATUS[0]}"
+    # The committed corpus is replaced only by a merge that finished.
+    if [[ "$merge_status" != 0 ]]; then
+        tail -20 "$WORK/$target.merge.log" >&2
+        echo "fuzz: merge of $target failed (exit $merge_status); fuzz/corpus/$target left as it was" >&2
+        exit 1
+    fi
     # Seeds are kept whatever their coverage, under their names: they are the readable
     # examples of each input. libFuzzer names what it keeps by SHA-1; drop those copies.
     local seed
