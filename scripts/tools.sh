@@ -4,6 +4,8 @@
 #
 # Idempotent: .venv/.tools-stamp holds the sha256 of the requirements file; when it
 # matches and the tools are there, the script exits at once.
+# Needs Python 3.11 to 3.14, not 3.14.1 (the lock's requires-python: networkx 3.6.1 >=3.11,
+# !=3.14.1; cfn-lint 1.58.0 <3.15); checked first, before anything is installed.
 # Usage: scripts/tools.sh            (PYTHON=python3.11 scripts/tools.sh to pick the interpreter)
 set -euo pipefail
 
@@ -17,7 +19,21 @@ TOOLS=(moto_server sam cfn-lint)
 fail() { echo "tools.sh: FAILED: $*" >&2; exit 1; }
 
 [[ -f "$REQ" ]] || fail "missing $REQ"
-command -v "$PYTHON" >/dev/null 2>&1 || fail "'$PYTHON' not found (need Python >= 3.9; set PYTHON=...)"
+NEED="Python 3.11 to 3.14 (not 3.14.1)"
+command -v "$PYTHON" >/dev/null 2>&1 || fail "'$PYTHON' not found (need $NEED; set PYTHON=...)"
+
+py_version() { "$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || echo "of unknown version"; }
+py_fits() {
+  "$1" -c 'import sys; v = sys.version_info[:3]; sys.exit(0 if (3, 11) <= v[:2] <= (3, 14) and v != (3, 14, 1) else 1)' 2>/dev/null
+}
+# The interpreter pip will run under: the existing .venv's, else $PYTHON.
+if [[ -x "$VENV/bin/python" ]]; then
+  py_fits "$VENV/bin/python" ||
+    fail ".venv has Python $(py_version "$VENV/bin/python"); the pinned tools need $NEED: delete .venv and run again (PYTHON=python3.12 scripts/tools.sh to pick the interpreter)"
+else
+  py_fits "$PYTHON" ||
+    fail "'$PYTHON' is Python $(py_version "$PYTHON"); the pinned tools need $NEED: set PYTHON=python3.12 (or another in that range)"
+fi
 
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 

@@ -30,7 +30,8 @@ fn replay(target: &str) {
     let regressions = inputs(&root.join("regressions").join(target));
     for path in corpus.iter().chain(&regressions) {
         let data = std::fs::read(path).expect("a readable input");
-        // A panic names the file, so a failure is reproducible with `make fuzz-repro`.
+        // A panic names the file, so a failure is reproducible with
+        // `fuzz/run.sh repro <target> <file>`.
         eprintln!("replaying {}", path.display());
         run(&data);
     }
