@@ -34,7 +34,8 @@ pub struct LocalArgs {
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// Where events are delivered, e.g. http://localhost:3001/api/webhook/chat-whatsapp
-    #[arg(long, env = WEBHOOK_URL)]
+    // Its value stays out of --help: a URL may carry a token.
+    #[arg(long, env = WEBHOOK_URL, hide_env_values = true)]
     webhook_url: Option<String>,
     /// Space-separated whsec_ secrets; every one signs each delivery
     #[arg(long, env = WEBHOOK_SECRETS, hide_env_values = true)]
@@ -139,7 +140,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     );
     println!(
         "relay local: delivering to {} ({secrets_count} signing secret(s), {} ms timeout, retry schedule {schedule} s, straight to the DLQ on [{}], qr events expire after {} s)",
-        delivery.webhook_url,
+        printable_url(&delivery.webhook_url),
         delivery.delivery_timeout.as_millis(),
         delivery.retry.dead_letter_statuses,
         delivery.retry.qr_ttl.as_secs()
@@ -251,11 +252,12 @@ async fn serve_until_stopped(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let polling = stack.run_poller(workers, stopped(stop_rx.clone()));
-    let serving = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future(),
-    );
+    let serving = tokio::spawn(crate::serve::serve(
+        listener,
+        app,
+        crate::serve::Limits::default(),
+        stopped(stop_rx),
+    ));
     let signal = async {
         shutdown_signal().await;
         println!("relay local: stopping (finishing in-flight deliveries)…");
@@ -311,6 +313,7 @@ async fn warn_if_unreachable(url: &reqwest::Url) {
         .trim_end_matches(']')
         .to_owned();
     let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    let url = printable_url(url);
     match tokio::time::timeout(Duration::from_secs(2), connect).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => println!(
@@ -320,6 +323,18 @@ async fn warn_if_unreachable(url: &reqwest::Url) {
             "relay local: warning: {url} did not accept a connection within 2 s; events will wait in the queue and be retried"
         ),
     }
+}
+
+/// `scheme://host:port/path` of a URL, for the terminal: a query or `user:pass@` may carry a
+/// token, and terminals end up in screenshots and scrollback.
+fn printable_url(url: &reqwest::Url) -> String {
+    // `host_str` keeps an IPv6 address's brackets.
+    let host = url.host_str().unwrap_or_default();
+    let port = url
+        .port_or_known_default()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    format!("{}://{host}{port}{}", url.scheme(), url.path())
 }
 
 fn local_routes(queues: InProcessQueues) -> Router {
@@ -363,20 +378,106 @@ pub async fn redrive(args: RedriveArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     let url = format!("{}/local/redrive", args.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .map_err(|e| {
+    // The local stack moves its in-process DLQ in memory and answers `{"moved": n}` at once;
+    // anything slower or bigger is not it.
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(REDRIVE_TIMEOUT)
+        .build()
+        .map_err(|e| Failure(format!("cannot build the HTTP client: {e}")))?;
+    let not_reached = |e: reqwest::Error| {
+        if e.is_timeout() {
+            Failure(format!(
+                "{url} did not answer within {} s; is `relay local` running there?",
+                REDRIVE_TIMEOUT.as_secs()
+            ))
+        } else {
             Failure(format!(
                 "cannot reach {url}: {e}; is `relay local` running there?"
             ))
-        })?;
+        }
+    };
+    let response = client.post(&url).send().await.map_err(not_reached)?;
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
+    let body = read_bounded(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(not_reached)?;
     if !status.is_success() {
-        return Err(Failure(format!("{url} answered {status}: {body}")));
+        return Err(Failure(format!(
+            "{url} answered {status}: {}",
+            excerpt(&body, MAX_ECHO_CHARS)
+        )));
     }
-    println!("{body}");
+    println!("{}", excerpt(&body, MAX_ECHO_CHARS));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The longest `relay redrive` waits for the local stack's answer.
+const REDRIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of an answer `relay redrive` reads; the local stack's is a few bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The most of an answer a message quotes.
+const MAX_ECHO_CHARS: usize = 300;
+
+/// The answer's body, read up to `limit` bytes (the rest is dropped with the connection).
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// At most `limit` characters of `text`, on one line (an error is one line), `…` if cut.
+fn excerpt(text: &str, limit: usize) -> String {
+    let mut line: String = text
+        .trim()
+        .chars()
+        .take(limit)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.trim().chars().nth(limit).is_some() {
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn printed(url: &str) -> String {
+        printable_url(&url.parse().unwrap())
+    }
+
+    #[test]
+    fn a_printed_url_keeps_no_query_and_no_credentials() {
+        assert_eq!(
+            printed("https://user:pa55@example.com/api/hook?token=secret#frag"),
+            "https://example.com:443/api/hook"
+        );
+        assert_eq!(
+            printed("http://localhost:3001/api/webhook/chat-whatsapp"),
+            "http://localhost:3001/api/webhook/chat-whatsapp"
+        );
+        assert_eq!(printed("http://[::1]:8080/x?k=v"), "http://[::1]:8080/x");
+        assert_eq!(printed("http://token@127.0.0.1/"), "http://127.0.0.1:80/");
+    }
+
+    #[test]
+    fn an_excerpt_is_one_short_line() {
+        assert_eq!(excerpt("  {\"moved\": 2}\n", 300), "{\"moved\": 2}");
+        let long = "x".repeat(1_000);
+        let cut = excerpt(&long, 300);
+        assert_eq!(cut.chars().count(), 301);
+        assert!(cut.ends_with('…'));
+        assert_eq!(excerpt("a\nb\r\nc", 300), "a b  c");
+    }
 }

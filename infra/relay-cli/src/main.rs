@@ -9,6 +9,7 @@ mod local;
 mod receive;
 mod samples;
 mod send;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -82,12 +82,10 @@ pub async fn run(args: ReceiveArgs) -> Result<ExitCode, Failure> {
         seen: Mutex::new(HashSet::new()),
     });
     let app = Router::new().fallback(receive).with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| Failure(format!("receiver stopped: {e}")))?;
+    crate::serve::serve(listener, app, crate::serve::Limits::default(), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(ExitCode::SUCCESS)
 }
 
