@@ -1,8 +1,8 @@
 //! Ingest: a signed HTTP request in, a stored event (or a clear refusal) out. Every status
 //! code, its error code and what a sender should do: docs/contract.md, Status codes.
 //!
-//! Checks run cheapest and least trusting first: content type (415), size (413), signature on
-//! the raw bytes (401), JSON syntax (400), schema (422), then the queue (202, or 503 with
+//! Checks run cheapest and least trusting first: content type (415), size (413) and time (408:
+//! the body must arrive within [`BODY_READ_TIMEOUT`]), signature on the raw bytes (401), JSON syntax (400), schema (422), then the queue (202, or 503 with
 //! `Retry-After` when it did not take the event). `202` is only ever sent after the queue
 //! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
 //! `lambda_http`) and in the local stack (through `axum::serve`).
@@ -23,10 +23,15 @@ use axum::routing::{get, post};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Seconds a sender should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// The longest the body of one request may take to arrive. The size limit bounds memory; this
+/// bounds the time a sender trickling bytes holds a task and a connection (`relay local`). On
+/// Lambda the body is already buffered, so it never fires there.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The ingest service: secrets to verify with, the key that names chats, and the queue to
 /// store in.
@@ -37,6 +42,8 @@ pub struct Ingest {
     metrics: Metrics,
     /// Where stored events are also pushed live, if anywhere.
     live: Option<LivePublishing>,
+    /// [`BODY_READ_TIMEOUT`], or another bound (tests).
+    body_timeout: Duration,
 }
 
 /// An event the queue has stored.
@@ -81,6 +88,11 @@ pub enum Rejection {
         "the relay's queue refused the request: a configuration problem on the relay's side (its log names the cause), not an outage; retrying helps only once the operator fixes it"
     )]
     QueueMisconfigured,
+    #[error(
+        "the body did not arrive within {} s: send the whole request at once; nothing was stored",
+        .0.as_secs_f32()
+    )]
+    BodyTimeout(Duration),
     #[error("no such route: use POST /events, POST /events/batch or GET /health")]
     NotFound,
     #[error("method not allowed: use POST /events, POST /events/batch or GET /health")]
@@ -101,6 +113,7 @@ impl Rejection {
             Rejection::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::QueueRefusedEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::QueueMisconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -118,6 +131,7 @@ impl Rejection {
             Rejection::QueueUnavailable => "queue_unavailable",
             Rejection::QueueRefusedEvent(_) => "queue_refused_event",
             Rejection::QueueMisconfigured => "queue_misconfigured",
+            Rejection::BodyTimeout(_) => "request_timeout",
             Rejection::NotFound => "not_found",
             Rejection::MethodNotAllowed => "method_not_allowed",
         }
@@ -167,7 +181,14 @@ impl Ingest {
             queue,
             metrics,
             live: None,
+            body_timeout: BODY_READ_TIMEOUT,
         }
+    }
+
+    /// Another bound than [`BODY_READ_TIMEOUT`] on a body's arrival.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Also push every stored event to its session's live channel (after the queue stored
@@ -431,17 +452,23 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-/// The body, read only if the content type is right, and never past the limit.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Rejection> {
+/// The body, read only if the content type is right, and never past the size limit or the
+/// time limit.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Rejection> {
     check_content_type(headers)?;
-    axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_MESSAGE_BYTES))
         .await
+        .map_err(|_| Rejection::BodyTimeout(timeout))?
         .map_err(|_| Rejection::TooLarge)
 }
 
 async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let result = match read_body(&headers, body).await {
+    let result = match read_body(&headers, body, ingest.body_timeout).await {
         Ok(bytes) => ingest.accept_event(&headers, &bytes).await,
         Err(rejection) => Err(rejection),
     };
@@ -465,7 +492,7 @@ async fn post_event(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
 
 async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let result = match read_body(&headers, body).await {
+    let result = match read_body(&headers, body, ingest.body_timeout).await {
         Ok(bytes) => ingest.accept_batch(&headers, &bytes).await,
         Err(rejection) => Err(rejection),
     };
@@ -520,4 +547,53 @@ async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body:
 
 async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::memory::MemoryQueue;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn app(body_timeout: Duration) -> Router {
+        let ingest = Ingest::new(
+            SecretSet::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            ChatIdKey::random(),
+            Arc::new(MemoryQueue::new("ingest-test", Duration::from_secs(30))),
+            Metrics::off(),
+        )
+        .with_body_timeout(body_timeout);
+        router(Arc::new(ingest))
+    }
+
+    /// A body that sends a few bytes, then nothing, and never ends.
+    fn trickle() -> Body {
+        let first = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("{\"ev"))]);
+        Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_gets_408_in_ingests_error_shape() {
+        for path in ["/events", "/events/batch"] {
+            let request = Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(trickle())
+                .unwrap();
+            let response = app(Duration::from_millis(500))
+                .oneshot(request)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT, "{path}");
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], "request_timeout", "{path}");
+            assert_eq!(
+                body["message"],
+                "the body did not arrive within 0.5 s: send the whole request at once; nothing was stored"
+            );
+        }
+    }
 }
