@@ -6,7 +6,7 @@ use futures::{SinkExt, StreamExt};
 use relay_shared::envelope::examples;
 use relay_shared::ingest::{Ingest, router};
 use relay_shared::live::hub::{self, Hub, HubConfig, HubPublisher};
-use relay_shared::live::publish::LivePublishing;
+use relay_shared::live::publish::{LivePublishing, MAX_EVENT_BYTES};
 use relay_shared::live::token::{TokenSecrets, unix_now};
 use relay_shared::queue::memory::MemoryQueue;
 use relay_shared::signature::SecretSet;
@@ -30,14 +30,16 @@ struct Stack {
 }
 
 async fn start(keep_alive: Duration) -> Stack {
+    start_with(HubConfig {
+        keep_alive,
+        ..HubConfig::default()
+    })
+    .await
+}
+
+async fn start_with(config: HubConfig) -> Stack {
     let secrets = TokenSecrets::parse(LIVE_SECRET).unwrap();
-    let hub = Hub::new(
-        HubConfig {
-            keep_alive,
-            ..HubConfig::default()
-        },
-        secrets.clone(),
-    );
+    let hub = Hub::new(config, secrets.clone());
     let queue = Arc::new(MemoryQueue::new("live", Duration::from_secs(30)));
     let live = LivePublishing::new(
         Arc::new(HubPublisher(Arc::clone(&hub))),
@@ -319,52 +321,145 @@ async fn a_client_without_the_subprotocol_is_refused_with_a_reason() {
 }
 
 #[tokio::test]
-async fn http_publish_reaches_subscribers_with_a_token_for_the_channel() {
+async fn http_publish_checks_the_request_then_refuses_a_page_token() {
     let stack = start(Duration::from_secs(60)).await;
     let token = stack.token(&["default"]);
     let mut page = stack.connected(&token).await;
     subscribe(&mut page, "h", "/relay/default", &token).await;
-    let publish = |token: String, body: Value| {
+    let publish = |token: &str, body: String| {
         stack
             .http
             .post(format!("http://{}/event", stack.base))
             .header("authorization", token)
             .header("content-type", "application/json")
-            .body(body.to_string())
+            .body(body)
             .send()
     };
-    let response = publish(
-        token.clone(),
-        json!({"channel": "/relay/default", "events": [r#"{"hello":1}"#]}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
-    assert_eq!(answer["successful"][0]["index"], 0);
-    assert_eq!(answer["failed"], json!([]));
-    assert_eq!(next(&mut page).await["event"], r#"{"hello":1}"#);
+    let answer = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        (
+            status,
+            body["errors"][0]["message"].as_str().unwrap().to_owned(),
+        )
+    };
+    let batch = |events: Value| json!({"channel": "/relay/default", "events": events}).to_string();
 
-    let other = stack.token(&["sales"]);
-    let refused = publish(
-        other,
-        json!({"channel": "/relay/default", "events": ["{}"]}),
+    // On AWS publishing is IAM-only: a page's token, even for this very channel, is refused.
+    let (status, message) = answer(
+        publish(&token, batch(json!([r#"{"hello":1}"#])))
+            .await
+            .unwrap(),
     )
-    .await
-    .unwrap();
-    assert_eq!(refused.status(), 403);
-    let unsigned = publish(
-        "nope".into(),
-        json!({"channel": "/relay/default", "events": ["{}"]}),
+    .await;
+    assert_eq!(status, 403);
+    assert!(message.contains("never publish"), "{message}");
+    let (status, _) = answer(publish("nope", batch(json!(["{}"]))).await.unwrap()).await;
+    assert_eq!(status, 401);
+    let (status, _) = answer(
+        publish(&token, batch(json!(["1", "2", "3", "4", "5", "6"])))
+            .await
+            .unwrap(),
     )
-    .await
-    .unwrap();
-    assert_eq!(unsigned.status(), 401);
-    let too_many = publish(
-        token,
-        json!({"channel": "/relay/default", "events": ["1", "2", "3", "4", "5", "6"]}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(too_many.status(), 400);
+    .await;
+    assert_eq!(status, 400);
+    // An event over AppSync's 240 KB is refused with its size named.
+    let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(MAX_EVENT_BYTES));
+    let (status, message) = answer(publish(&token, batch(json!(["{}", big]))).await.unwrap()).await;
+    assert_eq!(status, 413);
+    assert!(
+        message.contains("event 1 is 240011 bytes") && message.contains("240000"),
+        "{message}"
+    );
+    // Nothing reached the page: the next thing it hears is the answer to its own message.
+    send(&mut page, json!({"type": "unsubscribe", "id": "h"})).await;
+    assert_eq!(
+        next(&mut page).await,
+        json!({"type": "unsubscribe_success", "id": "h"})
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_before_the_client_says_anything() {
+    let stack = start(Duration::from_secs(60)).await;
+    let forged = TokenSecrets::parse("another-secret-0123456789abcdef-0123456789")
+        .unwrap()
+        .mint(
+            "page",
+            &["default".to_owned()],
+            Duration::from_secs(60),
+            unix_now(),
+        )
+        .unwrap();
+    let mut socket = stack.connect(&forged).await;
+    // No connection_init: the refusal and the close come anyway.
+    let refusal = next(&mut socket).await;
+    assert_eq!(refusal["type"], "connection_error", "{refusal}");
+    assert_eq!(refusal["errors"][0]["errorType"], "UnauthorizedException");
+    assert_closed(&mut socket, 1008).await;
+}
+
+#[tokio::test]
+async fn a_connection_without_connection_init_is_closed_after_the_deadline() {
+    let stack = start_with(HubConfig {
+        init_timeout: Duration::from_millis(300),
+        ..HubConfig::default()
+    })
+    .await;
+    let token = stack.token(&["default"]);
+    let mut silent = stack.connect(&token).await;
+    let refusal = next(&mut silent).await;
+    assert_eq!(refusal["type"], "connection_error", "{refusal}");
+    assert!(
+        refusal["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no connection_init within 0.3 s"),
+        "{refusal}"
+    );
+    assert_closed(&mut silent, 1008).await;
+    // One that sent it in time stays open past the deadline, silent as a page is.
+    let mut page = stack.connected(&token).await;
+    subscribe(&mut page, "p", "/relay/default", &token).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stack.ingest(&status_event("default", true)).await;
+    assert_eq!(next(&mut page).await["type"], "data");
+}
+
+#[tokio::test]
+async fn one_connection_holds_at_most_two_subscriptions_to_a_channel() {
+    let stack = start(Duration::from_secs(60)).await;
+    let token = stack.token(&["default"]);
+    let mut page = stack.connected(&token).await;
+    // Two: a page renewing its token overlaps the new subscription with the old one.
+    for id in ["old", "new"] {
+        let answer = subscribe(&mut page, id, "/relay/default", &token).await;
+        assert_eq!(answer, json!({"type": "subscribe_success", "id": id}));
+    }
+    let third = subscribe(&mut page, "third", "relay/default", &token).await;
+    assert_eq!(third["type"], "subscribe_error", "{third}");
+    assert_eq!(third["id"], "third");
+    let message = third["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("already has 2 subscriptions to /relay/default"),
+        "{message}"
+    );
+    assert_eq!(stack.hub.subscriptions(), 2);
+    // Once the old one is gone, there is room again.
+    send(&mut page, json!({"type": "unsubscribe", "id": "old"})).await;
+    assert_eq!(next(&mut page).await["type"], "unsubscribe_success");
+    let again = subscribe(&mut page, "third", "/relay/default", &token).await;
+    assert_eq!(again["type"], "subscribe_success", "{again}");
+}
+
+/// The next frame is a close with `code` (or the connection is gone), within the wait.
+async fn assert_closed(socket: &mut Socket, code: u16) {
+    let closed = tokio::time::timeout(WAIT, socket.next())
+        .await
+        .expect("closed within the wait");
+    match closed {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), code),
+        None | Some(Err(_)) => {}
+        other => panic!("expected a close, got {other:?}"),
+    }
 }

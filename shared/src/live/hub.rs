@@ -12,29 +12,44 @@
 //!
 //! Messages (client → hub, hub → client):
 //! - subprotocols `aws-appsync-event-ws` and `header-<base64url JSON>` carrying
-//!   `{"Authorization": "<live token>", "host": …}`; a token that does not verify is refused at
-//!   connect: `{"type":"connection_error","errors":[{"errorType":"UnauthorizedException",…}]}`,
-//!   then close (an upgrade answered with an HTTP error would make clients retry forever);
+//!   `{"Authorization": "<live token>", "host": …}`; a token that does not verify is refused
+//!   as soon as the connection opens, without waiting for a message from it:
+//!   `{"type":"connection_error","errors":[{"errorType":"UnauthorizedException",…}]}`, then
+//!   close 1008 (an upgrade answered with an HTTP error would make clients retry forever);
 //! - `{"type":"connection_init"}` → `{"type":"connection_ack","connectionTimeoutMs":300000}`,
-//!   then `{"type":"ka"}` every keep-alive period;
+//!   then `{"type":"ka"}` every keep-alive period. A connection that sends no
+//!   `connection_init` within [`HubConfig::init_timeout`] gets a `connection_error` and is
+//!   closed (1008). `connectionTimeoutMs` binds the client, not the hub: "If no "ka" message is
+//!   received within connectionTimeoutMs milliseconds, the client should terminate the
+//!   connection" (AppSync, "Building a real-time WebSocket client"); a page sends nothing after
+//!   subscribing, so the hub never closes a connection for being silent;
 //! - `{"type":"subscribe","id","channel","authorization":{"Authorization": token}}` →
 //!   `{"type":"subscribe_success","id"}` or `{"type":"subscribe_error","id","errors":[…]}`
-//!   (the token must name the channel's session);
+//!   (the token must name the channel's session; at most [`MAX_SUBSCRIPTIONS_PER_CHANNEL`] on
+//!   one channel per connection);
 //! - `{"type":"data","id","event":"<JSON text>"}` for each event on the channel;
 //! - `{"type":"unsubscribe","id"}` → `{"type":"unsubscribe_success","id"}` (or
 //!   `unsubscribe_error`); `publish` → `publish_error` (pages never publish); anything else →
 //!   `{"type":"error","errors":[…]}`.
 //!
-//! Bounded: each connection has a send queue of [`HubConfig::send_queue`] messages; a
-//! subscriber that falls that far behind is dropped (closed with 1013), never buffered
-//! without end. Subscriptions per connection and incoming message size are capped too.
+//! `POST /event` answers a page's token as AppSync does (its `DefaultPublishAuthModes` is
+//! `AWS_IAM` only, and the authorizer denies `EVENT_PUBLISH`): the request is checked (a batch
+//! of 1 to 5 events, each JSON text of at most [`MAX_EVENT_BYTES`]), then refused with `403`.
+//! The local stack's one publisher is ingest, in process ([`HubPublisher`]).
+//!
+//! Bounded: each connection has a send queue of [`HubConfig::send_queue`] messages and
+//! [`HubConfig::send_queue_bytes`] bytes; a subscriber that falls that far behind is dropped
+//! (closed with 1013), never buffered without end. Subscriptions per connection and per
+//! channel, incoming message size, and the time and size of a publish request's body are
+//! capped too.
 
 use crate::live::authorize::allows_channel;
 use crate::live::channel::{normalize_channel, session_channel};
-use crate::live::publish::{LiveEvent, PublishError, Publisher};
+use crate::live::publish::{LiveEvent, MAX_EVENT_BYTES, PublishError, Publisher};
 use crate::live::token::{Claims, TokenError, TokenSecrets, unix_now};
 use async_trait::async_trait;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -43,7 +58,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -54,6 +69,18 @@ pub const SUBPROTOCOL: &str = "aws-appsync-event-ws";
 pub const HEADER_PREFIX: &str = "header-";
 /// AppSync HTTP publish: "You can publish up to 5 events in a batch."
 pub const MAX_PUBLISH_BATCH: usize = 5;
+/// Subscriptions to one channel on one connection. A page renewing its token subscribes again
+/// before it unsubscribes the old one, on the same socket (Amplify's Events client keeps one),
+/// so two overlap for a moment; more would only copy each event again.
+pub const MAX_SUBSCRIPTIONS_PER_CHANNEL: usize = 2;
+/// The largest `POST /event` body: a full batch of the largest events, each a JSON string
+/// whose escaping at most doubles it, and the rest of the request.
+pub const MAX_PUBLISH_BODY_BYTES: usize = 2 * MAX_PUBLISH_BATCH * MAX_EVENT_BYTES + 4 * 1024;
+/// How long a `POST /event` body may take to arrive.
+pub const PUBLISH_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the hub waits for the client's answer to its close frame, so the connection ends
+/// with a close handshake rather than a reset that could swallow the last message.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The initial read buffer of a page's connection.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -68,8 +95,13 @@ pub struct HubConfig {
     /// `connectionTimeoutMs` in `connection_ack`: a client that hears nothing for this long
     /// reconnects.
     pub connection_timeout: Duration,
+    /// How long a new connection may take to send `connection_init`.
+    pub init_timeout: Duration,
     /// Messages waiting for one connection before it is dropped as too slow.
     pub send_queue: usize,
+    /// Bytes waiting for one connection before it is dropped as too slow (the count alone
+    /// would let 256 events of 240 KB wait).
+    pub send_queue_bytes: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// The largest message a client may send.
@@ -84,7 +116,13 @@ impl Default for HubConfig {
             namespace: crate::live::channel::DEFAULT_NAMESPACE.to_owned(),
             keep_alive: Duration::from_secs(60),
             connection_timeout: Duration::from_secs(300),
+            // AppSync documents no deadline of its own; its Amplify client gives the handshake
+            // 15 s ("ack from AWSRealTime was not received on 15000 ms"), so a client that
+            // has not sent connection_init by then has given up anyway.
+            init_timeout: Duration::from_secs(15),
             send_queue: 256,
+            // Eight of the largest data messages (an event of 240 KB, escaped in `event`).
+            send_queue_bytes: 4 * 1024 * 1024,
             max_subscriptions: 100,
             max_message_bytes: 64 * 1024,
             send_timeout: Duration::from_secs(10),
@@ -96,6 +134,8 @@ impl Default for HubConfig {
 struct Connection {
     id: u64,
     outbox: mpsc::Sender<String>,
+    /// Bytes in `outbox`: added when a message is queued, taken off when it is sent.
+    queued_bytes: AtomicUsize,
     /// Set when the hub drops the connection (too slow).
     kicked: Notify,
 }
@@ -153,19 +193,31 @@ impl Hub {
             return 0;
         };
         let mut delivered = 0;
+        let max_bytes = self.config.send_queue_bytes;
         subscribers.retain(|s| {
             let message = json!({"type": "data", "id": s.subscription_id, "event": payload});
-            match s.connection.outbox.try_send(message.to_string()) {
+            let message = message.to_string();
+            let size = message.len();
+            let queued = &s.connection.queued_bytes;
+            let too_slow = || {
+                queued.fetch_sub(size, Ordering::Relaxed);
+                self.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                s.connection.kicked.notify_one();
+                false
+            };
+            if queued.fetch_add(size, Ordering::Relaxed) + size > max_bytes {
+                return too_slow();
+            }
+            match s.connection.outbox.try_send(message) {
                 Ok(()) => {
                     delivered += 1;
                     true
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.dropped_slow.fetch_add(1, Ordering::Relaxed);
-                    s.connection.kicked.notify_one();
+                Err(mpsc::error::TrySendError::Full(_)) => too_slow(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    queued.fetch_sub(size, Ordering::Relaxed);
                     false
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
         if subscribers.is_empty() {
@@ -288,12 +340,21 @@ async fn realtime(
 }
 
 /// One connection's life: handshake, then messages, events and keep-alives until either side
-/// closes or the hub drops it.
+/// closes, the hub drops it, or it does not send `connection_init` in time.
 async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, TokenError>) {
+    let send_timeout = hub.config.send_timeout;
+    if let Err(refusal) = &authorized {
+        // Refused at connect: told at once, not when (if ever) the client speaks.
+        let message = json!({"type": "connection_error", "errors": errors(UNAUTHORIZED, refusal)});
+        let _ = tokio::time::timeout(send_timeout, send_text(&mut socket, message)).await;
+        close(&mut socket, 1008, "unauthorized".into(), send_timeout).await;
+        return;
+    }
     let (outbox, mut inbox) = mpsc::channel::<String>(hub.config.send_queue.max(1));
     let connection = Arc::new(Connection {
         id: hub.next_connection.fetch_add(1, Ordering::Relaxed),
         outbox,
+        queued_bytes: AtomicUsize::new(0),
         kicked: Notify::new(),
     });
     // subscription id → channel, for unsubscribe and the cleanup at the end.
@@ -301,8 +362,9 @@ async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, 
     let mut acked = false;
     let mut keep_alive = tokio::time::interval(hub.config.keep_alive);
     keep_alive.tick().await;
-    let send_timeout = hub.config.send_timeout;
-    let close_reason = loop {
+    let init_deadline = tokio::time::sleep(hub.config.init_timeout);
+    tokio::pin!(init_deadline);
+    let close_reason: Option<(u16, String)> = loop {
         let outgoing: Option<String> = tokio::select! {
             incoming = socket.recv() => {
                 let text = match incoming {
@@ -312,17 +374,20 @@ async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, 
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                     Some(Ok(_)) => continue, // ping and pong are answered by the library
                 };
-                if let Err(refusal) = &authorized {
-                    // Refused at connect: one connection_error, then close.
-                    let message = json!({"type": "connection_error", "errors": errors(UNAUTHORIZED, refusal)});
-                    let _ = tokio::time::timeout(send_timeout, socket.send(Message::Text(message.to_string().into()))).await;
-                    break Some((1008, "unauthorized"));
-                }
                 handle(&hub, &connection, &mut subscriptions, &mut acked, &text)
             }
-            Some(message) = inbox.recv() => Some(message),
+            Some(message) = inbox.recv() => {
+                connection.queued_bytes.fetch_sub(message.len(), Ordering::Relaxed);
+                Some(message)
+            }
             _ = keep_alive.tick(), if acked => Some(json!({"type": "ka"}).to_string()),
-            _ = connection.kicked.notified() => break Some((1013, "too slow: events were dropped; reconnect")),
+            _ = connection.kicked.notified() => break Some((1013, "too slow: events were dropped; reconnect".into())),
+            () = &mut init_deadline, if !acked => {
+                let why = format!("no connection_init within {} s of connecting", hub.config.init_timeout.as_secs_f32());
+                let message = json!({"type": "connection_error", "errors": errors(BAD_REQUEST, &why)});
+                let _ = tokio::time::timeout(send_timeout, send_text(&mut socket, message)).await;
+                break Some((1008, why));
+            }
         };
         if let Some(message) = outgoing {
             match tokio::time::timeout(send_timeout, socket.send(Message::Text(message.into())))
@@ -337,13 +402,30 @@ async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, 
         hub.unsubscribe(connection.id, channel, id);
     }
     if let Some((code, reason)) = close_reason {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(send_timeout, socket.send(Message::Close(Some(frame)))).await;
+        close(&mut socket, code, reason, send_timeout).await;
     }
     tracing::debug!(connection = connection.id, "live connection closed");
+}
+
+async fn send_text(socket: &mut WebSocket, message: Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(message.to_string().into())).await
+}
+
+/// Sends a close frame, then waits (at most [`CLOSE_WAIT`]) for the client's: a socket
+/// dropped with the client's last message unread answers it with a reset, which can make the
+/// client lose what the hub sent just before.
+async fn close(socket: &mut WebSocket, code: u16, reason: String, send_timeout: Duration) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let sent = tokio::time::timeout(send_timeout, socket.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+        .await;
+    }
 }
 
 /// One client message → the answer to send, if any.
@@ -430,6 +512,15 @@ fn check_subscription(
             BAD_REQUEST,
             "channel must be a path like /namespace/session (alphanumerics and dashes)".to_owned(),
         ))?;
+    let on_channel = subscriptions.values().filter(|c| **c == channel).count();
+    if on_channel >= MAX_SUBSCRIPTIONS_PER_CHANNEL {
+        return Err((
+            BAD_REQUEST,
+            format!(
+                "this connection already has {on_channel} subscriptions to {channel}: at most {MAX_SUBSCRIPTIONS_PER_CHANNEL} per channel (one more while a token is renewed); unsubscribe one first"
+            ),
+        ));
+    }
     let token = message
         .get("authorization")
         .and_then(token_of)
@@ -444,14 +535,11 @@ fn check_subscription(
     Ok(channel)
 }
 
-/// `POST /event`: `{"channel": "/ns/seg", "events": ["<JSON text>", …]}` with the token in
-/// `Authorization`; answers `{"successful": [{"identifier", "index"}], "failed": []}` as
-/// AppSync's HTTP publish does.
-async fn http_publish(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+/// `POST /event`: `{"channel": "/ns/seg", "events": ["<JSON text>", …]}` with a token in
+/// `Authorization`. Checked as AppSync checks it (token, body, channel, 1 to 5 events, each
+/// JSON text of at most [`MAX_EVENT_BYTES`]), then refused: a live token lets a page
+/// subscribe, never publish (see the module doc).
+async fn http_publish(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> Response {
     let refuse = |status: StatusCode, error_type: &str, message: String| {
         (
             status,
@@ -464,9 +552,29 @@ async fn http_publish(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
         .unwrap_or("");
-    let claims = match hub.secrets.verify(token, unix_now()) {
-        Ok(claims) => claims,
-        Err(e) => return refuse(StatusCode::UNAUTHORIZED, UNAUTHORIZED, e.to_string()),
+    if let Err(e) = hub.secrets.verify(token, unix_now()) {
+        return refuse(StatusCode::UNAUTHORIZED, UNAUTHORIZED, e.to_string());
+    }
+    let read = axum::body::to_bytes(body, MAX_PUBLISH_BODY_BYTES);
+    let body = match tokio::time::timeout(PUBLISH_BODY_TIMEOUT, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                BAD_REQUEST,
+                format!("the body is over {MAX_PUBLISH_BODY_BYTES} bytes"),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                BAD_REQUEST,
+                format!(
+                    "the body did not arrive within {} s",
+                    PUBLISH_BODY_TIMEOUT.as_secs()
+                ),
+            );
+        }
     };
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return refuse(
@@ -475,22 +583,16 @@ async fn http_publish(
             "the body is not JSON".into(),
         );
     };
-    let Some(channel) = request
+    if request
         .get("channel")
         .and_then(Value::as_str)
         .and_then(normalize_channel)
-    else {
+        .is_none()
+    {
         return refuse(
             StatusCode::BAD_REQUEST,
             BAD_REQUEST,
             "channel must be a path like /namespace/session".into(),
-        );
-    };
-    if !hub.allowed(&claims, &channel) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            UNAUTHORIZED,
-            TokenError::WrongSession.to_string(),
         );
     }
     let events: Vec<&str> = match request.get("events").and_then(Value::as_array) {
@@ -515,15 +617,25 @@ async fn http_publish(
             );
         }
     };
-    let successful: Vec<Value> = events
+    if let Some((index, event)) = events
         .iter()
         .enumerate()
-        .map(|(index, event)| {
-            hub.publish(&channel, event);
-            json!({"identifier": format!("{:032x}", fastrand::u128(..)), "index": index})
-        })
-        .collect();
-    axum::Json(json!({"successful": successful, "failed": []})).into_response()
+        .find(|(_, e)| e.len() > MAX_EVENT_BYTES)
+    {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BAD_REQUEST,
+            format!(
+                "event {index} is {} bytes: AppSync Events takes at most {MAX_EVENT_BYTES} bytes per event",
+                event.len()
+            ),
+        );
+    }
+    refuse(
+        StatusCode::FORBIDDEN,
+        UNAUTHORIZED,
+        "a live token lets a page subscribe, never publish: on AWS publishing is IAM-only (the relay's ingest role), and relay local publishes every event ingest accepts itself".into(),
+    )
 }
 
 #[cfg(test)]
@@ -547,9 +659,40 @@ mod tests {
         let connection = Arc::new(Connection {
             id: hub.next_connection.fetch_add(1, Ordering::Relaxed),
             outbox,
+            queued_bytes: AtomicUsize::new(0),
             kicked: Notify::new(),
         });
         (connection, inbox)
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_over_its_byte_budget_is_dropped_though_its_count_is_not_reached() {
+        let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(10_000));
+        let hub = Hub::new(
+            HubConfig {
+                send_queue: 256,
+                // Room for two messages of `big`, not three.
+                send_queue_bytes: 25_000,
+                ..HubConfig::default()
+            },
+            TokenSecrets::parse(SECRET).unwrap(),
+        );
+        let (slow, _never_read) = connection(&hub, 256);
+        let (fast, mut read) = connection(&hub, 256);
+        hub.subscribe(&slow, "/relay/default", "s1");
+        hub.subscribe(&fast, "/relay/default", "f1");
+        assert_eq!(hub.publish("/relay/default", &big), 2);
+        // The fast one's loop takes its message off the queue (and off its byte count).
+        let taken = read.recv().await.unwrap();
+        fast.queued_bytes.fetch_sub(taken.len(), Ordering::Relaxed);
+        assert_eq!(hub.publish("/relay/default", &big), 2);
+        assert_eq!(hub.publish("/relay/default", &big), 1, "the slow one is over");
+        assert_eq!(hub.dropped_slow(), 1);
+        assert_eq!(hub.subscriptions(), 1);
+        assert!(slow.queued_bytes.load(Ordering::Relaxed) <= 25_000);
+        tokio::time::timeout(Duration::from_secs(5), slow.kicked.notified())
+            .await
+            .expect("the slow connection is told to close");
     }
 
     #[tokio::test]
