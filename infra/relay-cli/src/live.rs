@@ -156,7 +156,13 @@ pub struct LiveArgs {
     /// Print QR codes as they are (by default they are redacted: they are login credentials)
     #[arg(long)]
     show_qr: bool,
+    /// Seconds to wait for the connection, and then for its connection_ack
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    connect_timeout: u64,
 }
+
+/// `connectionTimeoutMs` when an ack names none: AppSync's value.
+const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 300_000;
 
 /// The realtime URL and the host the authorization header names, from what the user gave.
 /// AppSync: the HTTP endpoint is `https://<id>.appsync-api.<region>.amazonaws.com/event`,
@@ -211,8 +217,9 @@ fn live_token(args: &LiveArgs) -> Result<String, Failure> {
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Opens the realtime connection, authorised in the subprotocol header as a page does.
-async fn connect(url: &str, auth: &Value) -> Result<Socket, Failure> {
+/// Opens the realtime connection, authorised in the subprotocol header as a page does, within
+/// `timeout` (a server that accepts and never answers would otherwise hold it forever).
+async fn connect(url: &str, auth: &Value, timeout: Duration) -> Result<Socket, Failure> {
     use base64::Engine;
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(auth.to_string());
     let mut request = url
@@ -223,8 +230,14 @@ async fn connect(url: &str, auth: &Value) -> Result<Socket, Failure> {
         HeaderValue::from_str(&format!("{SUBPROTOCOL}, header-{header}"))
             .map_err(|e| Failure(e.to_string()))?,
     );
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    let (socket, _) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(request))
         .await
+        .map_err(|_| {
+            Failure(format!(
+                "{url} did not complete the WebSocket handshake within {} s (--connect-timeout); is it the relay's live endpoint?",
+                timeout.as_secs()
+            ))
+        })?
         .map_err(|e| {
             Failure(format!(
                 "cannot connect to {url}: {e}; is `relay local` running with {LIVE_TOKEN_SECRETS}?"
@@ -254,12 +267,15 @@ fn text_of(
 }
 
 /// `relay live`: connect, subscribe to the session's channel, print each event as one JSON
-/// line on stdout (status lines go to stderr).
+/// line on stdout (status lines go to stderr). As AppSync asks of its clients, a connection
+/// that stays silent (not even `ka`) for the ack's `connectionTimeoutMs` is dead: the command
+/// says so and exits non-zero, so a script can start it again.
 pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
     let token = live_token(&args)?;
     let (url, host) = endpoints(&args.url)?;
     let auth = json!({"Authorization": token, "host": host});
-    let mut socket = connect(&url, &auth).await?;
+    let connect_timeout = Duration::from_secs(args.connect_timeout);
+    let mut socket = connect(&url, &auth, connect_timeout).await?;
     let send = |m: Value| Message::Text(m.to_string().into());
     socket
         .send(send(json!({"type": "connection_init"})))
@@ -267,9 +283,23 @@ pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure(format!("{url}: {e}")))?;
     let channel = session_channel(&args.namespace, &args.session);
     let mut seen = 0u64;
+    // Until the ack: the connect timeout; then the ack's connectionTimeoutMs. Any frame
+    // restarts it.
+    let mut silence = connect_timeout;
+    let mut acked = false;
     loop {
         let message = tokio::select! {
-            m = socket.next() => m,
+            m = tokio::time::timeout(silence, socket.next()) => match m {
+                Ok(m) => m,
+                Err(_) if acked => return Err(Failure(format!(
+                    "nothing from {url} for {} ms, not even a keep-alive (the connectionTimeoutMs of its connection_ack): the connection is dead; run relay live again",
+                    silence.as_millis()
+                ))),
+                Err(_) => return Err(Failure(format!(
+                    "no connection_ack from {url} within {} s (--connect-timeout)",
+                    silence.as_secs()
+                ))),
+            },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
         let Some(text) = text_of(message, &url)? else {
@@ -286,6 +316,14 @@ pub async fn live(args: LiveArgs) -> Result<ExitCode, Failure> {
         };
         match message["type"].as_str() {
             Some("connection_ack") => {
+                acked = true;
+                // Events puts it at the top; the GraphQL flavour under `payload`.
+                let ms = message["connectionTimeoutMs"]
+                    .as_u64()
+                    .or_else(|| message["payload"]["connectionTimeoutMs"].as_u64())
+                    .filter(|ms| *ms > 0)
+                    .unwrap_or(DEFAULT_CONNECTION_TIMEOUT_MS);
+                silence = Duration::from_millis(ms);
                 let subscribe = json!({"type": "subscribe", "id": "relay-live-1", "channel": channel, "authorization": auth});
                 socket
                     .send(send(subscribe))

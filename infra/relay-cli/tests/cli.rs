@@ -409,6 +409,66 @@ async fn an_event_parked_in_the_dlq_is_delivered_after_relay_redrive() {
     );
 }
 
+#[tokio::test]
+async fn relay_redrive_quotes_a_failed_answer_in_one_short_line() {
+    // Not a relay: answers 500 with a megabyte.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "e".repeat(1024 * 1024),
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = tokio::process::Command::new(RELAY)
+        .args(["redrive", "--url", &format!("http://{address}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("answered 500"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}…", "e".repeat(300))),
+        "{stderr}"
+    );
+    assert!(stderr.len() < 600, "{} bytes", stderr.len());
+}
+
+#[tokio::test]
+async fn relay_local_prints_the_webhook_url_without_its_query_or_credentials() {
+    // Nobody listens there, so the reachability warning names the URL too.
+    let url = format!(
+        "http://user:secret-password@127.0.0.1:{}/api/hook?token=secret-token",
+        free_port()
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let local = Process::spawn(
+        RELAY,
+        &["local", "--listen", &listen],
+        &[
+            ("WEBHOOK_URL", url.as_str()),
+            ("WEBHOOK_SECRETS", WEBHOOK_SECRET),
+            ("INGEST_SECRETS", INGEST_SECRET),
+        ],
+    );
+    let warning = local.wait_for("is not reachable now", 1, WAIT).await;
+    let shown = url
+        .replace("user:secret-password@", "")
+        .replace("?token=secret-token", "");
+    assert!(warning[0].contains(&shown), "{}", warning[0]);
+    let banner = local.wait_for("delivering to", 1, WAIT).await;
+    assert!(banner[0].contains(&shown), "{}", banner[0]);
+    let lines = local.terminate_with_output().await.1;
+    assert!(
+        !lines.iter().any(|l| l.contains("secret-")),
+        "{}",
+        lines.join("\n")
+    );
+}
+
 /// `relay local` with every log at TRACE (dependencies too): QR, status and message events,
 /// accepted and refused, a failed attempt and its retry, and not one line of its output holds
 /// a phone number, message text, QR code, secret, the chat id key or a signature.

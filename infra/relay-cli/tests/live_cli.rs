@@ -117,3 +117,80 @@ async fn relay_token_says_what_is_wrong() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32"));
 }
+
+/// A hub whose `connection_ack` promises a keep-alive every 500 ms and then sends none (its
+/// keep-alive period is an hour): a dead connection, as `relay live` sees one.
+async fn silent_hub() -> String {
+    use relay_shared::live::hub::{self, Hub, HubConfig};
+    use relay_shared::live::token::TokenSecrets;
+    let hub = Hub::new(
+        HubConfig {
+            keep_alive: Duration::from_secs(3600),
+            connection_timeout: Duration::from_millis(500),
+            ..HubConfig::default()
+        },
+        TokenSecrets::parse(LIVE_SECRET).unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hub::router(hub)).await });
+    format!("ws://{address}/event/realtime")
+}
+
+#[tokio::test]
+async fn relay_live_exits_when_nothing_arrives_within_connection_timeout_ms() {
+    let url = silent_hub().await;
+    let live = tokio::time::timeout(
+        WAIT,
+        relay(
+            &["live", "--session", "default", "--url", &url],
+            &[("LIVE_TOKEN_SECRETS", LIVE_SECRET)],
+        ),
+    )
+    .await
+    .expect("relay live gives up on a silent connection");
+    assert!(!live.status.success());
+    let stderr = String::from_utf8_lossy(&live.stderr);
+    assert!(stderr.contains("subscribed to /relay/default"), "{stderr}");
+    assert!(
+        stderr.contains("nothing from") && stderr.contains("for 500 ms, not even a keep-alive"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn relay_live_gives_up_on_a_server_that_never_completes_the_handshake() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let url = format!("ws://{address}/event/realtime");
+    let live = tokio::time::timeout(
+        WAIT,
+        relay(
+            &[
+                "live",
+                "--session",
+                "default",
+                "--url",
+                &url,
+                "--connect-timeout",
+                "1",
+            ],
+            &[("LIVE_TOKEN_SECRETS", LIVE_SECRET)],
+        ),
+    )
+    .await
+    .expect("relay live gives up on the handshake");
+    assert!(!live.status.success());
+    let stderr = String::from_utf8_lossy(&live.stderr);
+    assert!(
+        stderr.contains("did not complete the WebSocket handshake within 1 s"),
+        "{stderr}"
+    );
+}
