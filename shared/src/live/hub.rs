@@ -686,7 +686,11 @@ mod tests {
         let taken = read.recv().await.unwrap();
         fast.queued_bytes.fetch_sub(taken.len(), Ordering::Relaxed);
         assert_eq!(hub.publish("/relay/default", &big), 2);
-        assert_eq!(hub.publish("/relay/default", &big), 1, "the slow one is over");
+        assert_eq!(
+            hub.publish("/relay/default", &big),
+            1,
+            "the slow one is over"
+        );
         assert_eq!(hub.dropped_slow(), 1);
         assert_eq!(hub.subscriptions(), 1);
         assert!(slow.queued_bytes.load(Ordering::Relaxed) <= 25_000);
