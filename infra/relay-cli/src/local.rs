@@ -148,7 +148,7 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     println!("relay local: queue: {queue_note}");
     if let Some(live) = &live {
         println!(
-            "relay local: live hub on ws://{address}/event/realtime and POST /event, channels /{}/<session>",
+            "relay local: live hub on ws://{address}/event/realtime, channels /{}/<session>; ingest publishes every accepted event (POST /event refuses page tokens, as AppSync's IAM-only publish does)",
             live.hub.config().namespace
         );
     }
