@@ -13,9 +13,9 @@
 //! Messages (client → hub, hub → client):
 //! - subprotocols `aws-appsync-event-ws` and `header-<base64url JSON>` carrying
 //!   `{"Authorization": "<live token>", "host": …}`; a token that does not verify is refused
-//!   as soon as the connection opens, without waiting for a message from it:
-//!   `{"type":"connection_error","errors":[{"errorType":"UnauthorizedException",…}]}`, then
-//!   close 1008 (an upgrade answered with an HTTP error would make clients retry forever);
+//!   in answer to the client's first message, or at the `connection_init` deadline if it sends
+//!   none: `{"type":"connection_error","errors":[{"errorType":"UnauthorizedException",…}]}`,
+//!   then close 1008 (an upgrade answered with an HTTP error would make clients retry forever);
 //! - `{"type":"connection_init"}` → `{"type":"connection_ack","connectionTimeoutMs":300000}`,
 //!   then `{"type":"ka"}` every keep-alive period. A connection that sends no
 //!   `connection_init` within [`HubConfig::init_timeout`] gets a `connection_error` and is
@@ -343,13 +343,6 @@ async fn realtime(
 /// closes, the hub drops it, or it does not send `connection_init` in time.
 async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, TokenError>) {
     let send_timeout = hub.config.send_timeout;
-    if let Err(refusal) = &authorized {
-        // Refused at connect: told at once, not when (if ever) the client speaks.
-        let message = json!({"type": "connection_error", "errors": errors(UNAUTHORIZED, refusal)});
-        let _ = tokio::time::timeout(send_timeout, send_text(&mut socket, message)).await;
-        close(&mut socket, 1008, "unauthorized".into(), send_timeout).await;
-        return;
-    }
     let (outbox, mut inbox) = mpsc::channel::<String>(hub.config.send_queue.max(1));
     let connection = Arc::new(Connection {
         id: hub.next_connection.fetch_add(1, Ordering::Relaxed),
@@ -374,6 +367,13 @@ async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, 
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                     Some(Ok(_)) => continue, // ping and pong are answered by the library
                 };
+                if let Err(refusal) = &authorized {
+                    // Refused at connect, told in answer to the client's first message (its
+                    // connection_init): Amplify reads a connection_error only once it has sent
+                    // that, and a refusal sent earlier reaches it as a bare close. A client
+                    // that never speaks is refused at the init deadline below.
+                    break Some(refuse(&mut socket, UNAUTHORIZED, &refusal.to_string(), send_timeout).await);
+                }
                 handle(&hub, &connection, &mut subscriptions, &mut acked, &text)
             }
             Some(message) = inbox.recv() => {
@@ -384,9 +384,10 @@ async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, 
             _ = connection.kicked.notified() => break Some((1013, "too slow: events were dropped; reconnect".into())),
             () = &mut init_deadline, if !acked => {
                 let why = format!("no connection_init within {} s of connecting", hub.config.init_timeout.as_secs_f32());
-                let message = json!({"type": "connection_error", "errors": errors(BAD_REQUEST, &why)});
-                let _ = tokio::time::timeout(send_timeout, send_text(&mut socket, message)).await;
-                break Some((1008, why));
+                break Some(match &authorized {
+                    Err(refusal) => refuse(&mut socket, UNAUTHORIZED, &refusal.to_string(), send_timeout).await,
+                    Ok(_) => refuse(&mut socket, BAD_REQUEST, &why, send_timeout).await,
+                });
             }
         };
         if let Some(message) = outgoing {
@@ -405,6 +406,24 @@ async fn serve(hub: Arc<Hub>, mut socket: WebSocket, authorized: Result<Claims, 
         close(&mut socket, code, reason, send_timeout).await;
     }
     tracing::debug!(connection = connection.id, "live connection closed");
+}
+
+/// Sends a `connection_error` of `kind` saying `why`; the close (1008) that follows is the
+/// caller's.
+async fn refuse(
+    socket: &mut WebSocket,
+    kind: &str,
+    why: &str,
+    send_timeout: Duration,
+) -> (u16, String) {
+    let message = json!({"type": "connection_error", "errors": errors(kind, why)});
+    let _ = tokio::time::timeout(send_timeout, send_text(socket, message)).await;
+    let reason = if kind == UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        why
+    };
+    (1008, reason.to_owned())
 }
 
 async fn send_text(socket: &mut WebSocket, message: Value) -> Result<(), axum::Error> {
