@@ -8,8 +8,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# Tests kill their moto servers when they finish; this catches any left by a crashed test.
-cleanup() { pkill -f "$ROOT/.venv/bin/moto_server" 2>/dev/null || true; }
+# Tests kill their moto servers when they finish; this catches any left by a crashed test of
+# this run only (marked through the environment they inherit), not another run's or a bench's.
+export RELAY_TEST_RUN="$$"
+cleanup() {
+  local pid
+  for pid in $(pgrep -f "$ROOT/.venv/bin/moto_server" 2>/dev/null); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RELAY_TEST_RUN=$RELAY_TEST_RUN"; then
+      kill "$pid" 2>/dev/null || true
+    fi
+  done
+}
 trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
