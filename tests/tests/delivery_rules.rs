@@ -258,6 +258,14 @@ fn resident_bytes() -> u64 {
     kb * 1024
 }
 
+/// Serves `app` on a free loopback port; its `/hook` URL.
+async fn serve_on_loopback(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 /// A receiver that answers 200 and then streams its body forever, counting what it produced
 /// until the dispatcher dropped the connection.
 async fn endless_receiver(produced: Arc<AtomicUsize>, requests: Arc<AtomicUsize>) -> String {
@@ -276,10 +284,7 @@ async fn endless_receiver(produced: Arc<AtomicUsize>, requests: Arc<AtomicUsize>
                 .unwrap()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    serve_on_loopback(app).await
 }
 
 #[tokio::test]
@@ -333,10 +338,7 @@ async fn redirecting_receiver(
                 .unwrap()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    serve_on_loopback(app).await
 }
 
 /// A redirect is not followed (the signed body would go to a host the operator never named)

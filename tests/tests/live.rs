@@ -217,6 +217,19 @@ async fn a_token_for_another_session_gets_subscribe_error() {
     );
 }
 
+/// A well-formed token for session `default`, signed with a secret the hub does not hold.
+fn forged_token() -> String {
+    TokenSecrets::parse("another-secret-0123456789abcdef-0123456789")
+        .unwrap()
+        .mint(
+            "page",
+            &["default".to_owned()],
+            Duration::from_secs(60),
+            unix_now(),
+        )
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_expired_or_forged_token_is_refused_at_connect() {
     let stack = start(Duration::from_secs(60)).await;
@@ -229,15 +242,7 @@ async fn an_expired_or_forged_token_is_refused_at_connect() {
             unix_now() - 120,
         )
         .unwrap();
-    let forged = TokenSecrets::parse("another-secret-0123456789abcdef-0123456789")
-        .unwrap()
-        .mint(
-            "page",
-            &["default".to_owned()],
-            Duration::from_secs(60),
-            unix_now(),
-        )
-        .unwrap();
+    let forged = forged_token();
     for (token, why) in [(expired, "expired"), (forged, "signature")] {
         let mut socket = stack.connect(&token).await;
         send(&mut socket, json!({"type": "connection_init"})).await;
@@ -386,15 +391,7 @@ async fn a_bad_token_that_never_speaks_is_refused_at_the_init_deadline() {
         ..HubConfig::default()
     })
     .await;
-    let forged = TokenSecrets::parse("another-secret-0123456789abcdef-0123456789")
-        .unwrap()
-        .mint(
-            "page",
-            &["default".to_owned()],
-            Duration::from_secs(60),
-            unix_now(),
-        )
-        .unwrap();
+    let forged = forged_token();
     let mut socket = stack.connect(&forged).await;
     // No connection_init: the refusal and the close come at the deadline. (One that speaks is
     // refused in answer, as Amplify expects: an_expired_or_forged_token_is_refused_at_connect.)
