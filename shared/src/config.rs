@@ -42,6 +42,26 @@ pub const LIVE_TOKEN_SECRETS: &str = "LIVE_TOKEN_SECRETS";
 /// invocation, and the dispatcher's timeout must cover all of them.
 pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 5_000;
 
+/// The AWS SDK's endpoint overrides for the services the relay calls (`AWS_ENDPOINT_URL_SQS`
+/// points the relay at a local SQS-protocol server). The SDK reads them, not the relay: unchecked,
+/// a malformed one would fail every call (a `503` for every event) instead of stopping the start.
+pub const ENDPOINT_OVERRIDES: [&str; 4] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+];
+
+/// [`ENDPOINT_OVERRIDES`] checked alone, for a start that calls AWS (Secrets Manager) before it
+/// reads the rest of its configuration.
+pub fn check_endpoint_overrides(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigErrors> {
+    let mut reader = Reader::new(lookup);
+    reader.endpoint_overrides();
+    reader.finish(|| Some(()))
+}
+
 /// One bad variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -238,6 +258,22 @@ impl<'a> Reader<'a> {
             .ok()
     }
 
+    /// Each [`ENDPOINT_OVERRIDES`] variable that is set is an http(s) URL with a host.
+    fn endpoint_overrides(&mut self) {
+        for var in ENDPOINT_OVERRIDES {
+            let Some(text) = self.value(var) else {
+                continue;
+            };
+            match reqwest::Url::parse(&text) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+                _ => self.fail(
+                    var,
+                    format!("{text:?} is not an http(s) URL; expected e.g. http://127.0.0.1:5000 (the AWS SDK's endpoint override: unset it to reach AWS)"),
+                ),
+            }
+        }
+    }
+
     fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, ConfigErrors> {
         if self.errors.is_empty() {
             Ok(build().expect("every value was read without error"))
@@ -295,6 +331,7 @@ impl IngestConfig {
                 namespace: namespace?,
             })
         });
+        reader.endpoint_overrides();
         reader.finish(|| {
             Some(IngestConfig {
                 secrets: secrets?,
@@ -393,6 +430,7 @@ impl DispatcherConfig {
         let attempts_table = reader.table_name(ATTEMPTS_TABLE);
         let delivery = reader.delivery();
         let metrics_namespace = reader.metrics_namespace();
+        reader.endpoint_overrides();
         reader.finish(|| {
             Some(DispatcherConfig {
                 queue_url: queue_url?,
@@ -417,6 +455,7 @@ impl LiveAuthConfig {
         let mut reader = Reader::new(lookup);
         let secrets = reader.live_token_secrets();
         let namespace = reader.live_namespace();
+        reader.endpoint_overrides();
         reader.finish(|| {
             Some(LiveAuthConfig {
                 secrets: secrets?,
@@ -456,6 +495,7 @@ impl LocalStackConfig {
             )),
         };
         let delivery = reader.delivery();
+        reader.endpoint_overrides();
         reader.finish(|| {
             Some(LocalStackConfig {
                 ingest_secrets: ingest_secrets?,
@@ -596,6 +636,37 @@ pub(crate) mod tests {
         assert_eq!(text.lines().count(), 9);
         assert!(text.lines().all(|l| l.starts_with("configuration error: ")));
         assert!(!text.contains("hunter2"), "secrets are never echoed");
+    }
+
+    #[test]
+    fn a_malformed_sdk_endpoint_override_stops_the_start_naming_it() {
+        let dispatcher = [
+            (QUEUE_URL, QUEUE),
+            (DEAD_LETTER_QUEUE_URL, QUEUE),
+            (ATTEMPTS_TABLE, "attempts"),
+            (WEBHOOK_URL, "https://app.example/hook"),
+            (WEBHOOK_SECRETS, SECRET),
+        ];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut pairs = dispatcher.to_vec();
+            pairs.push(extra);
+            DispatcherConfig::from_lookup(&lookup(&pairs))
+        };
+        assert!(with(("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:5000")).is_ok());
+        for var in ENDPOINT_OVERRIDES {
+            for bad in ["localhost:5000", "ftp://host", "not a url"] {
+                let errors = with((var, bad)).unwrap_err();
+                assert_eq!(errors.0.len(), 1, "{errors}");
+                assert_eq!(errors.0[0].var, var);
+                assert!(
+                    errors.to_string().contains("is not an http(s) URL"),
+                    "{errors}"
+                );
+                let alone = check_endpoint_overrides(&lookup(&[(var, bad)])).unwrap_err();
+                assert_eq!(alone.0[0].var, var);
+            }
+        }
+        assert!(check_endpoint_overrides(&lookup(&[])).is_ok());
     }
 
     #[test]

@@ -270,6 +270,8 @@ pub async fn configure_lambda_alongside<T>(
     alongside: impl Future<Output = ()>,
 ) -> T {
     let env = |var: &str| std::env::var(var).ok();
+    // Before the first call through the SDK: a malformed override is named, not a failed fetch.
+    crate::config::check_endpoint_overrides(&env).unwrap_or_else(|errors| errors.exit());
     let store = SecretsManager::from_config(aws);
     let (resolved, ()) = tokio::join!(resolve(&env, &store), alongside);
     let resolved = resolved.unwrap_or_else(|errors| errors.exit());
