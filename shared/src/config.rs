@@ -210,12 +210,8 @@ impl<'a> Reader<'a> {
             LIVE_EVENTS_URL,
             "expected the Event API's HTTP endpoint, https://<id>.appsync-api.<region>.amazonaws.com/event",
         )?;
-        match reqwest::Url::parse(&text) {
-            Ok(mut url)
-                if matches!(url.scheme(), "http" | "https")
-                    && url.host().is_some()
-                    && url.query().is_none() =>
-            {
+        match http_url(&text) {
+            Ok(mut url) if url.query().is_none() => {
                 if url.path() == "/" {
                     url.set_path("/event");
                 }
@@ -264,12 +260,11 @@ impl<'a> Reader<'a> {
             let Some(text) = self.value(var) else {
                 continue;
             };
-            match reqwest::Url::parse(&text) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-                _ => self.fail(
+            if let Err(problem) = http_url(&text) {
+                self.fail(
                     var,
-                    format!("{text:?} is not an http(s) URL; expected e.g. http://127.0.0.1:5000 (the AWS SDK's endpoint override: unset it to reach AWS)"),
-                ),
+                    format!("{text:?} is not an http(s) URL ({problem}); expected e.g. http://127.0.0.1:5000 (the AWS SDK's endpoint override: unset it to reach AWS)"),
+                );
             }
         }
     }
@@ -528,15 +523,9 @@ fn webhook_url(reader: &mut Reader<'_>) -> Option<reqwest::Url> {
     )?;
     // The value is not echoed: a receiver's URL may carry a token (`?token=`, `user:pass@`), and
     // this line reaches CloudWatch. What is wrong with it is enough to fix it.
-    let problem = match reqwest::Url::parse(&text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-            return Some(url);
-        }
-        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
-            format!("the scheme is {:?}, not http or https", url.scheme())
-        }
-        Ok(_) => "the URL has no host".to_owned(),
-        Err(e) => format!("not a URL ({e})"),
+    let problem = match http_url(&text) {
+        Ok(url) => return Some(url),
+        Err(problem) => problem,
     };
     reader.fail(
         WEBHOOK_URL,
@@ -545,6 +534,20 @@ fn webhook_url(reader: &mut Reader<'_>) -> Option<reqwest::Url> {
         ),
     );
     None
+}
+
+/// `text` as an http(s) URL with a host, or what is wrong with it (without the value, which
+/// may carry a token).
+fn http_url(text: &str) -> Result<reqwest::Url, String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => Err(format!(
+            "the scheme is {:?}, not http or https",
+            url.scheme()
+        )),
+        Ok(url) if url.host().is_none() => Err("the URL has no host".to_owned()),
+        Ok(url) => Ok(url),
+        Err(e) => Err(format!("not a URL ({e})")),
+    }
 }
 
 fn delivery_timeout(reader: &mut Reader<'_>) -> Option<Duration> {

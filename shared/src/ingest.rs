@@ -2,10 +2,11 @@
 //! code, its error code and what a sender should do: docs/contract.md, Status codes.
 //!
 //! Checks run cheapest and least trusting first: content type (415), size (413) and time (408:
-//! the body must arrive within [`BODY_READ_TIMEOUT`]), signature on the raw bytes (401), JSON syntax (400), schema (422), then the queue (202, or 503 with
-//! `Retry-After` when it did not take the event). `202` is only ever sent after the queue
-//! confirmed it stored the event. [`router`] serves the same routes on Lambda (through
-//! `lambda_http`) and in the local stack (through `axum::serve`).
+//! the body must arrive within [`BODY_READ_TIMEOUT`]), signature on the raw bytes (401), JSON
+//! syntax (400), schema (422), then the queue (202, or 503 with `Retry-After` when it did not
+//! take the event). `202` is only ever sent after the queue confirmed it stored the event.
+//! [`router`] serves the same routes on Lambda (through `lambda_http`) and in the local stack
+//! (through the `relay` binary's server).
 
 use crate::clock::unix_millis;
 use crate::envelope::{self, ChatIdKey, EventType, Routing, SchemaViolation};
