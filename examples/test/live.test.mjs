@@ -270,6 +270,28 @@ describe('live updates: the page (aws-amplify events) ← relay local', () => {
     assert.equal(page.store.getSnapshot().qr, null, 'a connected session shows no QR');
   });
 
+  it('a QR counts its lifetime from when the sender made it, and a message shows once however often it comes', async () => {
+    const { store, arrivals } = watch('default', { fetchToken: tokenRoute().fetchToken, qrTtlMs: 60_000 });
+    await live(store);
+    const { send } = sender();
+    // Made 50 s ago: the relay still pushes it (its TTL is 60 s), and the page keeps it 10 s,
+    // not 60 s from its arrival.
+    const made = Date.now() - 50_000;
+    const qr = { qr: 'data:image/png;base64,iVBORw0KGgo=', available: true };
+    assert.equal((await send('qr', qr, { id: 'old-qr', timestamp: new Date(made).toISOString() })).status, 202);
+    await waitFor(() => store.getSnapshot().qr, { ...WAIT, message: 'the QR on the page' });
+    assert.ok(store.getSnapshot().qr.expiresAt <= made + 60_000, `expires ${store.getSnapshot().qr.expiresAt - made} ms after it was made`);
+
+    // The same WhatsApp message under two event ids (a re-send, or an update of it).
+    const first = message(7);
+    const update = { message: { ...first.message, status: 'read' } };
+    assert.equal((await send('message', first, { id: 'same-message-1' })).status, 202);
+    assert.equal((await send('message', update, { id: 'same-message-2' })).status, 202);
+    await waitFor(() => arrivals.length >= 3, { ...WAIT, message: 'both message events' });
+    const shown = store.getSnapshot().messages.filter((m) => m.id === first.message.id);
+    assert.deepEqual(shown.map((m) => m.status), ['read'], 'one entry, the latest');
+  });
+
   it('the token is refreshed before it expires, without a gap or a duplicate', async () => {
     // 3-second tokens, renewed 1.5 s before they expire: several renewals in a few seconds.
     const route = tokenRoute({ ttlSeconds: 3 });
@@ -356,7 +378,11 @@ describe('the live-token route and the channel rule', () => {
   const get = (handle, query = '?session=default') => handle(new Request(`http://app.test/api/live-token${query}`));
 
   it('maps session names to channels as the relay does (its test vectors)', async () => {
-    assert.equal(await sessionSegment('sales team'), 'h-5892f34a5e0786f61fcea24113152ced');
+    assert.equal(await sessionSegment('sales.team'), 'h-20edde6c7a20d4b4b8f72b7d26264224');
+    // A name shaped like another session's hashed segment is hashed in turn (one channel each).
+    assert.equal(await sessionSegment('h-20edde6c7a20d4b4b8f72b7d26264224'), 'h-4130ce668144fac4d95eb5d57fb09bdf');
+    assert.match(await sessionSegment('H-x'), /^h-[0-9a-f]{32}$/);
+    assert.equal(await sessionSegment('ah-1'), 'ah-1');
     assert.equal(await sessionSegment('default'), 'default');
     assert.equal(await sessionSegment('Sales-2'), 'Sales-2');
     assert.equal(await sessionChannel('relay', 'sales'), '/relay/sales');
@@ -366,27 +392,27 @@ describe('the live-token route and the channel rule', () => {
       assert.ok(isValidSegment(segment));
     }
     assert.equal(await sessionSegment('x'.repeat(50)), 'x'.repeat(50));
-    assert.notEqual(await sessionSegment('a_b'), await sessionSegment('a b'));
+    assert.notEqual(await sessionSegment('a_b'), await sessionSegment('a.b'));
   });
 
   it('mints an HS256 token for the signed-in user and the one session asked for, for at most 15 minutes', async () => {
     const now = 1_800_000_000;
     const handle = createLiveTokenHandler({
       secret: LIVE, endpoint, now: () => now,
-      authenticate: () => ({ user: 'operator-7', sessions: ['default', 'sales team'] }),
+      authenticate: () => ({ user: 'operator-7', sessions: ['default', 'sales.team'] }),
     });
-    const response = await get(handle, '?session=sales%20team');
+    const response = await get(handle, '?session=sales.team');
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('cache-control'), 'no-store');
     const body = await response.json();
     assert.equal(body.endpoint, endpoint);
-    assert.equal(body.channel, '/relay/h-5892f34a5e0786f61fcea24113152ced');
+    assert.equal(body.channel, '/relay/h-20edde6c7a20d4b4b8f72b7d26264224');
     assert.equal(body.expiresAt, now + 600);
     assert.deepEqual(decodeProtectedHeader(body.token), { alg: 'HS256', typ: 'JWT' });
     const { payload } = await jwtVerify(body.token, new TextEncoder().encode(LIVE), {
       algorithms: ['HS256'], currentDate: new Date(now * 1000),
     });
-    assert.deepEqual(payload, { sub: 'operator-7', sessions: ['sales team'], iat: now, exp: now + 600 });
+    assert.deepEqual(payload, { sub: 'operator-7', sessions: ['sales.team'], iat: now, exp: now + 600 });
     await assert.rejects(jwtVerify(body.token, new TextEncoder().encode(LIVE), { currentDate: new Date((now + 601) * 1000) }), /exp/);
   });
 
@@ -399,6 +425,9 @@ describe('the live-token route and the channel rule', () => {
       [ok, '?session=', 400, 'invalid_session'],
       [ok, `?session=${'s'.repeat(65)}`, 400, 'invalid_session'],
       [ok, '?session=tab%09here', 400, 'invalid_session'],
+      [ok, '?session=sales%20team', 400, 'invalid_session'],
+      [{ ...ok, authenticate: () => ({ user: '', sessions: ['default'] }) }, '?session=default', 500, 'not_configured'],
+      [{ ...ok, authenticate: () => ({ user: 'u'.repeat(257), sessions: ['default'] }) }, '?session=default', 500, 'not_configured'],
       [{ ...ok, secret: undefined }, '?session=default', 500, 'not_configured'],
       [{ ...ok, secret: 'too-short' }, '?session=default', 500, 'not_configured'],
       [{ ...ok, endpoint: undefined }, '?session=default', 500, 'not_configured'],

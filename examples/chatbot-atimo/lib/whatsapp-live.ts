@@ -173,6 +173,8 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
   // Each start/close begins a new generation; work from an older one is dropped when it lands.
   let generation = 0;
   let current: { channel: EventsChannel; subscription: EventsSubscription } | null = null;
+  // Whether this start has been live before: going live again means events were missed.
+  let beenLive = false;
   let refreshTimer: ReturnType<typeof setTimeout> | undefined;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let qrTimer: ReturnType<typeof setTimeout> | undefined;
@@ -204,11 +206,13 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
     if (payload.tooLarge || !envelope) {
       set({ fetchFromApp: [...state.fetchFromApp, { id: payload.id, type: payload.type }].slice(-MAX_FETCH_FROM_APP) });
     } else if (envelope.event === "qr") {
-      // Shown until qrTtlMs after it reached the relay or the page, whichever clock says
-      // earlier, so a skewed clock cannot keep a dead code on screen.
-      const received = Date.parse(payload.receivedAt);
+      // Shown until qrTtlMs after the earliest of: the sender made it, it reached the relay,
+      // it reached the page. The relay accepts a code up to its TTL after the sender's
+      // timestamp, so counting from arrival alone could show a dead code for twice the TTL;
+      // and a skewed clock cannot stretch it either.
       const arrived = now();
-      const expiresAt = Math.min(Number.isNaN(received) ? arrived : received, arrived) + qrTtlMs;
+      const starts = [Date.parse(envelope.timestamp), Date.parse(payload.receivedAt), arrived];
+      const expiresAt = Math.min(...starts.filter((t) => !Number.isNaN(t))) + qrTtlMs;
       if (envelope.data.available && isDataImage(envelope.data.qr) && expiresAt > arrived) {
         clearTimeout(qrTimer);
         qrTimer = setTimeout(() => set({ qr: null }), expiresAt - arrived);
@@ -221,7 +225,11 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
       // Connected: the QR has been used (or is moot).
       set({ whatsapp: envelope.data, ...(envelope.data.connected ? { qr: null } : {}) });
     } else if (envelope.event === "message") {
-      set({ messages: [...state.messages, envelope.data.message].slice(-maxMessages) });
+      // One entry per WhatsApp message: a later event about the same message (a re-send
+      // under a new event id, a status change) replaces it rather than adding a twin.
+      const message = envelope.data.message;
+      const others = state.messages.filter((m) => m.id !== message.id);
+      set({ messages: [...others, message].slice(-maxMessages) });
     }
     options.onEvent?.(payload);
   }
@@ -316,8 +324,13 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
       if (!next) return;
       current = { channel: next.channel, subscription: next.subscription };
       retryMs = baseRetryMs;
+      const resumed = beenLive;
+      beenLive = true;
       set({ status: "live", error: null });
       scheduleRefresh(gen, next.info);
+      // Live again after a refusal (say its token expired while the network was down): what
+      // was published in between is not sent again, as after a dropped connection.
+      if (resumed) options.onResume?.();
     } catch (error) {
       if (gen === generation) fail(gen, error);
     }
@@ -342,6 +355,7 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
     },
     start() {
       teardown();
+      beenLive = false;
       const gen = generation;
       // The connection is shared by every channel of the page; its drops and recoveries are
       // announced on Amplify's Hub.

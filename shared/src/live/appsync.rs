@@ -303,11 +303,11 @@ mod tests {
 
     #[test]
     fn the_body_names_the_channel_and_carries_the_event_as_a_json_string() {
-        let body = publish_body("/relay/h-5892f34a5e0786f61fcea24113152ced", r#"{"a":1}"#);
+        let body = publish_body("/relay/h-20edde6c7a20d4b4b8f72b7d26264224", r#"{"a":1}"#);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             value,
-            serde_json::json!({"channel": "/relay/h-5892f34a5e0786f61fcea24113152ced", "events": ["{\"a\":1}"]})
+            serde_json::json!({"channel": "/relay/h-20edde6c7a20d4b4b8f72b7d26264224", "events": ["{\"a\":1}"]})
         );
     }
 

@@ -283,14 +283,14 @@ mod tests {
 
     #[test]
     fn a_valid_token_connects_and_subscribes_to_its_sessions_only() {
-        let t = token(&["default", "sales team"], 600, NOW);
+        let t = token(&["default", "sales.team"], 600, NOW);
         assert!(allowed(request(&t, "EVENT_CONNECT", None)));
         assert!(allowed(request(
             &t,
             "EVENT_SUBSCRIBE",
             Some("/relay/default")
         )));
-        let mapped = session_channel("relay", "sales team");
+        let mapped = session_channel("relay", "sales.team");
         assert!(allowed(request(&t, "EVENT_SUBSCRIBE", Some(&mapped))));
         for other in ["/relay/other", "/relay/default/x", "/other/default"] {
             assert_eq!(

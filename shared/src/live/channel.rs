@@ -1,11 +1,14 @@
 //! Live channels: one per session, `/<namespace>/<segment>`.
 //!
-//! Session names (1–64 printable ASCII characters, as in group ids) are looser than AppSync's
-//! channel segments, so a session maps to a segment stably: kept as it is when it is already a
-//! legal segment, else `h-` + the first 128 bits of SHA-256 of the name, in hex (34
-//! characters, always legal). The mapping is public and unkeyed on purpose: the app's server
-//! computes the same channel for its page (a session name is not personal data), and the
-//! tokens, not the channel names, decide who may listen.
+//! Session names (1–64 ASCII letters, digits or punctuation, the envelope's rule) are looser
+//! than AppSync's channel segments, so a session maps to a segment stably: kept as it is when
+//! it is already a legal segment that does not start with `h-` (or `H-`), else `h-` + the
+//! first 128 bits of SHA-256 of the name, in hex (34 characters, always legal). Hashing every
+//! `h-` name keeps the mapping one-to-one: a session named after another's hashed segment
+//! would otherwise share its channel, and a token for one would read the other. The mapping is
+//! public and unkeyed on purpose: the app's server computes the same channel for its page (a
+//! session name is not personal data), and the tokens, not the channel names, decide who may
+//! listen.
 
 use crate::envelope::DEFAULT_SESSION;
 use aws_lc_rs::digest;
@@ -37,21 +40,26 @@ pub fn is_valid_segment(segment: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
-/// A session name as the envelope allows it: 1–64 printable ASCII characters.
+/// What a session name is, in the words of [`check_session`]'s refusal.
+pub const SESSION_RULE: &str = "1 to 64 ASCII letters, digits or punctuation (no spaces)";
+
+/// A session name as the envelope allows it (`SESSION_RULE`), so a token never names a
+/// session no event can have.
 pub fn check_session(session: &str) -> Result<(), String> {
     if session.is_empty()
         || session.len() > MAX_SESSION_LEN
-        || !session.bytes().all(|b| (0x20..0x7f).contains(&b))
+        || !session.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Err("a session name is 1 to 64 printable ASCII characters".into());
+        return Err(format!("a session name is {SESSION_RULE}"));
     }
     Ok(())
 }
 
-/// The channel segment for a session: the name itself when legal, else `h-` + 32 hex
-/// characters of its SHA-256.
+/// The channel segment for a session: the name itself when it is a legal segment not starting
+/// with `h-`/`H-`, else `h-` + 32 hex characters of its SHA-256.
 pub fn session_segment(session: &str) -> String {
-    if is_valid_segment(session) {
+    let hashed_form = session.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("h-"));
+    if is_valid_segment(session) && !hashed_form {
         return session.to_owned();
     }
     let hash = digest::digest(&digest::SHA256, session.as_bytes());
@@ -100,7 +108,7 @@ mod tests {
     #[test]
     fn other_names_become_a_stable_legal_hash() {
         for name in [
-            "sales team",
+            "sales.team",
             "a_b",
             "-lead",
             "trail-",
@@ -114,13 +122,32 @@ mod tests {
             assert!(is_valid_segment(&segment), "{segment}");
             assert_eq!(segment, session_segment(name), "stable");
         }
-        assert_ne!(session_segment("a_b"), session_segment("a b"));
+        assert_ne!(session_segment("a_b"), session_segment("a.b"));
         // A fixed vector, so the app's server can check its own implementation against it:
-        // the first 16 bytes of SHA-256("sales team") in hex.
+        // the first 16 bytes of SHA-256("sales.team") in hex.
         assert_eq!(
-            session_segment("sales team"),
-            "h-5892f34a5e0786f61fcea24113152ced"
+            session_segment("sales.team"),
+            "h-20edde6c7a20d4b4b8f72b7d26264224"
         );
+    }
+
+    #[test]
+    fn a_name_shaped_like_a_hashed_segment_gets_a_channel_of_its_own() {
+        let taken = session_segment("sales.team");
+        assert_eq!(taken, "h-20edde6c7a20d4b4b8f72b7d26264224");
+        // The same characters as a session name: hashed in turn, not kept.
+        assert_eq!(
+            session_segment(&taken),
+            "h-4130ce668144fac4d95eb5d57fb09bdf"
+        );
+        for name in ["h-x", "H-x", "h-1", &taken.to_uppercase()] {
+            let segment = session_segment(name);
+            assert_ne!(segment, name);
+            assert!(segment.starts_with("h-") && segment.len() == 34, "{name}");
+        }
+        // Names merely containing `h-` are kept.
+        assert_eq!(session_segment("ah-1"), "ah-1");
+        assert_eq!(session_segment("h"), "h");
     }
 
     #[test]
@@ -162,5 +189,8 @@ mod tests {
         assert!(check_session("").is_err());
         assert!(check_session(&"s".repeat(65)).is_err());
         assert!(check_session("tab\there").is_err());
+        // The envelope's rule: no spaces, so no token names a session no event can have.
+        assert!(check_session("sales team").is_err());
+        assert!(check_session("sales.team").is_ok());
     }
 }

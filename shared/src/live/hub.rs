@@ -746,13 +746,13 @@ mod tests {
         let hub = hub(4);
         let claims = Claims {
             sub: "u".into(),
-            sessions: vec!["default".into(), "sales team".into()],
+            sessions: vec!["default".into(), "sales.team".into()],
             exp: u64::MAX,
             iat: None,
             nbf: None,
         };
         assert!(hub.allowed(&claims, "/relay/default"));
-        assert!(hub.allowed(&claims, &session_channel("relay", "sales team")));
+        assert!(hub.allowed(&claims, &session_channel("relay", "sales.team")));
         assert!(!hub.allowed(&claims, "/relay/other"));
         assert!(!hub.allowed(&claims, "/other/default"));
         assert!(!hub.allowed(&claims, "/relay/default/x"));

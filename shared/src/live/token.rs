@@ -232,7 +232,7 @@ fn bad_json_or_alg(token: &str) -> TokenError {
 fn check_shape(claims: &Claims) -> Result<(), TokenError> {
     if claims.sub.is_empty() || claims.sub.len() > 256 {
         return Err(TokenError::BadClaims(
-            "sub must be 1 to 256 characters".into(),
+            "sub must be 1 to 256 bytes".into(),
         ));
     }
     if claims.sessions.is_empty() || claims.sessions.len() > MAX_SESSIONS {
@@ -246,8 +246,9 @@ fn check_shape(claims: &Claims) -> Result<(), TokenError> {
         .find(|s| crate::live::channel::check_session(s).is_err())
     {
         return Err(TokenError::BadClaims(format!(
-            "sessions: {:?} is not a session name (1 to 64 printable ASCII characters)",
-            bad.chars().take(70).collect::<String>()
+            "sessions: {:?} is not a session name ({})",
+            bad.chars().take(70).collect::<String>(),
+            crate::live::channel::SESSION_RULE
         )));
     }
     Ok(())

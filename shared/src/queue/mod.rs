@@ -12,10 +12,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// The queues' `maxReceiveCount`: only a safety net. The dispatcher counts real attempts and
-/// moves exhausted messages to the DLQ itself; receives run far ahead of attempts for messages
-/// held behind a failing head of their group, so this is set high enough never to catch one
-/// (it catches a message whose every batch crashes the dispatcher).
-pub const SAFETY_NET_RECEIVES: u32 = 100;
+/// moves exhausted messages to the DLQ itself. Receives run far ahead of attempts for messages
+/// held behind a failing head of their group: the batch that hands out a head hands out up to
+/// nine of its group behind it, and each of them is counted a receive per attempt of that
+/// head. A message can so collect `MAX_BATCH × (MAX_WAITS + 1)` = 210 receives legitimately
+/// (nine heads before it tried 21 times each, then its own 21), and this stays above that
+/// with room for batches a dispatcher timeout cut short. What it catches is a message whose
+/// every batch crashes the dispatcher, which holds its chat for 300 × the 6-minute visibility
+/// timeout (30 h) before SQS moves it. SQS allows 1 to 1,000 (`RedrivePolicy`, "The value of
+/// maxReceiveCount is 1 to 1,000").
+pub const SAFETY_NET_RECEIVES: u32 = 300;
 
 // SQS's limits, which the relay's code depends on: defined here, beside the port, once.
 

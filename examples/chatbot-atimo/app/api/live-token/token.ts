@@ -52,9 +52,9 @@ export interface LiveTokenResponse {
   expiresAt: number;
 }
 
-/** A session name as the relay accepts it: 1 to 64 printable ASCII characters. */
+/** A session name as the relay accepts it: 1 to 64 ASCII letters, digits or punctuation. */
 export function isSessionName(session: string): boolean {
-  return /^[\x20-\x7e]{1,64}$/.test(session);
+  return /^[\x21-\x7e]{1,64}$/.test(session);
 }
 
 /** Signs a live token for `sessions`, valid from `now` for `ttlSeconds`. */
@@ -109,10 +109,16 @@ export function createLiveTokenHandler(options: LiveTokenOptions): (request: Req
 
     const viewer = await options.authenticate(request);
     if (!viewer) return json(401, { error: "unauthenticated", message: "sign in to the app first" });
+    // The relay refuses a token whose `sub` is empty or over 256 bytes; the page would then
+    // retry a refused token forever, so the app's wiring is named here instead.
+    const userBytes = new TextEncoder().encode(viewer.user).length;
+    if (!(userBytes >= 1 && userBytes <= 256)) {
+      return json(500, { error: "not_configured", message: "the signed-in user's id must be 1 to 256 bytes (UTF-8)" });
+    }
 
     const session = new URL(request.url).searchParams.get("session") ?? "default";
     if (!isSessionName(session)) {
-      return json(400, { error: "invalid_session", message: "session must be 1 to 64 printable ASCII characters" });
+      return json(400, { error: "invalid_session", message: "session must be 1 to 64 ASCII letters, digits or punctuation (no spaces)" });
     }
     if (!viewer.sessions.includes(session)) {
       return json(403, { error: "forbidden", message: "this account may not watch that WhatsApp session" });
