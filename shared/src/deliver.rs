@@ -171,6 +171,7 @@ impl Receiver {
             client: self.client,
             url: self.url,
             secrets,
+            timeout: self.timeout,
         }
     }
 }
@@ -181,6 +182,7 @@ pub struct Deliverer {
     client: reqwest::Client,
     url: reqwest::Url,
     secrets: Arc<SecretSet>,
+    timeout: Duration,
 }
 
 impl Deliverer {
@@ -194,6 +196,11 @@ impl Deliverer {
 
     pub fn url(&self) -> &reqwest::Url {
         &self.url
+    }
+
+    /// The longest one attempt can take (the client's whole-request timeout).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// One signed POST. `event_id` is the `webhook-id`: the same on every retry, so the

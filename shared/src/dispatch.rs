@@ -13,6 +13,11 @@
 //!   is copied to the DLQ (same body and group) and reported done, so the caller deletes it
 //!   and its group goes on with the next message in the same batch.
 //! - A `qr` event older than the QR lifetime is reported done without being sent (`Expired`).
+//! - Near the invocation's deadline no attempt starts: a message that could not finish in time
+//!   is reported failed unsent, with the rest of its group, and made visible again at once.
+//!   Lambda discards the whole response of an invocation that times out, so every message of
+//!   the batch, delivered ones included, would come back after the queue's visibility timeout
+//!   and be delivered twice.
 //!
 //! Attempts are counted, not inferred from `ApproximateReceiveCount`: messages held behind a
 //! failing head are received again and again without an attempt, so receive counts would send
@@ -49,6 +54,17 @@ pub const AGING_LIMIT: Duration = Duration::from_secs(13 * 24 * 3600);
 
 /// How many times a refused visibility change is asked again, each time for half as long.
 const VISIBILITY_TRIES: u32 = 4;
+
+/// Time kept free before the invocation's deadline, besides one attempt's timeout, for what a
+/// failed attempt calls for afterwards: the ledger's write and a visibility change, or the DLQ
+/// copy (each bounded at 4 s by the SDK clients' operation timeout), and the answer to Lambda.
+pub const SETTLE_RESERVE: Duration = Duration::from_secs(10);
+
+/// Lambda's deadline for the invocation (`Lambda-Runtime-Deadline-Ms`, unix milliseconds) as
+/// an `Instant` on this process's clock.
+pub fn deadline_from_unix_ms(deadline_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(unix_millis()))
+}
 
 /// The queue the batch came from and the DLQ the dispatcher moves exhausted messages to.
 pub struct DispatchQueues {
@@ -97,7 +113,10 @@ impl Job {
             receive_count: attribute(attr::RECEIVE_COUNT)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1),
-            sent_timestamp_ms: attribute(attr::SENT_TIMESTAMP).and_then(|t| t.parse().ok()),
+            // 0 is no time SQS stamps: a record without one must not look 56 years old.
+            sent_timestamp_ms: attribute(attr::SENT_TIMESTAMP)
+                .and_then(|t| t.parse().ok())
+                .filter(|&ms| ms > 0),
             receipt_handle: record.receipt_handle.unwrap_or_default(),
             message_id,
             body,
@@ -108,10 +127,12 @@ impl Job {
         self.event_type.map_or("unknown", EventType::as_str)
     }
 
-    /// The DLQ copy's deduplication id: the original one plus this message's send time. A
-    /// dispatcher that crashes between the copy and the delete copies again under the same id
-    /// (SQS drops the repeat); a message redriven and dead-lettered again within SQS's 5-minute
-    /// window was sent anew, so its copy is not mistaken for the first one and dropped.
+    /// The DLQ copy's deduplication id: the original one plus this message's send time, so a
+    /// message redriven and dead-lettered again within SQS's 5-minute window (it was sent
+    /// anew) is not mistaken for the first copy and dropped. A repeat of the same copy within
+    /// the window is dropped; a dispatcher that crashed between copy and delete gets the
+    /// message back only after the 360 s visibility timeout, past the window, and copies it
+    /// again (the DLQ then holds the event twice, under one `webhook-id`).
     fn dead_letter_dedup_id(&self) -> String {
         let base = self.dedup_id.as_deref().unwrap_or(&self.message_id);
         let suffix = format!(".d{}", self.sent_timestamp_ms.unwrap_or_default());
@@ -176,15 +197,25 @@ impl Dispatcher {
         self
     }
 
-    /// The handler: delivers a batch and returns the messages that must stay in the queue.
+    /// The handler without a deadline (the local stack's poller, tests).
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.handle_batch_until(event, None).await
+    }
+
+    /// The handler: delivers a batch and returns the messages that must stay in the queue. No
+    /// attempt starts unless it can end, and its failure be settled, before `deadline`.
+    pub async fn handle_batch_until(
+        &self,
+        event: SqsEvent,
+        deadline: Option<Instant>,
+    ) -> SqsBatchResponse {
         let started = Instant::now();
         let groups = group_in_order(event.records.into_iter().map(Job::from_record));
         let summary = self.metrics.summary("delivered");
         let failed = join_all(
             groups
                 .into_iter()
-                .map(|jobs| self.deliver_group(jobs, started, &summary)),
+                .map(|jobs| self.deliver_group(jobs, started, deadline, &summary)),
         )
         .await;
         summary.emit();
@@ -198,17 +229,26 @@ impl Dispatcher {
         &self,
         jobs: Vec<Job>,
         started: Instant,
+        deadline: Option<Instant>,
         summary: &Summary,
     ) -> Vec<String> {
         let mut jobs = jobs.into_iter();
         let mut failed = Vec::new();
+        let mut why_held = "not sent: an earlier message of its group failed";
+        let mut out_of_time = None;
         for job in jobs.by_ref() {
+            if !self.time_for_an_attempt(deadline) {
+                why_held = "not sent: too little of the invocation's time is left";
+                out_of_time = Some(job);
+                break;
+            }
             if let Settled::Retry = self.settle(&job, started, summary).await {
                 failed.push(job.message_id);
                 break;
             }
         }
-        for held in jobs {
+        let mut released = Vec::new();
+        for held in out_of_time.into_iter().chain(jobs) {
             if let (true, Some(body)) = (self.aging(&held), held.body.clone()) {
                 let reason = DeadLetterReason::Aging;
                 match self
@@ -225,11 +265,19 @@ impl Dispatcher {
                 event_type = held.type_name(),
                 group = %held.group,
                 outcome = "held",
-                "not sent: an earlier message of its group failed"
+                "{why_held}"
             );
-            self.set_visibility(&held, Duration::ZERO, started).await;
-            failed.push(held.message_id);
+            released.push(held);
         }
+        // All at once: they are independent, and near the deadline there is no time for nine
+        // round trips one after another.
+        join_all(
+            released
+                .iter()
+                .map(|held| self.set_visibility(held, Duration::ZERO, started)),
+        )
+        .await;
+        failed.extend(released.into_iter().map(|held| held.message_id));
         failed
     }
 
@@ -253,7 +301,7 @@ impl Dispatcher {
             return Settled::Retry;
         };
         let earlier = self.earlier_failures(job).await;
-        let attempt = earlier + 1;
+        let attempt = earlier.saturating_add(1);
         let (outcome, took) = self.deliverer.attempt(&job.event_id, body.clone()).await;
         let duration_ms = took.as_secs_f64() * 1000.0;
         summary.put(metric::DELIVERY_LATENCY, duration_ms, Unit::Milliseconds);
@@ -317,7 +365,7 @@ impl Dispatcher {
         duration_ms: f64,
         started: Instant,
     ) -> Settled {
-        let attempt = earlier + 1;
+        let attempt = earlier.saturating_add(1);
         self.metrics.count(
             metric::DELIVERY_FAILED,
             Some((dimension::STATUS_CLASS, failure.class())),
@@ -357,6 +405,13 @@ impl Dispatcher {
         let set = self.set_visibility(job, wanted, started).await;
         log_failure("retry", set.map(|d| d.as_secs()));
         Settled::Retry
+    }
+
+    /// Whether one more attempt, and settling its failure, fit before `deadline`.
+    fn time_for_an_attempt(&self, deadline: Option<Instant>) -> bool {
+        deadline.is_none_or(|deadline| {
+            Instant::now() + self.deliverer.timeout() + SETTLE_RESERVE <= deadline
+        })
     }
 
     /// Older than [`AGING_LIMIT`] by the queue's own clock (`SentTimestamp`).
@@ -583,7 +638,10 @@ mod tests {
 
     /// A receiver answering by the message's `id`: 204 unless `script` names another status.
     /// Returns its URL and the ids it was sent, in order.
-    async fn receiver(script: ScriptMap) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+    async fn receiver(
+        script: ScriptMap,
+        answer_after: Duration,
+    ) -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let app = axum::Router::new().fallback(move |body: String| {
@@ -593,6 +651,7 @@ mod tests {
                 let id: serde_json::Value = serde_json::from_str(&body).unwrap();
                 let id = id["id"].as_str().unwrap().to_owned();
                 log.lock().unwrap().push(id.clone());
+                tokio::time::sleep(answer_after).await;
                 let (status, retry_after) = script.get(id.as_str()).copied().unwrap_or((204, None));
                 let mut response = axum::response::IntoResponse::into_response(
                     StatusCode::from_u16(status).unwrap(),
@@ -650,6 +709,10 @@ mod tests {
         ledger: Arc<MemoryLedger>,
         refuse_above: Option<Duration>,
         policy: RetryPolicy,
+        /// The invocation's deadline, counted from the start of `dispatch`.
+        deadline_in: Option<Duration>,
+        /// How long the receiver takes to answer each delivery.
+        answer_after: Duration,
     }
 
     impl Setup {
@@ -659,6 +722,8 @@ mod tests {
                 ledger: Arc::new(MemoryLedger::new()),
                 refuse_above: None,
                 policy: RetrySchedule::parse("10,20,30").unwrap().into(),
+                deadline_in: None,
+                answer_after: Duration::ZERO,
             }
         }
 
@@ -670,7 +735,7 @@ mod tests {
             let dlq = Arc::new(RecordingQueue::default());
             let secrets =
                 Arc::new(SecretSet::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap());
-            let (url, seen) = receiver(self.script).await;
+            let (url, seen) = receiver(self.script, self.answer_after).await;
             let deliverer = Deliverer::new(url, secrets, Duration::from_secs(5)).unwrap();
             let queues = DispatchQueues {
                 source: queue.clone(),
@@ -681,7 +746,8 @@ mod tests {
                 .with_jitter(Arc::new(|| 0.5));
             let mut event = SqsEvent::default();
             event.records = records;
-            let response = dispatcher.handle_batch(event).await;
+            let deadline = self.deadline_in.map(|d| Instant::now() + d);
+            let response = dispatcher.handle_batch_until(event, deadline).await;
             let mut visibility = queue.visibility.lock().unwrap().clone();
             visibility.sort_by(|x, y| x.0.cmp(&y.0));
             Run {
@@ -875,5 +941,70 @@ mod tests {
         let mut sent = run.sent;
         sent.sort();
         assert_eq!(sent, ["new-qr", "old-status"], "status events never expire");
+    }
+
+    #[tokio::test]
+    async fn no_attempt_starts_that_could_outrun_the_invocation() {
+        // 1 s left: less than one attempt's 5 s timeout plus the settling reserve.
+        let setup = Setup {
+            deadline_in: Some(S(1)),
+            ..Setup::new(HashMap::new())
+        };
+        let ledger = Arc::clone(&setup.ledger);
+        let run = setup
+            .dispatch(vec![record("a1", "a", 1), record("a2", "a", 1), record("b1", "b", 1)])
+            .await;
+        assert!(run.sent.is_empty(), "nothing sent: {:?}", run.sent);
+        assert_eq!(run.failed, ["mid-a1", "mid-a2", "mid-b1"]);
+        assert_eq!(
+            run.visibility,
+            [
+                ("rh-a1".into(), S(0)),
+                ("rh-a2".into(), S(0)),
+                ("rh-b1".into(), S(0))
+            ],
+            "visible again at once, for the next invocation"
+        );
+        assert_eq!(ledger.failed_attempts("mid-a1").await.unwrap(), 0, "no attempt counted");
+        assert!(run.dead_lettered.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_fits_runs_and_its_group_stops_where_time_runs_short() {
+        // Room for the first attempt of each group (timeout 5 s + reserve 10 s, 2 s to spare),
+        // not for a second once the first took 3 s.
+        let setup = Setup {
+            deadline_in: Some(S(5) + SETTLE_RESERVE + S(2)),
+            answer_after: S(3),
+            ..Setup::new(HashMap::new())
+        };
+        let records = vec![
+            record("a1", "a", 1),
+            record("a2", "a", 1),
+            record("a3", "a", 1),
+            record("b1", "b", 1),
+        ];
+        let mut run = setup.dispatch(records).await;
+        run.sent.sort();
+        assert_eq!(run.sent, ["a1", "b1"], "the first of each group, concurrently");
+        assert_eq!(run.failed, ["mid-a2", "mid-a3"], "a1 and b1 delivered");
+        assert_eq!(
+            run.visibility,
+            [("rh-a2".into(), S(0)), ("rh-a3".into(), S(0))]
+        );
+    }
+
+    #[test]
+    fn lambdas_deadline_becomes_an_instant_and_a_missing_send_time_is_no_time() {
+        let in_a_minute = deadline_from_unix_ms(unix_millis() + 60_000);
+        let left = in_a_minute.saturating_duration_since(Instant::now());
+        assert!(left > S(50) && left <= S(60), "{left:?}");
+        let past = deadline_from_unix_ms(1);
+        assert!(past <= Instant::now());
+
+        let mut zero = record("z", "z", 1);
+        zero.attributes
+            .insert(attr::SENT_TIMESTAMP.to_owned(), "0".to_owned());
+        assert_eq!(Job::from_record(zero).sent_timestamp_ms, None);
     }
 }

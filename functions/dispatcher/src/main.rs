@@ -7,7 +7,8 @@
 //! not pay for the TLS handshake; then configuration is read and the HTTP client, the SQS
 //! clients (queue and DLQ) and the attempts ledger (DynamoDB) are set up, the last two built
 //! on first use, as only failures need them. The handler is
-//! `relay_shared::dispatch::Dispatcher::handle_batch`, the same one the local stack runs.
+//! `relay_shared::dispatch::Dispatcher::handle_batch_until` (the invocation's deadline), the
+//! same handler the local stack runs.
 //! One thread: Lambda hands an execution environment one batch at a time, and a batch's
 //! deliveries are waits on the network, run concurrently on that thread.
 
@@ -16,7 +17,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use relay_shared::attempts::dynamodb::DynamoLedger;
 use relay_shared::config::{DispatcherConfig, delivery_target};
 use relay_shared::deliver::{Deliverer, Receiver};
-use relay_shared::dispatch::{DispatchQueues, Dispatcher};
+use relay_shared::dispatch::{DispatchQueues, Dispatcher, deadline_from_unix_ms};
 use relay_shared::queue::sqs::{SqsQueue, lambda_sdk_config};
 use relay_shared::secrets::configure_lambda_alongside;
 use relay_shared::telemetry::{Metrics, MetricsSink, init_json_logs};
@@ -55,7 +56,15 @@ async fn main() -> Result<(), Error> {
         Arc::new(Dispatcher::new(deliverer, queues, delivery.retry, metrics).with_attempts(ledger));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let dispatcher = Arc::clone(&dispatcher);
-        async move { Ok::<SqsBatchResponse, Error>(dispatcher.handle_batch(event.payload).await) }
+        // No attempt starts that could outrun the function's timeout (see `dispatch`).
+        let deadline = deadline_from_unix_ms(event.context.deadline);
+        async move {
+            Ok::<SqsBatchResponse, Error>(
+                dispatcher
+                    .handle_batch_until(event.payload, Some(deadline))
+                    .await,
+            )
+        }
     }))
     .await
 }
