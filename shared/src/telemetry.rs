@@ -28,7 +28,9 @@ pub mod metric {
     pub const EXPIRED: &str = "Expired";
     /// A live push that failed or timed out (the event was stored all the same).
     pub const LIVE_PUBLISH_FAILED: &str = "LivePublishFailed";
-    pub const ALL: [&str; 7] = [
+    /// An event over AppSync Events' 240 KB limit, pushed live as a `tooLarge` notice.
+    pub const LIVE_TOO_LARGE: &str = "LiveTooLarge";
+    pub const ALL: [&str; 8] = [
         REJECTED,
         DELIVERY_FAILED,
         DELIVERY_LATENCY,
@@ -36,6 +38,7 @@ pub mod metric {
         DEAD_LETTERED,
         EXPIRED,
         LIVE_PUBLISH_FAILED,
+        LIVE_TOO_LARGE,
     ];
 }
 

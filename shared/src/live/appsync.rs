@@ -11,9 +11,12 @@
 //! the region the API's. The role needs `appsync:EventPublish` on the namespace's ARN,
 //! `arn:aws:appsync:<region>:<account>:apis/<apiId>/channelNamespace/<name>` (the template).
 //!
-//! One event per request, concurrently: ingest publishes at most ten (a batch) and a request
-//! of one keeps a refusal tied to its event. The wait is bounded twice: this client's timeout
-//! and `LivePublishing`'s budget around all of them. Never retried (at most once, by design).
+//! One event per request: a request of one keeps a refusal tied to its event. `LivePublishing`
+//! sends one session's events one after another (the page applies them in arrival order) and
+//! different sessions concurrently; a 5-event batch is not used for the order, since the page
+//! quoted above does not say a batch reaches subscribers in its order. The wait is bounded
+//! twice: this client's timeout and `LivePublishing`'s budget around all of them. Never
+//! retried (at most once, by design).
 //!
 //! Credentials come from the function's one `SdkConfig` provider and are reused until five
 //! minutes before they expire (Lambda's come from the environment and do not change).

@@ -5,7 +5,12 @@
 //! sender will have to send again), is bounded by [`PUBLISH_TIMEOUT`], is never retried, and
 //! never changes ingest's answer: a failure is counted (`LivePublishFailed`) and logged
 //! without the payload. A `qr` older than `QR_TTL_SECONDS` by its envelope's `timestamp` is
-//! not pushed: the code is dead by then.
+//! not pushed: the code is dead by then. An event over [`MAX_EVENT_BYTES`] is pushed as a
+//! notice, counted (`LiveTooLarge`) and logged by id and size.
+//!
+//! Order: one session's events of a request are pushed one after another, in the request's
+//! order, because the page applies `status` and `qr` as last-arrival-wins (`[qr, connected]`
+//! reversed would leave a dead QR on a connected session); different sessions go concurrently.
 //!
 //! Adapters: the local hub (`live::hub`, in process) and, on AWS, AppSync Events' HTTP
 //! publish.
@@ -103,29 +108,57 @@ impl LivePublishing {
                 return None;
             }
         }
-        Some(live_event(envelope, raw, routing, received_ms))
+        let (event, oversize) = build_live_event(envelope, raw, routing, received_ms);
+        if let Some(size) = oversize {
+            self.metrics.count(metric::LIVE_TOO_LARGE, None);
+            // Id and size only: the envelope is what was too large, and it may be personal data.
+            tracing::info!(
+                event_id = %routing.event_id,
+                size,
+                outcome = "live-too-large",
+                "event over the live channel's 240 KB limit pushed as a notice"
+            );
+        }
+        Some(event)
     }
 
-    /// Pushes every event concurrently, waiting at most the budget; counts and logs failures.
+    /// Pushes each session's events one after another in the given order, sessions
+    /// concurrently, all within the budget; counts and logs failures.
     pub async fn publish_all(&self, events: Vec<LiveEvent>) {
         if events.is_empty() {
             return;
         }
-        let pushes = events.iter().map(|e| self.publisher.publish(e));
-        let outcome = tokio::time::timeout(self.timeout, futures::future::join_all(pushes)).await;
-        match outcome {
-            Ok(results) => {
-                for (event, result) in events.iter().zip(results) {
-                    if let Err(error) = result {
-                        self.failed(event, &error);
-                    }
-                }
+        // Sessions in order of first appearance, each with its events in the given order. At
+        // most ten events (a batch): a linear search is cheaper than a map.
+        let mut sessions: Vec<Vec<Push<'_>>> = Vec::new();
+        for event in &events {
+            let push = Push {
+                event,
+                result: None,
+            };
+            match sessions
+                .iter_mut()
+                .find(|s| s[0].event.session == event.session)
+            {
+                Some(queue) => queue.push(push),
+                None => sessions.push(vec![push]),
             }
-            Err(_) => {
-                let error = PublishError::Timeout(self.timeout.as_millis());
-                for event in &events {
-                    self.failed(event, &error);
-                }
+        }
+        let publisher = &self.publisher;
+        let chains = sessions.iter_mut().map(|queue| async move {
+            for push in queue.iter_mut() {
+                push.result = Some(publisher.publish(push.event).await);
+            }
+        });
+        // Over budget, the chains are dropped where they stand: what finished keeps its
+        // result, the rest (in flight or not started) counts as timed out.
+        let _ = tokio::time::timeout(self.timeout, futures::future::join_all(chains)).await;
+        let timeout = PublishError::Timeout(self.timeout.as_millis());
+        for push in sessions.iter().flatten() {
+            match &push.result {
+                Some(Ok(())) => {}
+                Some(Err(error)) => self.failed(push.event, error),
+                None => self.failed(push.event, &timeout),
             }
         }
     }
@@ -143,10 +176,26 @@ impl LivePublishing {
     }
 }
 
+/// One event of a `publish_all` call and, once its push ended, how.
+struct Push<'a> {
+    event: &'a LiveEvent,
+    result: Option<Result<(), PublishError>>,
+}
+
 /// The payload subscribers receive: `{"id", "type", "session", "receivedAt", "envelope"}`,
 /// the envelope byte for byte as accepted; or, over [`MAX_EVENT_BYTES`], the same without
 /// `envelope` and with `"tooLarge": true` and a notice to fetch it from the app.
 pub fn live_event(envelope: &Value, raw: &str, routing: &Routing, received_ms: u64) -> LiveEvent {
+    build_live_event(envelope, raw, routing, received_ms).0
+}
+
+/// [`live_event`], and the full payload's size in bytes when it was over [`MAX_EVENT_BYTES`].
+fn build_live_event(
+    envelope: &Value,
+    raw: &str,
+    routing: &Routing,
+    received_ms: u64,
+) -> (LiveEvent, Option<usize>) {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Payload<'a> {
@@ -174,18 +223,22 @@ pub fn live_event(envelope: &Value, raw: &str, routing: &Routing, received_ms: u
         notice: None,
     };
     let mut text = serde_json::to_string(&payload).unwrap_or_default();
-    if text.len() > MAX_EVENT_BYTES || raw_value.is_none() {
+    let oversize = (text.len() > MAX_EVENT_BYTES).then_some(text.len());
+    // `raw` not parsing is not an oversize (ingest only passes text it parsed): a notice all
+    // the same, not counted.
+    if oversize.is_some() || raw_value.is_none() {
         payload.envelope = None;
         payload.too_large = Some(true);
         payload.notice = Some("the event is too large to push live: fetch it from the app");
         text = serde_json::to_string(&payload).unwrap_or_default();
     }
-    LiveEvent {
+    let event = LiveEvent {
         session: session.to_owned(),
         event_id: routing.event_id.clone(),
         event_type: routing.event_type,
         payload: text,
-    }
+    };
+    (event, oversize)
 }
 
 fn rfc3339_millis(text: &str) -> Option<u64> {
@@ -255,19 +308,212 @@ mod tests {
         assert!(event.payload.contains(raw), "byte for byte");
     }
 
+    /// A `MakeWriter` that appends log lines to a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn message(content: &str) -> String {
+        format!(
+            r#"{{"event":"message","data":{{"message":{{"content":"{content}"}}}},"timestamp":"2025-12-21T18:20:00Z"}}"#
+        )
+    }
+
     #[test]
     fn an_event_over_240_kb_becomes_a_notice() {
-        let text = "x".repeat(MAX_EVENT_BYTES);
-        let raw = format!(
-            r#"{{"event":"message","data":{{"message":{{"content":"{text}"}}}},"timestamp":"2025-12-21T18:20:00Z"}}"#
-        );
-        let value: Value = serde_json::from_str(&raw).unwrap();
-        let event = live_event(&value, &raw, &routing(EventType::Message), NOW_MS);
-        assert!(event.payload.len() < 1000);
-        let payload: Value = serde_json::from_str(&event.payload).unwrap();
+        let buffer: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorder = Arc::new(Recorder(Mutex::new(vec![]), None, Duration::ZERO));
+        let live = live(recorder, buffer.clone());
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber =
+            crate::telemetry::json_subscriber("info".parse().unwrap(), move || writer.clone());
+
+        let small = message("hello");
+        let big = message(&"x".repeat(MAX_EVENT_BYTES));
+        let prepare = |raw: &str| {
+            let value: Value = serde_json::from_str(raw).unwrap();
+            live.prepare(&value, raw, &routing(EventType::Message), NOW_MS)
+                .unwrap()
+        };
+        let (small_event, big_event) = tracing::subscriber::with_default(subscriber, || {
+            let small_event = prepare(&small);
+            assert!(
+                buffer.lock().unwrap().is_empty(),
+                "a small event is no notice"
+            );
+            (small_event, prepare(&big))
+        });
+        assert!(small_event.payload.contains(&small));
+
+        let payload: Value = serde_json::from_str(&big_event.payload).unwrap();
+        assert!(big_event.payload.len() < 1000);
         assert_eq!(payload["tooLarge"], true);
         assert_eq!(payload["id"], "evt_1");
         assert!(payload.get("envelope").is_none());
+        // The same event through the free function: the notice is the same, uncounted.
+        let value: Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(
+            live_event(&value, &big, &routing(EventType::Message), NOW_MS),
+            big_event
+        );
+
+        let metrics = buffer.lock().unwrap();
+        assert_eq!(metrics.len(), 1, "{metrics:?}");
+        let emf: Value = serde_json::from_str(&metrics[0]).unwrap();
+        assert_eq!(emf[metric::LIVE_TOO_LARGE], 1.0);
+
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = logs
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{logs}");
+        assert_eq!(lines[0]["event_id"], "evt_1");
+        assert_eq!(lines[0]["outcome"], "live-too-large");
+        // The size of the payload that would have been pushed: the envelope and its wrapper.
+        let size = lines[0]["size"].as_u64().unwrap() as usize;
+        assert!(size > big.len() && size < big.len() + 200, "{size}");
+        assert!(!logs.contains("xxxxxxxx"), "no content in the log");
+    }
+
+    /// Records when each push started and ended; each event's push takes its own delay.
+    #[derive(Default)]
+    struct Timed {
+        delays: Vec<(&'static str, Duration)>,
+        log: Mutex<Vec<(String, &'static str, Duration)>>,
+        start: Mutex<Option<tokio::time::Instant>>,
+    }
+
+    impl Timed {
+        fn new(delays: Vec<(&'static str, Duration)>) -> Self {
+            Timed {
+                delays,
+                start: Mutex::new(Some(tokio::time::Instant::now())),
+                ..Timed::default()
+            }
+        }
+
+        fn note(&self, id: &str, what: &'static str) {
+            let since = self.start.lock().unwrap().unwrap().elapsed();
+            self.log.lock().unwrap().push((id.to_owned(), what, since));
+        }
+
+        fn at(&self, id: &str, what: &str) -> Option<Duration> {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .find(|(i, w, _)| i == id && *w == what)
+                .map(|(_, _, at)| *at)
+        }
+
+        fn ended(&self) -> Vec<String> {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .filter(|(_, w, _)| *w == "end")
+                .map(|(id, _, _)| id.clone())
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl Publisher for Timed {
+        async fn publish(&self, event: &LiveEvent) -> Result<(), PublishError> {
+            self.note(&event.event_id, "start");
+            let delay = self.delays.iter().find(|(id, _)| *id == event.event_id);
+            tokio::time::sleep(delay.map_or(Duration::ZERO, |(_, d)| *d)).await;
+            self.note(&event.event_id, "end");
+            Ok(())
+        }
+    }
+
+    fn event_of(session: &str, id: &str) -> LiveEvent {
+        LiveEvent {
+            session: session.into(),
+            event_id: id.into(),
+            event_type: EventType::Status,
+            payload: "{}".into(),
+        }
+    }
+
+    fn publishing(publisher: Arc<Timed>, buffer: Arc<Mutex<Vec<String>>>) -> LivePublishing {
+        LivePublishing::new(
+            publisher,
+            Duration::from_secs(60),
+            Metrics::new("test", MetricsSink::Buffer(buffer)),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sessions_events_go_in_order_sessions_concurrently() {
+        let ms = Duration::from_millis;
+        // The session's first push is the slowest: pushed concurrently, the second would land
+        // first and the page would keep a dead QR on a connected session.
+        let timed = Arc::new(Timed::new(vec![
+            ("qr", ms(100)),
+            ("connected", ms(10)),
+            ("other", ms(50)),
+        ]));
+        let buffer: Arc<Mutex<Vec<String>>> = Arc::default();
+        publishing(timed.clone(), buffer.clone())
+            .publish_all(vec![
+                event_of("sales", "qr"),
+                event_of("support", "other"),
+                event_of("sales", "connected"),
+            ])
+            .await;
+
+        assert_eq!(timed.ended(), ["other", "qr", "connected"]);
+        assert_eq!(
+            timed.at("connected", "start"),
+            Some(ms(100)),
+            "the second push starts when the first has ended"
+        );
+        assert_eq!(
+            timed.at("other", "start"),
+            Some(ms(0)),
+            "another session does not wait"
+        );
+        assert_eq!(timed.at("connected", "end"), Some(ms(110)));
+        assert!(buffer.lock().unwrap().is_empty(), "nothing failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_bounds_a_sessions_chain_and_counts_only_what_did_not_finish() {
+        let ms = Duration::from_millis;
+        let timed = Arc::new(Timed::new(vec![
+            ("first", ms(200)),
+            ("second", ms(100)),
+            ("alone", ms(10)),
+        ]));
+        let buffer: Arc<Mutex<Vec<String>>> = Arc::default();
+        let started = tokio::time::Instant::now();
+        publishing(timed.clone(), buffer.clone())
+            .publish_all(vec![
+                event_of("sales", "first"),
+                event_of("sales", "second"),
+                event_of("support", "alone"),
+            ])
+            .await;
+
+        assert_eq!(
+            started.elapsed(),
+            PUBLISH_TIMEOUT,
+            "the budget, all together"
+        );
+        assert_eq!(timed.ended(), ["alone", "first"]);
+        assert_eq!(timed.at("second", "start"), Some(ms(200)));
+        let metrics = buffer.lock().unwrap();
+        assert_eq!(metrics.len(), 1, "only the unfinished push: {metrics:?}");
+        assert!(metrics[0].contains(metric::LIVE_PUBLISH_FAILED));
     }
 
     #[tokio::test]

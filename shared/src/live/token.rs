@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-/// The longest a token may live: a leaked token is useless within minutes.
+/// The longest a token may live: a leaked token opens no new connection or subscription once it
+/// expires. It does not close one already open: AppSync Events (and the hub, which mirrors it)
+/// checks a token at connect and subscribe only.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// A token longer than this is refused unread: an honest one is a few hundred bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -231,9 +233,7 @@ fn bad_json_or_alg(token: &str) -> TokenError {
 
 fn check_shape(claims: &Claims) -> Result<(), TokenError> {
     if claims.sub.is_empty() || claims.sub.len() > 256 {
-        return Err(TokenError::BadClaims(
-            "sub must be 1 to 256 bytes".into(),
-        ));
+        return Err(TokenError::BadClaims("sub must be 1 to 256 bytes".into()));
     }
     if claims.sessions.is_empty() || claims.sessions.len() > MAX_SESSIONS {
         return Err(TokenError::BadClaims(format!(
