@@ -155,6 +155,32 @@ impl Authorizer {
         }
     }
 
+    /// One authorization request as the `live-auth` Lambda gets it → AppSync's answer, with
+    /// one log line per decision (operation, channel, outcome, reason; never the token).
+    pub fn handle(&self, request: Value, now: u64) -> AuthorizerResponse {
+        let decision = self.decide_value(request, now);
+        let operation = decision.operation.map_or("unparsed", |o| o.as_str());
+        let channel = decision.channel.as_deref().unwrap_or("");
+        match &decision.denial {
+            None => tracing::info!(
+                request_id = %decision.request_id,
+                operation,
+                channel,
+                outcome = "allowed",
+                "live authorization"
+            ),
+            Some(denial) => tracing::info!(
+                request_id = %decision.request_id,
+                operation,
+                channel,
+                outcome = "denied",
+                reason = %denial,
+                "live authorization"
+            ),
+        }
+        decision.response
+    }
+
     /// Decides a raw request (whatever AppSync sent) at `now` (unix seconds). Anything that
     /// does not parse is denied, never an error: an error would make AppSync answer with a
     /// less useful message and count a function failure.
@@ -416,5 +442,51 @@ mod tests {
             "nor in a debug dump of the request: {dump}"
         );
         assert!(dump.contains(&format!("<{} bytes>", t.len())), "{dump}");
+    }
+
+    /// A request as AppSync's Lambda authorizer documentation shows it, deserialized as the
+    /// runtime does (from the body's text), for the wire answer below.
+    fn wire_request(token: &str, operation: &str, channel: Option<&str>) -> Value {
+        let mut context = json!({
+            "apiId": "aaaaaa123123123example123",
+            "accountId": "111122223333",
+            "requestId": "f4081827-1111-4444-5555-5cf4695f339f",
+            "operation": operation,
+            "channelNamespaceName": null,
+            "channel": null,
+        });
+        if let Some(channel) = channel {
+            context["channelNamespaceName"] = json!("relay");
+            context["channel"] = json!(channel);
+        }
+        let body =
+            json!({"authorizationToken": token, "requestContext": context, "requestHeaders": {}})
+                .to_string();
+        serde_json::from_str(&body).expect("the runtime parses the body")
+    }
+
+    #[test]
+    fn the_wire_answer_is_what_appsync_reads() {
+        let answer = |request: Value| {
+            let response = authorizer().handle(request, NOW);
+            // What the runtime posts back to Lambda, and AppSync reads.
+            serde_json::from_str::<Value>(&serde_json::to_string(&response).unwrap()).unwrap()
+        };
+        let t = token(&["default"], 300, NOW);
+        let allowed = json!({"isAuthorized": true, "ttlOverride": 0});
+        let denied = json!({"isAuthorized": false, "ttlOverride": 0});
+        assert_eq!(answer(wire_request(&t, "EVENT_CONNECT", None)), allowed);
+        assert_eq!(
+            answer(wire_request(&t, "EVENT_SUBSCRIBE", Some("/relay/default"))),
+            allowed
+        );
+        for request in [
+            wire_request(&t, "EVENT_SUBSCRIBE", Some("/relay/sales")),
+            wire_request(&t, "EVENT_PUBLISH", Some("/relay/default")),
+            wire_request("not.a.token", "EVENT_CONNECT", None),
+            json!({}),
+        ] {
+            assert_eq!(answer(request.clone()), denied, "{request}");
+        }
     }
 }

@@ -8,9 +8,11 @@
 //! not pushed: the code is dead by then. An event over [`MAX_EVENT_BYTES`] is pushed as a
 //! notice, counted (`LiveTooLarge`) and logged by id and size.
 //!
-//! Order: one session's events of a request are pushed one after another, in the request's
-//! order, because the page applies `status` and `qr` as last-arrival-wins (`[qr, connected]`
-//! reversed would leave a dead QR on a connected session); different sessions go concurrently.
+//! Order: one session's events of a request are pushed in the request's order, because the
+//! page applies `status` and `qr` as last-arrival-wins (`[qr, connected]` reversed would leave
+//! a dead QR on a connected session): up to [`MAX_EVENTS_PER_PUBLISH`] in one publish, the
+//! next ones after it, so a batch of ten for one session is two round trips, not ten;
+//! different sessions go concurrently.
 //!
 //! Adapters: the local hub (`live::hub`, in process) and, on AWS, AppSync Events' HTTP
 //! publish.
@@ -51,11 +53,27 @@ pub enum PublishError {
     Timeout(u128),
 }
 
+/// AppSync Events, "Publish events via HTTP": "You can publish up to 5 events in a batch."
+pub const MAX_EVENTS_PER_PUBLISH: usize = 5;
+
 /// Where live events go.
 #[async_trait]
 pub trait Publisher: Send + Sync {
     /// Push one event to its session's channel, once. Implementations must not retry.
     async fn publish(&self, event: &LiveEvent) -> Result<(), PublishError>;
+
+    /// Push up to [`MAX_EVENTS_PER_PUBLISH`] events of one session, in their order, once,
+    /// appending one result per event to `results` as each is known (so a caller that stops
+    /// waiting keeps what finished). By default one after another.
+    async fn publish_in_order(
+        &self,
+        events: &[&LiveEvent],
+        results: &mut Vec<Result<(), PublishError>>,
+    ) {
+        for event in events {
+            results.push(self.publish(event).await);
+        }
+    }
 }
 
 /// What ingest holds to publish: the adapter, the QR lifetime, the time budget, the metrics.
@@ -130,35 +148,38 @@ impl LivePublishing {
         }
         // Sessions in order of first appearance, each with its events in the given order. At
         // most ten events (a batch): a linear search is cheaper than a map.
-        let mut sessions: Vec<Vec<Push<'_>>> = Vec::new();
+        let mut sessions: Vec<Chain<'_>> = Vec::new();
         for event in &events {
-            let push = Push {
-                event,
-                result: None,
-            };
             match sessions
                 .iter_mut()
-                .find(|s| s[0].event.session == event.session)
+                .find(|s| s.events[0].session == event.session)
             {
-                Some(queue) => queue.push(push),
-                None => sessions.push(vec![push]),
+                Some(chain) => chain.events.push(event),
+                None => sessions.push(Chain {
+                    events: vec![event],
+                    results: Vec::new(),
+                }),
             }
         }
         let publisher = &self.publisher;
-        let chains = sessions.iter_mut().map(|queue| async move {
-            for push in queue.iter_mut() {
-                push.result = Some(publisher.publish(push.event).await);
+        let chains = sessions.iter_mut().map(|chain| async move {
+            for chunk in chain.events.chunks(MAX_EVENTS_PER_PUBLISH) {
+                publisher
+                    .publish_in_order(chunk, &mut chain.results)
+                    .await;
             }
         });
         // Over budget, the chains are dropped where they stand: what finished keeps its
         // result, the rest (in flight or not started) counts as timed out.
         let _ = tokio::time::timeout(self.timeout, futures::future::join_all(chains)).await;
         let timeout = PublishError::Timeout(self.timeout.as_millis());
-        for push in sessions.iter().flatten() {
-            match &push.result {
-                Some(Ok(())) => {}
-                Some(Err(error)) => self.failed(push.event, error),
-                None => self.failed(push.event, &timeout),
+        for chain in &sessions {
+            for (index, event) in chain.events.iter().enumerate() {
+                match chain.results.get(index) {
+                    Some(Ok(())) => {}
+                    Some(Err(error)) => self.failed(event, error),
+                    None => self.failed(event, &timeout),
+                }
             }
         }
     }
@@ -176,10 +197,10 @@ impl LivePublishing {
     }
 }
 
-/// One event of a `publish_all` call and, once its push ended, how.
-struct Push<'a> {
-    event: &'a LiveEvent,
-    result: Option<Result<(), PublishError>>,
+/// One session's events of a `publish_all` call, and the results of those pushed so far.
+struct Chain<'a> {
+    events: Vec<&'a LiveEvent>,
+    results: Vec<Result<(), PublishError>>,
 }
 
 /// The payload subscribers receive: `{"id", "type", "session", "receivedAt", "envelope"}`,
@@ -571,5 +592,53 @@ mod tests {
             .publish_all(vec![event])
             .await;
         assert_eq!(buffer.lock().unwrap().len(), 1, "the timeout is counted");
+    }
+
+    /// Records each publish it is asked for: the event ids in one request.
+    #[derive(Default)]
+    struct Requests(Mutex<Vec<Vec<String>>>);
+
+    #[async_trait]
+    impl Publisher for Requests {
+        async fn publish(&self, event: &LiveEvent) -> Result<(), PublishError> {
+            self.0.lock().unwrap().push(vec![event.event_id.clone()]);
+            Ok(())
+        }
+
+        async fn publish_in_order(
+            &self,
+            events: &[&LiveEvent],
+            results: &mut Vec<Result<(), PublishError>>,
+        ) {
+            let ids = events.iter().map(|e| e.event_id.clone()).collect();
+            self.0.lock().unwrap().push(ids);
+            results.extend(events.iter().map(|_| Ok(())));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sessions_batch_goes_five_events_to_a_request_in_order() {
+        let requests = Arc::new(Requests::default());
+        let buffer: Arc<Mutex<Vec<String>>> = Arc::default();
+        let publishing = LivePublishing::new(
+            requests.clone(),
+            Duration::from_secs(60),
+            Metrics::new("test", MetricsSink::Buffer(buffer.clone())),
+        );
+        let mut events: Vec<LiveEvent> = (0..7).map(|i| event_of("sales", &format!("s{i}"))).collect();
+        events.insert(3, event_of("support", "x"));
+        publishing.publish_all(events).await;
+        let mut sent = requests.0.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(
+            sent,
+            [
+                vec!["s0", "s1", "s2", "s3", "s4"],
+                vec!["s5", "s6"],
+                vec!["x"]
+            ],
+            "AppSync's five per publish, in the batch's order; the other session apart"
+        );
+        assert!(buffer.lock().unwrap().is_empty(), "nothing failed");
     }
 }
