@@ -952,7 +952,11 @@ mod tests {
         };
         let ledger = Arc::clone(&setup.ledger);
         let run = setup
-            .dispatch(vec![record("a1", "a", 1), record("a2", "a", 1), record("b1", "b", 1)])
+            .dispatch(vec![
+                record("a1", "a", 1),
+                record("a2", "a", 1),
+                record("b1", "b", 1),
+            ])
             .await;
         assert!(run.sent.is_empty(), "nothing sent: {:?}", run.sent);
         assert_eq!(run.failed, ["mid-a1", "mid-a2", "mid-b1"]);
@@ -965,7 +969,11 @@ mod tests {
             ],
             "visible again at once, for the next invocation"
         );
-        assert_eq!(ledger.failed_attempts("mid-a1").await.unwrap(), 0, "no attempt counted");
+        assert_eq!(
+            ledger.failed_attempts("mid-a1").await.unwrap(),
+            0,
+            "no attempt counted"
+        );
         assert!(run.dead_lettered.is_empty());
     }
 
@@ -986,7 +994,11 @@ mod tests {
         ];
         let mut run = setup.dispatch(records).await;
         run.sent.sort();
-        assert_eq!(run.sent, ["a1", "b1"], "the first of each group, concurrently");
+        assert_eq!(
+            run.sent,
+            ["a1", "b1"],
+            "the first of each group, concurrently"
+        );
         assert_eq!(run.failed, ["mid-a2", "mid-a3"], "a1 and b1 delivered");
         assert_eq!(
             run.visibility,

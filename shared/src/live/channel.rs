@@ -58,7 +58,9 @@ pub fn check_session(session: &str) -> Result<(), String> {
 /// The channel segment for a session: the name itself when it is a legal segment not starting
 /// with `h-`/`H-`, else `h-` + 32 hex characters of its SHA-256.
 pub fn session_segment(session: &str) -> String {
-    let hashed_form = session.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("h-"));
+    let hashed_form = session
+        .get(..2)
+        .is_some_and(|p| p.eq_ignore_ascii_case("h-"));
     if is_valid_segment(session) && !hashed_form {
         return session.to_owned();
     }

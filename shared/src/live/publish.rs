@@ -164,9 +164,7 @@ impl LivePublishing {
         let publisher = &self.publisher;
         let chains = sessions.iter_mut().map(|chain| async move {
             for chunk in chain.events.chunks(MAX_EVENTS_PER_PUBLISH) {
-                publisher
-                    .publish_in_order(chunk, &mut chain.results)
-                    .await;
+                publisher.publish_in_order(chunk, &mut chain.results).await;
             }
         });
         // Over budget, the chains are dropped where they stand: what finished keeps its
@@ -625,7 +623,9 @@ mod tests {
             Duration::from_secs(60),
             Metrics::new("test", MetricsSink::Buffer(buffer.clone())),
         );
-        let mut events: Vec<LiveEvent> = (0..7).map(|i| event_of("sales", &format!("s{i}"))).collect();
+        let mut events: Vec<LiveEvent> = (0..7)
+            .map(|i| event_of("sales", &format!("s{i}")))
+            .collect();
         events.insert(3, event_of("support", "x"));
         publishing.publish_all(events).await;
         let mut sent = requests.0.lock().unwrap().clone();
