@@ -9,6 +9,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
+/// How many times [`MotoServer::start`] starts moto before it gives up.
+const START_ATTEMPTS: usize = 3;
+
 /// A moto SQS server for one test; killed when dropped.
 pub struct MotoServer {
     pub endpoint: String,
@@ -18,7 +21,9 @@ pub struct MotoServer {
 
 impl MotoServer {
     /// Starts `moto_server` (from `MOTO_SERVER`, else the project's `.venv`) on a free port
-    /// and waits until it answers.
+    /// and waits until it answers. A server that exits before answering (the port was taken
+    /// between choosing it and moto binding it) is started again on another port, up to
+    /// [`START_ATTEMPTS`] times; then the test fails saying how moto exited.
     pub async fn start() -> MotoServer {
         let binary = std::env::var_os("MOTO_SERVER")
             .map(PathBuf::from)
@@ -28,41 +33,32 @@ impl MotoServer {
             "moto_server not found at {}: run `make tools` (or scripts/tools.sh), which installs the pinned moto[server] into .venv",
             binary.display()
         );
-        let port = free_port();
-        let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {}: {e}", binary.display()));
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let server = MotoServer {
-            endpoint,
-            _child: child,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let http = reqwest::Client::new();
-        loop {
-            let probe = http
-                .get(format!("{}/moto-api/", self.endpoint))
-                .send()
-                .await;
-            if probe.is_ok() {
-                return;
+        let mut exits = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut child = Command::new(&binary)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("could not start {}: {e}", binary.display()));
+            let endpoint = format!("http://127.0.0.1:{port}");
+            match wait_ready(&mut child, &endpoint).await {
+                Ok(()) => {
+                    return MotoServer {
+                        endpoint,
+                        _child: child,
+                    };
+                }
+                Err(exit) => exits.push(format!("port {port}: {exit}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer on {} within 60 s",
-                self.endpoint
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        panic!(
+            "{} exited before answering, {START_ATTEMPTS} times: {}",
+            binary.display(),
+            exits.join("; ")
+        );
     }
 
     /// Forgets every queue and message (moto's own reset endpoint).
@@ -109,7 +105,9 @@ impl MotoServer {
             .to_owned()
     }
 
-    /// Creates `{name}.fifo` and `{name}-dlq.fifo` wired as the template wires them.
+    /// Creates `{name}.fifo` and `{name}-dlq.fifo` wired as the template wires them
+    /// (template.yaml: both FIFO, explicit deduplication ids, 1 MiB messages, deduplication
+    /// and throughput per message group; the queue's redrive policy and visibility timeout).
     pub async fn create_fifo_with_dlq(
         &self,
         name: &str,
@@ -151,6 +149,36 @@ impl MotoServer {
     }
 }
 
+/// Waits until the moto started as `child` answers on `endpoint`: `Err` with its exit status if
+/// it exited first. An answer counts only while `child` is still running and only if it is a
+/// success (moto's own API page): whatever else may hold the port is not taken for moto.
+async fn wait_ready(child: &mut Child, endpoint: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let http = reqwest::Client::new();
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("cannot wait on it: {e}"))?
+        {
+            return Err(format!("moto_server exited ({status})"));
+        }
+        let probe = http.get(format!("{endpoint}/moto-api/")).send().await;
+        if probe.is_ok_and(|answer| answer.status().is_success()) {
+            // Answered: by this child, unless it exited meanwhile (then someone else did).
+            return match child.try_wait() {
+                Ok(None) => Ok(()),
+                Ok(Some(status)) => Err(format!("moto_server exited ({status})")),
+                Err(e) => Err(format!("cannot wait on it: {e}")),
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moto_server is running but did not answer on {endpoint} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn create_fifo(
     client: &Client,
     name: &str,
@@ -161,7 +189,11 @@ async fn create_fifo(
         .queue_name(name)
         .attributes(QueueAttributeName::FifoQueue, "true")
         .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
-        .attributes(QueueAttributeName::MaximumMessageSize, "1048576");
+        .attributes(QueueAttributeName::MaximumMessageSize, "1048576")
+        // As template.yaml sets both queues: a deduplication id counts within its group, and
+        // throughput is per group (high-throughput FIFO).
+        .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
+        .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId");
     for (key, value) in extra {
         request = request.attributes(key.clone(), value);
     }

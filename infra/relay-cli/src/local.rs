@@ -66,7 +66,10 @@ pub struct LocalArgs {
     #[arg(long, env = CHAT_ID_KEY, hide_env_values = true)]
     chat_id_key: Option<String>,
     /// In-process queue: seconds a received message stays invisible before it may be retried
-    #[arg(long, default_value_t = 60)]
+    /// (1 to 43200: SQS's 12-hour maximum)
+    // AWS, `CreateQueue`, `VisibilityTimeout`: "Valid values: An integer from 0 to 43,200 (12
+    // hours)." 0 is left out: every received message would be visible again at once.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43_200))]
     visibility_timeout: u64,
     /// Concurrent receive loops (each handles a batch of up to 10)
     #[arg(long, default_value_t = 4)]

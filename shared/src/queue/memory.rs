@@ -3,7 +3,9 @@
 //! group, visibility timeout and `ChangeMessageVisibility` (refused, as SQS refuses it, when it
 //! would keep a message invisible for more than 12 hours since its receive), receive counts, a
 //! move to the DLQ once a message has been received `max_receive_count` times, and long-poll
-//! receives.
+//! receives. It refuses what SQS documents it refuses (each rule quoted where it is enforced):
+//! ids and bodies SQS would not take, batches over 10 entries or 1 MiB, receives of 0 or more
+//! than 10 messages or waits over 20 s, deletes with an expired receipt handle.
 //!
 //! It backs the local stack and the fast tests. The queue contract suite runs the same
 //! behaviour tests against this adapter and against moto's SQS server; where the two differ,
@@ -12,8 +14,8 @@
 //! Time is `tokio::time::Instant`, so tests may pause and advance the clock.
 
 use super::{
-    Consumer, MAX_BATCH, MAX_MESSAGE_BYTES, MAX_VISIBILITY, NewMessage, Producer, QueueError,
-    ReceivedMessage, Visibility,
+    Consumer, MAX_BATCH, MAX_ID_LEN, MAX_MESSAGE_BYTES, MAX_VISIBILITY, NewMessage, Producer,
+    QueueError, ReceivedMessage, Visibility, check_receive,
 };
 use crate::clock::unix_millis;
 use async_trait::async_trait;
@@ -23,7 +25,16 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// SQS FIFO deduplication window.
+/// SQS FIFO deduplication window, per message group.
+///
+/// AWS, `SendMessage`, `MessageDeduplicationId`: "If a message with a particular
+/// MessageDeduplicationId is sent successfully, any messages sent with the same
+/// MessageDeduplicationId are accepted successfully but aren't delivered during the 5-minute
+/// deduplication interval." (SQS Developer Guide, "FIFO queue key terms": "Amazon SQS continues
+/// tracking the deduplication ID even after the message has been received and deleted.") The
+/// relay's queues set `DeduplicationScope` to `messageGroup` (`CreateQueue`: "Specifies whether
+/// message deduplication occurs at the message group or queue level. Valid values are
+/// messageGroup and queue."), so the window is kept per (group, deduplication id).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 /// Where a message goes after too many receives.
@@ -70,7 +81,19 @@ struct Stored {
 }
 
 impl MemoryQueue {
+    /// A queue whose receives hide a message for `visibility_timeout`.
+    ///
+    /// # Panics
+    ///
+    /// If `visibility_timeout` is over 12 hours: AWS, `CreateQueue`, `VisibilityTimeout`:
+    /// "The visibility timeout for the queue, in seconds. Valid values: An integer from 0 to
+    /// 43,200 (12 hours)." A queue SQS would not create is a programming error (`relay local`
+    /// limits its flag to this range).
     pub fn new(name: impl Into<String>, visibility_timeout: Duration) -> Self {
+        assert!(
+            visibility_timeout <= MAX_VISIBILITY,
+            "a queue's visibility timeout is 0 to 43200 s (12 h), not {visibility_timeout:?}"
+        );
         MemoryQueue {
             name: name.into(),
             visibility_timeout,
@@ -102,12 +125,7 @@ impl MemoryQueue {
     }
 
     fn store(&self, message: NewMessage) -> Result<(), QueueError> {
-        if message.body.len() > MAX_MESSAGE_BYTES {
-            return Err(QueueError::MessageRefused(format!(
-                "message body is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
-                message.body.len()
-            )));
-        }
+        check_message(&message)?;
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
         while let Some((until, _)) = state.dedup_expiry.front() {
@@ -145,7 +163,12 @@ impl MemoryQueue {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
         // A group with a message in flight hands out nothing until that message is deleted
-        // or visible again: this is what keeps a chat in order.
+        // or visible again: this is what keeps a chat in order. AWS (Knowledge Center,
+        // `sqs-fifo-messages-not-returned`): "You must delete the messages in the current
+        // message group ID before you can receive more messages within the same message group
+        // ID." and "Inflight messages block delivery of available messages within the same
+        // message group." A receive takes as many of an unblocked group as it may: "SQS returns
+        // as many messages with the same message group ID as possible."
         let blocked: HashSet<String> = state
             .messages
             .iter()
@@ -161,6 +184,12 @@ impl MemoryQueue {
             if blocked.contains(&message.group_id) {
                 continue;
             }
+            // AWS, `SetQueueAttributes`, `RedrivePolicy`: "maxReceiveCount – The number of
+            // times a message is delivered to the source queue before being moved to the
+            // dead-letter queue. [...] When the ReceiveCount for a message exceeds the
+            // maxReceiveCount for a queue, Amazon SQS moves the message to the
+            // dead-letter-queue." So a message received `max_receive_count` times is moved by
+            // the receive that would have been one more, instead of being handed out.
             if let Some(dl) = &self.dead_letter
                 && message.receive_count >= dl.max_receive_count
             {
@@ -182,7 +211,7 @@ impl MemoryQueue {
                 group_id: message.group_id.clone(),
                 dedup_id: Some(message.dedup_id.clone()),
                 receive_count: message.receive_count,
-                sent_timestamp_ms: message.sent_timestamp_ms,
+                sent_timestamp_ms: Some(message.sent_timestamp_ms),
             });
         }
         let moved: Vec<Stored> = dead
@@ -245,8 +274,73 @@ impl MemoryQueue {
 
 fn too_many(count: usize) -> QueueError {
     QueueError::Refused(format!(
-        "{count} entries in one batch: the maximum is {MAX_BATCH}"
+        "TooManyEntriesInBatchRequest: {count} entries in one batch: the maximum is {MAX_BATCH}"
     ))
+}
+
+/// SQS's rules for what one message carries, checked before anything is stored; a message that
+/// breaks one is refused as SQS refuses it (a [`QueueError::MessageRefused`], which is what the
+/// SQS adapter makes of SQS's own refusal of a send).
+///
+/// The body, AWS `SendMessage`, `MessageBody`: "The minimum size is one character. The maximum
+/// size is 1 MiB or 1,048,576 bytes" and "A message can include only XML, JSON, and unformatted
+/// text. The following Unicode characters are allowed. [...] #x9 | #xA | #xD | #x20 to #xD7FF |
+/// #xE000 to #xFFFD | #x10000 to #x10FFFF. If a message contains characters outside the allowed
+/// set, Amazon SQS rejects the message and returns an InvalidMessageContents error." (An older
+/// version of that page said SQS replaces them with U+FFFD instead; the current one, and the
+/// SDK's documentation, say it rejects them.)
+///
+/// The ids: see [`MAX_ID_LEN`] (1 to 128 alphanumeric and punctuation characters).
+fn check_message(message: &NewMessage) -> Result<(), QueueError> {
+    let body = &message.body;
+    if body.is_empty() {
+        return Err(QueueError::MessageRefused(
+            "InvalidParameterValue: the message body is empty; SQS takes at least one character"
+                .into(),
+        ));
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(QueueError::MessageRefused(format!(
+            "MessageTooLong: message body is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
+            body.len()
+        )));
+    }
+    if let Some((at, c)) = body.char_indices().find(|(_, c)| !sqs_body_char(*c)) {
+        return Err(QueueError::MessageRefused(format!(
+            "InvalidMessageContents: the body has U+{:04X} at byte {at}, a character SQS does not take",
+            u32::from(c)
+        )));
+    }
+    check_id("MessageGroupId", &message.group_id)?;
+    check_id("MessageDeduplicationId", &message.dedup_id)
+}
+
+/// `#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF` (a Rust `char`
+/// is never a surrogate, #xD800 to #xDFFF).
+fn sqs_body_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..
+    )
+}
+
+/// 1 to [`MAX_ID_LEN`] characters, each an ASCII letter, digit or punctuation mark: exactly
+/// the printable ASCII characters but the space (`char::is_ascii_graphic`). The error names the
+/// offending character, never the id (a group id carries a chat's hash).
+fn check_id(name: &str, id: &str) -> Result<(), QueueError> {
+    let len = id.chars().count();
+    if !(1..=MAX_ID_LEN).contains(&len) {
+        return Err(QueueError::MessageRefused(format!(
+            "InvalidParameterValue: {name} is {len} characters; SQS takes 1 to {MAX_ID_LEN}"
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(QueueError::MessageRefused(format!(
+            "InvalidParameterValue: {name} has U+{:04X}; SQS takes only alphanumeric characters and punctuation",
+            u32::from(c)
+        )));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -264,6 +358,14 @@ impl Producer for MemoryQueue {
         if messages.len() > MAX_BATCH {
             return Err(too_many(messages.len()));
         }
+        // See MAX_MESSAGE_BYTES: the bodies of one batch add up to 1 MiB at most, and SQS
+        // refuses the whole request above it (`BatchRequestTooLong`), not the entries one by one.
+        let total: usize = messages.iter().map(|m| m.body.len()).sum();
+        if total > MAX_MESSAGE_BYTES {
+            return Err(QueueError::MessageRefused(format!(
+                "BatchRequestTooLong: the batch's bodies add up to {total} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
+            )));
+        }
         let results = messages.into_iter().map(|m| self.store(m)).collect();
         self.changed.notify_one();
         Ok(results)
@@ -277,15 +379,16 @@ impl Consumer for MemoryQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        if max > MAX_BATCH {
-            return Err(too_many(max));
-        }
+        // SQS's limits (1 to 10 messages, at most 20 s), refused as SQS refuses them. Within
+        // them a sub-second wait (the tests' quick polls) is taken as it is, where the SQS
+        // adapter sends whole seconds: a deliberate leniency, like sub-second visibility.
+        check_receive(max, wait)?;
         let deadline = Instant::now() + wait;
         loop {
             // Register interest before looking, so a send between the look and the wait
             // still wakes this receive.
             let changed = self.changed.notified();
-            let taken = self.take_visible(max.max(1));
+            let taken = self.take_visible(max);
             let now = Instant::now();
             if !taken.is_empty() || now >= deadline {
                 return Ok(taken);
@@ -300,16 +403,46 @@ impl Consumer for MemoryQueue {
         }
     }
 
+    /// Deletes the message `receipt_handle` was handed out with, while it is in flight.
+    ///
+    /// AWS (Knowledge Center, `sqs-receipt-handle-error`), FIFO queues: "For FIFO queues, a
+    /// receipt handle expires after a visibility timeout period. When a receipt handle expires,
+    /// the message returns to the queue. When you receive the message again, you get a new
+    /// receipt handle. If you try to delete the message outside of the visibility timeout
+    /// period, then you see an error similar to the following: An error occurred
+    /// (InvalidParameterValue) when calling the DeleteMessage operation: Value 'YOUR RECEIPT
+    /// HANDLE' for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+    /// So a handle whose visibility ran out, or that a newer receive replaced, is refused and the
+    /// message stays. A handle of a message no longer stored (deleted already, moved to the DLQ)
+    /// is not an error, as on moto (the contract checks it); one this queue never handed out is
+    /// (`ReceiptHandleIsInvalid`).
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let now = Instant::now();
         let mut state = self.state.lock().unwrap();
-        // Like SQS, a receipt handle that no longer matches a stored message is not an error.
-        if let Some(index) = state
-            .messages
-            .iter()
-            .position(|m| m.receipt_handle.as_deref() == Some(receipt_handle))
-        {
-            state.messages.remove(index);
+        // A handle is `{message id}#{receive count}#{seq}` (see `take_visible`).
+        let Some(seq) = receipt_handle
+            .rsplit_once('#')
+            .and_then(|(_, seq)| seq.parse::<u64>().ok())
+        else {
+            return Err(QueueError::Refused(format!(
+                "ReceiptHandleIsInvalid: the input receipt handle {receipt_handle:?} is not a valid receipt handle"
+            )));
+        };
+        let Some(index) = state.messages.iter().position(|m| m.seq == seq) else {
+            return Ok(()); // no longer stored
+        };
+        let message = &state.messages[index];
+        if !receipt_handle.starts_with(&format!("{}#", message.message_id)) {
+            return Err(QueueError::Refused(format!(
+                "ReceiptHandleIsInvalid: the input receipt handle {receipt_handle:?} is not a valid receipt handle"
+            )));
         }
+        if message.receipt_handle.as_deref() != Some(receipt_handle) || message.visible_at <= now {
+            return Err(QueueError::Refused(format!(
+                "InvalidParameterValue: Value {receipt_handle:?} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+            )));
+        }
+        state.messages.remove(index);
         drop(state);
         self.changed.notify_one();
         Ok(())
@@ -324,17 +457,22 @@ impl Visibility for MemoryQueue {
         timeout: Duration,
     ) -> Result<(), QueueError> {
         let now = Instant::now();
-        // SQS takes whole seconds (0 to 43,200); the in-process queue also takes the
-        // sub-second waits of compressed test schedules, under the same ceiling.
+        // AWS, `ChangeMessageVisibility`, `VisibilityTimeout`: "The new value for the message's
+        // visibility timeout (in seconds). Values range: 0 to 43200. Maximum: 12 hours." SQS
+        // takes whole seconds (the SQS adapter rounds to them); the in-process queue takes the
+        // sub-second waits of compressed test schedules as they are. That leniency is
+        // deliberate; the 12-hour ceiling is enforced to the nanosecond.
         self.with_in_flight(receipt_handle, |state, index| {
             let message = &mut state.messages[index];
-            let total = now.saturating_duration_since(message.received_at) + timeout;
-            if timeout > MAX_VISIBILITY || total > MAX_VISIBILITY {
+            let since_receive = now.saturating_duration_since(message.received_at);
+            // `timeout` is compared before it is added: a `Duration::MAX` must be refused, not
+            // overflow (and panic with the queue's lock held).
+            if timeout > MAX_VISIBILITY || since_receive + timeout > MAX_VISIBILITY {
                 // See MAX_VISIBILITY: SQS refuses, it does not trim.
                 return Err(QueueError::Refused(format!(
-                    "InvalidParameterValue: visibility timeout {} s would keep the message invisible {} s after its receive, over the 43200 s (12 h) maximum",
+                    "InvalidParameterValue: visibility timeout {} s, {} s after the receive, would keep the message invisible past the 43200 s (12 h) maximum",
                     timeout.as_secs(),
-                    total.as_secs()
+                    since_receive.as_secs()
                 )));
             }
             message.visible_at = now + timeout;

@@ -1,7 +1,9 @@
 //! The SQS adapter of the queue port: AWS SQS, or any SQS-protocol server (moto, fauxqs)
 //! through the SDK's own `AWS_ENDPOINT_URL_SQS` override.
 
-use super::{Consumer, NewMessage, Producer, QueueError, ReceivedMessage, Visibility};
+use super::{
+    Consumer, NewMessage, Producer, QueueError, ReceivedMessage, Visibility, check_receive,
+};
 use crate::aws_http::{LazyClient, lazy_client};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -187,6 +189,11 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 /// SQS error codes that refuse what a message carries (characters, size, attributes).
+///
+/// SQS's JSON protocol is query-compatible: the SDK reports the code of the
+/// `x-amzn-query-error` header, which for some errors is prefixed: a batch over 1 MiB comes
+/// back as `AWS.SimpleQueueService.BatchRequestTooLong` (the code the SDK's own deserializer
+/// expects, and what moto sends). Both spellings are listed.
 const MESSAGE_CODES: &[&str] = &[
     "InvalidMessageContents",
     "InvalidParameterValue",
@@ -194,6 +201,7 @@ const MESSAGE_CODES: &[&str] = &[
     "InvalidAttributeValue",
     "MessageTooLong",
     "BatchRequestTooLong",
+    "AWS.SimpleQueueService.BatchRequestTooLong",
 ];
 
 /// Sorts an SDK error into the port's three kinds: transient (timeouts, connection failures,
@@ -306,6 +314,25 @@ impl Producer for SqsQueue {
     }
 }
 
+/// The port's view of a message SQS handed out. A system attribute SQS left out stays unknown
+/// (`sent_timestamp_ms: None`): an invented 0 would date the message to 1970.
+fn received(m: &aws_sdk_sqs::types::Message) -> ReceivedMessage {
+    let attribute =
+        |name: MessageSystemAttributeName| m.attributes().and_then(|a| a.get(&name)).cloned();
+    ReceivedMessage {
+        message_id: m.message_id().unwrap_or_default().to_owned(),
+        receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
+        body: m.body().unwrap_or_default().to_owned(),
+        group_id: attribute(MessageSystemAttributeName::MessageGroupId).unwrap_or_default(),
+        dedup_id: attribute(MessageSystemAttributeName::MessageDeduplicationId),
+        receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+        sent_timestamp_ms: attribute(MessageSystemAttributeName::SentTimestamp)
+            .and_then(|v| v.parse().ok()),
+    }
+}
+
 #[async_trait]
 impl Consumer for SqsQueue {
     async fn receive(
@@ -313,41 +340,25 @@ impl Consumer for SqsQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        // Refused here, as SQS would refuse them, rather than trimmed into something SQS takes
+        // (see MAX_BATCH and MAX_WAIT: "Valid values: 1 to 10", "The maximum long polling wait
+        // time is 20 seconds"): the in-process queue refuses the same, so neither adapter
+        // hides a caller's mistake.
+        check_receive(max, wait)?;
         let output = self
             .client
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(max as i32)
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            // Whole seconds, 0 to 20 (checked above); a sub-second wait polls without waiting.
+            .wait_time_seconds(wait.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .customize()
             .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts(wait)))
             .send()
             .await
             .map_err(|e| classify(e, Call::Other))?;
-        Ok(output
-            .messages()
-            .iter()
-            .map(|m| {
-                let attribute = |name: MessageSystemAttributeName| {
-                    m.attributes().and_then(|a| a.get(&name)).cloned()
-                };
-                ReceivedMessage {
-                    message_id: m.message_id().unwrap_or_default().to_owned(),
-                    receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
-                    body: m.body().unwrap_or_default().to_owned(),
-                    group_id: attribute(MessageSystemAttributeName::MessageGroupId)
-                        .unwrap_or_default(),
-                    dedup_id: attribute(MessageSystemAttributeName::MessageDeduplicationId),
-                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1),
-                    sent_timestamp_ms: attribute(MessageSystemAttributeName::SentTimestamp)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
-                }
-            })
-            .collect())
+        Ok(output.messages().iter().map(received).collect())
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
@@ -373,7 +384,9 @@ impl Visibility for SqsQueue {
             .change_message_visibility()
             .queue_url(&self.queue_url)
             .receipt_handle(receipt_handle)
-            // SQS takes whole seconds: round, so a jittered 0.8 s wait is 1 s, not 0. Not trimmed
+            // AWS, `ChangeMessageVisibility`, `VisibilityTimeout`: "The new value for the
+            // message's visibility timeout (in seconds). Values range: 0 to 43200. Maximum: 12
+            // hours." Whole seconds: round, so a jittered 0.8 s wait is 1 s, not 0. Not trimmed
             // to the 12 h limit: SQS refuses what exceeds it, and so must the caller see.
             .visibility_timeout(timeout.as_secs_f64().round() as i32)
             .send()
@@ -396,6 +409,39 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_sent_timestamp_stays_unknown() {
+        use aws_sdk_sqs::types::Message;
+        let bare = Message::builder()
+            .message_id("m1")
+            .receipt_handle("r1")
+            .body("{}")
+            .attributes(MessageSystemAttributeName::MessageGroupId, "g")
+            .build();
+        let message = received(&bare);
+        assert_eq!(message.sent_timestamp_ms, None, "not 0: that is 1970");
+        assert_eq!(message.group_id, "g");
+        assert!(
+            !message
+                .into_lambda_record("arn")
+                .attributes
+                .contains_key(crate::queue::attr::SENT_TIMESTAMP)
+        );
+
+        let unreadable = Message::builder()
+            .attributes(MessageSystemAttributeName::SentTimestamp, "yesterday")
+            .build();
+        assert_eq!(received(&unreadable).sent_timestamp_ms, None);
+
+        let stamped = Message::builder()
+            .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000123")
+            .build();
+        assert_eq!(
+            received(&stamped).sent_timestamp_ms,
+            Some(1_700_000_000_123)
+        );
+    }
+
+    #[test]
     fn only_outages_and_throttling_are_transient() {
         assert_eq!(
             kind(None, Call::Send),
@@ -407,6 +453,20 @@ mod tests {
         assert_eq!(kind(Some("InvalidMessageContents"), Call::Send), "message");
         assert_eq!(kind(Some("InvalidParameterValue"), Call::Send), "message");
         assert_eq!(kind(Some("InvalidParameterValue"), Call::Other), "refused");
+        assert_eq!(
+            kind(
+                Some("AWS.SimpleQueueService.BatchRequestTooLong"),
+                Call::Send
+            ),
+            "message"
+        );
+        assert_eq!(
+            kind(
+                Some("AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
+                Call::Send
+            ),
+            "refused"
+        );
         assert_eq!(
             kind(Some("AWS.SimpleQueueService.NonExistentQueue"), Call::Send),
             "refused"
