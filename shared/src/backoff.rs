@@ -136,7 +136,14 @@ impl RetrySchedule {
         jitter_unit: f64,
     ) -> Option<Duration> {
         let base = *self.delays.get(attempt.checked_sub(1)? as usize)?;
-        let factor = 1.0 - JITTER + 2.0 * JITTER * jitter_unit.clamp(0.0, 1.0);
+        // `clamp` passes NaN through, and `mul_f64` panics on it: an injected randomness that
+        // is not a number means no jitter (the midpoint).
+        let unit = if jitter_unit.is_nan() {
+            0.5
+        } else {
+            jitter_unit.clamp(0.0, 1.0)
+        };
+        let factor = 1.0 - JITTER + 2.0 * JITTER * unit;
         let mut delay = base.mul_f64(factor);
         if signal == FailureSignal::Overloaded {
             delay = delay.max(self.overload_floor);
@@ -302,6 +309,9 @@ mod tests {
         );
         assert!(at(0.999_999) < S(120));
         assert_eq!(at(7.0), S(120), "out-of-range randomness is clamped");
+        assert_eq!(at(-1.0), S(80));
+        assert_eq!(at(f64::INFINITY), S(120));
+        assert_eq!(at(f64::NAN), S(100), "NaN is no jitter, not a panic");
     }
 
     #[test]

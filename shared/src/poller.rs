@@ -1,6 +1,7 @@
 //! The event source mapping, outside Lambda: receive up to 10 messages, hand them to the
 //! dispatcher as the `SqsEvent` Lambda would build, delete what was delivered, and leave the
-//! reported failures to the queue (their visibility was already set by the dispatcher).
+//! reported failures to the queue (their visibility was already set by the dispatcher). A
+//! response Lambda would reject as a whole deletes nothing (see `to_delete`).
 //!
 //! Works over any queue adapter: the in-process queue in the local stack, moto or real SQS.
 
@@ -61,15 +62,26 @@ impl Poller {
             .map(|m| m.into_lambda_record(LOCAL_EVENT_SOURCE_ARN))
             .collect();
         let response = self.dispatcher.handle_batch(event).await;
-        let failed: HashSet<String> = response
+        let failures: Vec<String> = response
             .batch_item_failures
             .into_iter()
             .map(|f| f.item_identifier)
             .collect();
-        let deletes = receipts
-            .iter()
-            .filter(|(id, _)| !failed.contains(id))
-            .map(|(_, receipt)| self.queue.delete(receipt));
+        let Some(delivered) = to_delete(&receipts, &failures) else {
+            // What Lambda does with such a response: the whole batch failed, nothing is deleted,
+            // and every message comes back after its visibility timeout.
+            tracing::warn!(
+                received = receipts.len(),
+                reported = failures.len(),
+                "the dispatcher's batchItemFailures has an empty id or one not in the batch: the whole batch counts as failed, as on Lambda"
+            );
+            return PollReport {
+                received: receipts.len(),
+                delivered: 0,
+                failed: receipts.len(),
+            };
+        };
+        let deletes = delivered.iter().map(|receipt| self.queue.delete(receipt));
         for result in join_all(deletes).await {
             if let Err(e) = result {
                 // Delivered but not deleted: it will be delivered again (same webhook-id).
@@ -78,8 +90,8 @@ impl Poller {
         }
         PollReport {
             received: receipts.len(),
-            delivered: receipts.len() - failed.len(),
-            failed: failed.len(),
+            delivered: delivered.len(),
+            failed: receipts.len().saturating_sub(delivered.len()),
         }
     }
 
@@ -116,5 +128,81 @@ impl Poller {
         shutdown.await;
         let _ = stop_tx.send(true);
         join_all(loops).await;
+    }
+}
+
+/// The receipts of the messages a batch response settles, by Lambda's rules for partial batch
+/// responses (`receipts` are the batch's `(message id, receipt handle)` pairs, `failures` the
+/// response's `itemIdentifier`s); `None` when Lambda would count the whole batch as failed and
+/// delete nothing.
+///
+/// AWS (Lambda Developer Guide, "Handling errors for an SQS event source in Lambda", "Success
+/// and failure conditions"): "Lambda treats a batch as a complete failure if your function
+/// returns any of the following: An invalid JSON response; An empty string itemIdentifier; A
+/// null itemIdentifier; An itemIdentifier with a bad key name; An itemIdentifier value with a
+/// message ID that doesn't exist". (Invalid JSON, a null or a misnamed key cannot reach here:
+/// the response is a typed `SqsBatchResponse`.)
+fn to_delete<'a>(receipts: &'a [(String, String)], failures: &[String]) -> Option<Vec<&'a str>> {
+    let in_batch: HashSet<&str> = receipts.iter().map(|(id, _)| id.as_str()).collect();
+    if failures
+        .iter()
+        .any(|id| id.is_empty() || !in_batch.contains(id.as_str()))
+    {
+        return None;
+    }
+    let failed: HashSet<&str> = failures.iter().map(String::as_str).collect();
+    Some(
+        receipts
+            .iter()
+            .filter(|(id, _)| !failed.contains(id.as_str()))
+            .map(|(_, receipt)| receipt.as_str())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Vec<(String, String)> {
+        ["m1", "m2", "m3"]
+            .iter()
+            .map(|id| (id.to_string(), format!("receipt-{id}")))
+            .collect()
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_the_messages_not_reported_failed_are_deleted() {
+        let receipts = batch();
+        assert_eq!(
+            to_delete(&receipts, &ids(&["m2"])),
+            Some(vec!["receipt-m1", "receipt-m3"])
+        );
+        assert_eq!(
+            to_delete(&receipts, &[]),
+            Some(vec!["receipt-m1", "receipt-m2", "receipt-m3"]),
+            "no failures: all delivered"
+        );
+        assert_eq!(
+            to_delete(&receipts, &ids(&["m1", "m1", "m2", "m3"])),
+            Some(vec![]),
+            "a failure reported twice is one failure"
+        );
+    }
+
+    #[test]
+    fn an_empty_failure_id_fails_the_whole_batch() {
+        assert_eq!(to_delete(&batch(), &ids(&["m2", ""])), None);
+    }
+
+    #[test]
+    fn a_failure_id_not_in_the_batch_fails_the_whole_batch() {
+        // More failures than messages: the old count (received - failed) underflowed here.
+        assert_eq!(to_delete(&batch(), &ids(&["m1", "m2", "m3", "m4"])), None);
+        assert_eq!(to_delete(&batch(), &ids(&["not-in-this-batch"])), None);
     }
 }
