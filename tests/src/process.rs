@@ -4,11 +4,18 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// How long a process may take to stop after SIGTERM, and its pipes to reach their end after
+/// it exited: generous, for a loaded machine.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// A child process whose stdout and stderr lines are collected as they come; killed on drop.
 pub struct Process {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The stdout and stderr readers; each ends at its pipe's end (the process exited).
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Process {
@@ -33,19 +40,26 @@ impl Process {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        for stream in [
+        let readers = [
             Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
             Box::new(stderr),
-        ] {
+        ]
+        .into_iter()
+        .map(|stream| {
             let lines = Arc::clone(&lines);
             tokio::spawn(async move {
                 let mut reader = tokio::io::BufReader::new(stream).lines();
                 while let Ok(Some(line)) = reader.next_line().await {
                     lines.lock().unwrap().push(line);
                 }
-            });
+            })
+        })
+        .collect();
+        Process {
+            child,
+            lines,
+            readers,
         }
-        Process { child, lines }
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -73,20 +87,36 @@ impl Process {
         }
     }
 
-    /// Sends SIGTERM, waits for the exit status, and returns it with every line the process
-    /// printed, its last words included.
-    pub async fn terminate_with_output(self) -> (std::process::ExitStatus, Vec<String>) {
+    /// The address in the process's `listening on http://<address>` line (the relay prints the
+    /// address it bound, so `--listen 127.0.0.1:0` gets a port nobody else holds).
+    pub async fn listening_address(&self, timeout: Duration) -> String {
+        const MARK: &str = "listening on http://";
+        let line = self.wait_for(MARK, 1, timeout).await.remove(0);
+        let (_, rest) = line.split_once(MARK).expect("the line holds the mark");
+        let address = rest.split_whitespace().next().unwrap_or_default();
+        assert!(
+            address.parse::<std::net::SocketAddr>().is_ok(),
+            "no address after {MARK:?} in {line:?}"
+        );
+        address.to_owned()
+    }
+
+    /// Sends SIGTERM, waits for the exit status, then for both pipes to reach their end, and
+    /// returns the status with every line the process printed, its last words included.
+    pub async fn terminate_with_output(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let readers = std::mem::take(&mut self.readers);
         let lines = Arc::clone(&self.lines);
         let status = self.terminate().await;
-        // The readers finish the pipes after the exit; give them a moment to reach the end.
-        let mut seen = 0;
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let now = lines.lock().unwrap().len();
-            if now == seen {
-                break;
-            }
-            seen = now;
+        for reader in readers {
+            tokio::time::timeout(STOP_WAIT, reader)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the process exited ({status}) but its output did not end within {STOP_WAIT:?}; so far:\n{}",
+                        lines.lock().unwrap().join("\n")
+                    )
+                })
+                .expect("an output reader panicked");
         }
         let printed = lines.lock().unwrap().clone();
         (status, printed)
@@ -94,14 +124,23 @@ impl Process {
 
     /// Sends SIGTERM (a clean stop) and waits for the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        // Until it is waited for, the child keeps its pid (a zombie at worst): the signal
+        // reaches it even if it exited on its own.
+        let pid = self.child.id().expect("the process was not waited for yet");
+        let kill = Command::new("kill")
+            .arg(pid.to_string())
+            .output()
             .await
-            .expect("process stops within 20 s of SIGTERM")
+            .expect("run kill");
+        assert!(
+            kill.status.success(),
+            "kill {pid}: {} {}",
+            kill.status,
+            String::from_utf8_lossy(&kill.stderr)
+        );
+        tokio::time::timeout(STOP_WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("process stops within {STOP_WAIT:?} of SIGTERM"))
             .expect("wait for process")
     }
 }

@@ -26,7 +26,8 @@ pub struct Delivery {
     pub answered: u16,
 }
 
-/// Decides the receiver's answer to each request: (status, extra headers).
+/// Decides the receiver's answer to each request: (status, extra headers). It runs under the
+/// receiver's lock on its deliveries, so it must not call back into the receiver.
 pub type Script =
     Arc<dyn Fn(&Delivery, usize) -> (StatusCode, Vec<(&'static str, String)>) + Send + Sync>;
 
@@ -129,10 +130,15 @@ async fn receive(
         verified,
         answered: 0,
     };
-    let earlier = state.deliveries.lock().unwrap().len();
-    let (status, extra) = (state.script)(&delivery, earlier);
-    delivery.answered = status.as_u16();
-    state.deliveries.lock().unwrap().push(delivery);
+    // One lock for the count the script sees and the push: two requests at once cannot both
+    // be told they are the n-th.
+    let (status, extra) = {
+        let mut deliveries = state.deliveries.lock().unwrap();
+        let (status, extra) = (state.script)(&delivery, deliveries.len());
+        delivery.answered = status.as_u16();
+        deliveries.push(delivery);
+        (status, extra)
+    };
     let mut response = status.into_response();
     for (name, value) in extra {
         response

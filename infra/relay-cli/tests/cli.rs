@@ -1,10 +1,11 @@
 //! The `relay` binary driven as a process, as a developer would: `relay receive`, `relay local`
-//! and `relay send` on free loopback ports.
+//! and `relay send`, each `relay` on a loopback port the system picked (`--listen 127.0.0.1:0`,
+//! the address read back from its `listening on` line).
 
 use relay_tests::personal_data::{
     assert_free_of_personal_data, is_hashed_chat_group, message_event, qr_event, status_event,
 };
-use relay_tests::{CHAT_ID_KEY, INGEST_SECRET, Process, WEBHOOK_SECRET, free_port, signed_headers};
+use relay_tests::{CHAT_ID_KEY, INGEST_SECRET, Process, WEBHOOK_SECRET, signed_headers};
 use std::time::Duration;
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
@@ -27,21 +28,19 @@ async fn start_stack_with(
     local_flags: &[&str],
     local_env: &[(&str, &str)],
 ) -> Stack {
-    let receive_listen = format!("127.0.0.1:{}", free_port());
     let mut receive_args = vec![
         "receive",
         "--listen",
-        &receive_listen,
+        "127.0.0.1:0",
         "--secret",
         WEBHOOK_SECRET,
     ];
     receive_args.extend_from_slice(receive_flags);
     let receive = Process::spawn(RELAY, &receive_args, &[]);
-    receive.wait_for("listening on", 1, WAIT).await;
+    let receive_address = receive.listening_address(WAIT).await;
 
-    let local_listen = format!("127.0.0.1:{}", free_port());
-    let webhook_url = format!("http://{receive_listen}/api/webhook/chat-whatsapp");
-    let mut local_args = vec!["local", "--listen", &local_listen];
+    let webhook_url = format!("http://{receive_address}/api/webhook/chat-whatsapp");
+    let mut local_args = vec!["local", "--listen", "127.0.0.1:0"];
     local_args.extend_from_slice(local_flags);
     let mut env = vec![
         ("WEBHOOK_URL", webhook_url.as_str()),
@@ -50,11 +49,11 @@ async fn start_stack_with(
     ];
     env.extend_from_slice(local_env);
     let local = Process::spawn(RELAY, &local_args, &env);
-    local.wait_for("listening on", 1, WAIT).await;
+    let local_address = local.listening_address(WAIT).await;
     Stack {
         local,
         receive,
-        ingest_url: format!("http://{local_listen}/events"),
+        ingest_url: format!("http://{local_address}/events"),
     }
 }
 
@@ -98,7 +97,7 @@ async fn send_local_receive_delivers_every_event_type_verified() {
     }
     // A file is sent byte for byte and arrives byte for byte.
     let body = r#"{"event":"status","data":{"connected":false,"reason":"LOGOUT","custom":[1,2]},"timestamp":"2025-12-21T18:22:44.850Z","id":"file-event-1"}"#;
-    let path = std::env::temp_dir().join(format!("relay-send-{}.json", free_port()));
+    let path = std::env::temp_dir().join(format!("relay-send-{}.json", std::process::id()));
     std::fs::write(&path, body).unwrap();
     let out = relay_send(&[
         "--url",
@@ -109,6 +108,7 @@ async fn send_local_receive_delivers_every_event_type_verified() {
         path.to_str().unwrap(),
     ])
     .await;
+    std::fs::remove_file(&path).unwrap();
     assert!(out.status.success());
 
     let verified = stack
@@ -439,17 +439,14 @@ async fn relay_redrive_quotes_a_failed_answer_in_one_short_line() {
 
 #[tokio::test]
 async fn relay_local_prints_the_webhook_url_without_its_query_or_credentials() {
-    // Nobody listens there, so the reachability warning names the URL too.
-    let url = format!(
-        "http://user:secret-password@127.0.0.1:{}/api/hook?token=secret-token",
-        free_port()
-    );
-    let listen = format!("127.0.0.1:{}", free_port());
+    // Nobody listens there (binding port 9 takes root), so the reachability warning names the
+    // URL too.
+    let url = "http://user:secret-password@127.0.0.1:9/api/hook?token=secret-token";
     let local = Process::spawn(
         RELAY,
-        &["local", "--listen", &listen],
+        &["local", "--listen", "127.0.0.1:0"],
         &[
-            ("WEBHOOK_URL", url.as_str()),
+            ("WEBHOOK_URL", url),
             ("WEBHOOK_SECRETS", WEBHOOK_SECRET),
             ("INGEST_SECRETS", INGEST_SECRET),
         ],

@@ -2,7 +2,7 @@
 //! of the relay from a terminal.
 
 use relay_tests::personal_data::{QR_DATA, qr_event};
-use relay_tests::{INGEST_SECRET, Process, WEBHOOK_SECRET, free_port, signed_headers};
+use relay_tests::{INGEST_SECRET, Process, WEBHOOK_SECRET, signed_headers};
 use std::time::Duration;
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
@@ -20,21 +20,19 @@ async fn relay(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 #[tokio::test]
 async fn relay_live_prints_what_a_page_sees_and_relay_token_signs_for_it() {
-    let listen = format!("127.0.0.1:{}", free_port());
     let local = Process::spawn(
         RELAY,
-        &["local", "--listen", &listen],
+        &["local", "--listen", "127.0.0.1:0"],
         &[
-            // Nobody listens there: delivery retries, the live path does not wait for it.
-            (
-                "WEBHOOK_URL",
-                &format!("http://127.0.0.1:{}/x", free_port()),
-            ),
+            // Nobody listens there (binding port 9 takes root): delivery retries, the live path
+            // does not wait for it.
+            ("WEBHOOK_URL", "http://127.0.0.1:9/x"),
             ("WEBHOOK_SECRETS", WEBHOOK_SECRET),
             ("INGEST_SECRETS", INGEST_SECRET),
             ("LIVE_TOKEN_SECRETS", LIVE_SECRET),
         ],
     );
+    let listen = local.listening_address(WAIT).await;
     local.wait_for("live hub on", 1, WAIT).await;
 
     let live = Process::spawn(
@@ -94,7 +92,11 @@ async fn relay_live_prints_what_a_page_sees_and_relay_token_signs_for_it() {
         stderr.contains("refused: the token does not allow this session"),
         "{stderr}"
     );
-    local.terminate().await;
+    let status = local.terminate().await;
+    assert!(
+        status.success(),
+        "SIGTERM stops relay local cleanly: {status:?}"
+    );
 }
 
 #[tokio::test]
