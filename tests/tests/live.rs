@@ -175,7 +175,8 @@ async fn a_qr_reaches_the_page_and_a_stale_one_does_not() {
     let stack = start(Duration::from_secs(60)).await;
     let token = stack.token(&["default"]);
     let mut page = stack.connected(&token).await;
-    subscribe(&mut page, "s", "relay/default", &token).await;
+    let answer = subscribe(&mut page, "s", "relay/default", &token).await;
+    assert_eq!(answer["type"], "subscribe_success", "{answer}");
     let stale = r#"{"event":"qr","data":{"qr":"old-code","available":true},"timestamp":"2020-01-01T00:00:00Z"}"#;
     assert_eq!(stack.ingest(stale).await.0, 202, "stored all the same");
     assert_eq!(stack.ingest(&personal_data::qr_event()).await.0, 202);
@@ -269,7 +270,8 @@ async fn unsubscribe_stops_the_data() {
     let stack = start(Duration::from_secs(60)).await;
     let token = stack.token(&["default"]);
     let mut page = stack.connected(&token).await;
-    subscribe(&mut page, "a", "/relay/default", &token).await;
+    let answer = subscribe(&mut page, "a", "/relay/default", &token).await;
+    assert_eq!(answer["type"], "subscribe_success", "{answer}");
     send(&mut page, json!({"type": "unsubscribe", "id": "a"})).await;
     assert_eq!(
         next(&mut page).await,
@@ -330,7 +332,8 @@ async fn http_publish_checks_the_request_then_refuses_a_page_token() {
     let stack = start(Duration::from_secs(60)).await;
     let token = stack.token(&["default"]);
     let mut page = stack.connected(&token).await;
-    subscribe(&mut page, "h", "/relay/default", &token).await;
+    let answer = subscribe(&mut page, "h", "/relay/default", &token).await;
+    assert_eq!(answer["type"], "subscribe_success", "{answer}");
     let publish = |token: &str, body: String| {
         stack
             .http
@@ -422,7 +425,8 @@ async fn a_connection_without_connection_init_is_closed_after_the_deadline() {
     assert_closed(&mut silent, 1008).await;
     // One that sent it in time stays open past the deadline, silent as a page is.
     let mut page = stack.connected(&token).await;
-    subscribe(&mut page, "p", "/relay/default", &token).await;
+    let answer = subscribe(&mut page, "p", "/relay/default", &token).await;
+    assert_eq!(answer["type"], "subscribe_success", "{answer}");
     tokio::time::sleep(Duration::from_millis(600)).await;
     stack.ingest(&status_event("default", true)).await;
     assert_eq!(next(&mut page).await["type"], "data");
