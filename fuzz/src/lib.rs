@@ -368,6 +368,10 @@ fn expected_verification(
 
 /// Target `retry_after`: `parse_retry_after` with a fuzzed clock. Text input: the first line
 /// is now in unix seconds (negative: before 1970), the rest is the header value.
+///
+/// The oracle is what RFC 9110 §10.2.3 (`Retry-After = HTTP-date / delay-seconds`) says of
+/// every value, as properties rather than a second copy of the parser; the exact answers to
+/// the RFC's own forms are the table in this file's tests.
 pub fn retry_after(data: &[u8]) {
     let (first, value) = match data.iter().position(|b| *b == b'\n') {
         Some(at) => (&data[..at], &data[at + 1..]),
@@ -386,32 +390,184 @@ pub fn retry_after(data: &[u8]) {
         return; // No clock reads such a time.
     };
     let value = String::from_utf8_lossy(value);
-    let parsed = backoff::parse_retry_after(&value, now);
-    assert_eq!(parsed, expected_retry_after(&value, now), "{value:?}");
+    check_retry_after(&value, now);
 }
 
-/// RFC 9110 §10.2.3: `Retry-After = HTTP-date / delay-seconds`, capped at SQS's 12 hours.
-fn expected_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
-        return Some(Duration::from_secs(secs).min(MAX_DELAY));
+/// The properties of `parse_retry_after(value, now)`.
+fn check_retry_after(value: &str, now: SystemTime) {
+    let parsed = backoff::parse_retry_after(value, now);
+    // Never longer than the longest delay SQS can hold a message for.
+    if let Some(delay) = parsed {
+        assert!(delay <= MAX_DELAY, "{value:?} gave {delay:?}");
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or_default().min(MAX_DELAY))
+    // The whitespace around a field value is not part of it.
+    let trimmed = value.trim();
+    assert_eq!(
+        backoff::parse_retry_after(trimmed, now),
+        parsed,
+        "{value:?} vs {trimmed:?}"
+    );
+    let delay_seconds = !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit());
+    if delay_seconds {
+        // delay-seconds (1*DIGIT) is always understood, whatever its size, and is relative:
+        // the clock does not change it, and one more digit never waits less.
+        let delay = parsed.unwrap_or_else(|| panic!("delay-seconds {value:?} refused"));
+        assert_eq!(
+            backoff::parse_retry_after(trimmed, UNIX_EPOCH),
+            parsed,
+            "{value:?} depends on the clock"
+        );
+        let longer = backoff::parse_retry_after(&format!("{trimmed}9"), now);
+        assert!(longer >= parsed, "{trimmed}9 waits less than {trimmed}");
+        if let Ok(secs) = trimmed.parse::<u64>()
+            && secs <= MAX_DELAY.as_secs()
+        {
+            assert_eq!(delay, Duration::from_secs(secs), "{value:?}");
+        } else {
+            assert_eq!(delay, MAX_DELAY, "{value:?} is past the cap");
+        }
+    } else if let Ok(date) = httpdate::parse_http_date(trimmed) {
+        // An HTTP-date is a point in time: a past one means now, a future one is that far ahead
+        // (up to the cap).
+        let delay = parsed.unwrap_or_else(|| panic!("HTTP-date {value:?} refused"));
+        match date.duration_since(now) {
+            Err(_) => assert_eq!(delay, Duration::ZERO, "{value:?} is in the past"),
+            Ok(ahead) => assert_eq!(delay, ahead.min(MAX_DELAY), "{value:?} is ahead"),
+        }
+    } else {
+        assert_eq!(
+            parsed, None,
+            "{value:?} is neither delay-seconds nor an HTTP-date"
+        );
+    }
 }
 
-/// Target `sqs_records`: the bytes are a Lambda SQS event as the dispatcher receives it;
-/// every record becomes a job (parsing a record never fails by contract).
+/// Target `sqs_records`: the bytes are a Lambda SQS event as the dispatcher receives it; each
+/// record becomes a job (parsing a record never fails by contract) that keeps the record's ids,
+/// body and attributes, or their documented defaults.
 pub fn sqs_records(data: &[u8]) {
     let Ok(event) = serde_json::from_slice::<SqsEvent>(data) else {
         return; // Lambda's runtime refuses the invocation before the handler runs.
     };
-    let count = event.records.len();
-    let jobs: Vec<Job> = event.records.into_iter().map(Job::from_record).collect();
-    assert_eq!(jobs.len(), count);
-    for job in &jobs {
-        // Formatting walks every parsed field.
-        assert!(format!("{job:?}").starts_with("Job"));
+    for record in event.records {
+        let expected = format!("{:?}", expected_job(&record));
+        let job = Job::from_record(record);
+        assert_eq!(format!("{job:?}"), expected);
+    }
+}
+
+/// What the dispatcher's job must hold for `record`, named and laid out as `Job` is so the two
+/// compare through `Debug` (a job has no other view outside the dispatcher).
+fn expected_job(record: &aws_lambda_events::sqs::SqsMessage) -> expected::Job {
+    use relay_shared::queue::attr;
+    let attribute = |name: &str| record.attributes.get(name).cloned();
+    let message_id = record.message_id.clone().unwrap_or_default();
+    let body = record.body.clone();
+    let raw = body.as_deref().unwrap_or_default().as_bytes();
+    expected::Job {
+        receipt_handle: record.receipt_handle.clone().unwrap_or_default(),
+        // No group attribute: the message is a group of its own, holding nothing else back.
+        group: attribute(attr::GROUP_ID).unwrap_or_else(|| message_id.clone()),
+        dedup_id: attribute(attr::DEDUP_ID),
+        // The webhook-id is read from the body (the id ingest answered with), never from the
+        // record's attributes, so a redriven copy keeps it.
+        event_id: envelope::event_id_of(raw),
+        event_type: envelope::probe(raw).0,
+        // A missing or garbled count is a first receive.
+        receive_count: attribute(attr::RECEIVE_COUNT)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+        // 0 or garbage is no time SQS stamps: unknown, never 1970.
+        sent_timestamp_ms: attribute(attr::SENT_TIMESTAMP)
+            .and_then(|t| t.parse().ok())
+            .filter(|&ms| ms > 0),
+        message_id,
+        body,
+    }
+}
+
+mod expected {
+    /// `relay_shared::dispatch::Job`'s fields, in its order, for its `Debug` text.
+    #[derive(Debug)]
+    #[allow(dead_code)] // Read through `Debug` only.
+    pub struct Job {
+        pub message_id: String,
+        pub receipt_handle: String,
+        pub body: Option<String>,
+        pub group: String,
+        pub dedup_id: Option<String>,
+        pub event_id: String,
+        pub event_type: Option<relay_shared::envelope::EventType>,
+        pub receive_count: u32,
+        pub sent_timestamp_ms: Option<u64>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1994-11-06T08:49:37Z, RFC 9110's example date.
+    const RFC_DATE: u64 = 784_111_777;
+
+    fn at(unix: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(unix)
+    }
+
+    /// RFC 9110 §10.2.3 and §5.6.7: delay-seconds, and the three HTTP-date forms a recipient
+    /// must accept, with the answers they must get; then what is neither.
+    #[test]
+    fn retry_after_answers_rfc_9110s_forms() {
+        let minute_before = at(RFC_DATE - 60);
+        let s = Duration::from_secs;
+        let cases: [(&str, SystemTime, Option<Duration>); 22] = [
+            ("120", minute_before, Some(s(120))),
+            ("0", minute_before, Some(s(0))),
+            (" 120\t", minute_before, Some(s(120))),
+            ("0000120", minute_before, Some(s(120))),
+            ("43200", minute_before, Some(MAX_DELAY)),
+            ("43201", minute_before, Some(MAX_DELAY)),
+            ("99999999999999999999999", minute_before, Some(MAX_DELAY)),
+            // IMF-fixdate, obsolete RFC 850 and ANSI C asctime() forms of one instant.
+            ("Sun, 06 Nov 1994 08:49:37 GMT", minute_before, Some(s(60))),
+            ("Sunday, 06-Nov-94 08:49:37 GMT", minute_before, Some(s(60))),
+            ("Sun Nov  6 08:49:37 1994", minute_before, Some(s(60))),
+            // RFC 9110's own Retry-After example, two minutes ahead of now.
+            (
+                "Fri, 31 Dec 1999 23:59:59 GMT",
+                at(946_684_799 - 120),
+                Some(s(120)),
+            ),
+            // Now, or past: retry at once.
+            ("Sun, 06 Nov 1994 08:49:37 GMT", at(RFC_DATE), Some(s(0))),
+            (
+                "Sun, 06 Nov 1994 08:49:37 GMT",
+                at(RFC_DATE + 3600),
+                Some(s(0)),
+            ),
+            // Far ahead: capped.
+            (
+                "Sun, 06 Nov 1994 08:49:37 GMT",
+                at(RFC_DATE - 86_400),
+                Some(MAX_DELAY),
+            ),
+            // Neither delay-seconds nor an HTTP-date.
+            ("", minute_before, None),
+            ("-1", minute_before, None),
+            ("+120", minute_before, None),
+            ("1.5", minute_before, None),
+            ("120s", minute_before, None),
+            ("1 20", minute_before, None),
+            ("Sun, 06 Nov 1994 08:49:37", minute_before, None),
+            ("tomorrow", minute_before, None),
+        ];
+        for (value, now, expected) in cases {
+            assert_eq!(
+                backoff::parse_retry_after(value, now),
+                expected,
+                "{value:?}"
+            );
+            check_retry_after(value, now);
+        }
     }
 }
