@@ -15,7 +15,6 @@ import {
   freePort,
   newSecret,
   requireRelayBin,
-  sleep,
   startRelay,
   startRouteServer,
   startServer,
@@ -145,11 +144,17 @@ describe('sender → relay local → receiver', { timeout: 120_000 }, () => {
     const msg = { id: { _serialized: 'false_5511888880000@c.us_ABC' }, from: '5511888880000@c.us', to: '5511999990000@c.us', body: 'Oi', type: 'chat', fromMe: false, timestamp: 1766340172 };
     client.emit('message', msg);
     client.emit('message_create', msg);
-    await waitFor(() => receiver.requests.length >= 4, { ...WAIT, message: '4 deliveries' });
-    await sleep(300);
-    assert.equal(receiver.requests.length, 4, 'the incoming message is sent once');
+    // Markers, emitted last into the same two FIFO groups (the session's status group, which qr
+    // shares, and the chat's group): the sender sends in emit order, one at a time, and the
+    // relay delivers each group in order, so once both arrived, anything the events above
+    // would have caused has arrived too.
+    client.emit('disconnected', 'MARKER');
+    client.emit('message', { ...msg, id: { _serialized: 'false_5511888880000@c.us_MARKER' }, body: 'marker' });
+    const isMarker = (r) => r.body.includes('MARKER');
+    await waitFor(() => receiver.requests.filter(isMarker).length === 2, { ...WAIT, message: 'the two markers' });
+    assert.equal(receiver.requests.length, 6, 'the incoming message is sent once');
     assert.deepEqual(receiver.requests.map((r) => r.body).sort(), [...bodies].sort());
-    const events = receiver.requests.map((r) => JSON.parse(r.body));
+    const events = receiver.requests.filter((r) => !isMarker(r)).map((r) => JSON.parse(r.body));
     assert.deepEqual(events.filter((e) => e.event !== 'message').map((e) => e.event), ['qr', 'status', 'status']);
     assert.match(events.find((e) => e.event === 'qr').data.qr, /^data:image\/png;base64,/);
     receiver.requests.length = 0;
@@ -206,9 +211,12 @@ describe('relay down, then up: the backlog drains in order', { timeout: 120_000 
     const dropped = outcomes.filter((o) => o.reason === 'backlog_full');
     assert.equal(dropped.length, 6);
     assert.equal(log.lines.filter((l) => l.level === 'warn' && /backlog full \(4 events\): dropped the oldest/.test(l.text)).length, 6);
-    await waitFor(() => receiver.requests.length >= 4, { ...WAIT, message: '4 deliveries' });
-    await sleep(300);
-    const seqs = receiver.requests.map((r) => JSON.parse(r.body).data.seq);
+    // A marker in the same status group, sent after the kept events were accepted: the relay
+    // delivers the group in order, so once it arrived, every earlier event of the group has.
+    assert.equal((await sender.send('status', { connected: false, seq: 'marker' })).ok, true);
+    await waitFor(() => receiver.requests.some((r) => JSON.parse(r.body).data.seq === 'marker'), { ...WAIT, message: 'the marker' });
+    assert.equal(JSON.parse(receiver.requests.at(-1).body).data.seq, 'marker', 'the marker came last');
+    const seqs = receiver.requests.slice(0, -1).map((r) => JSON.parse(r.body).data.seq);
     assert.equal(seqs.length, 4);
     assert.deepEqual([...seqs].sort((a, b) => a - b), seqs, 'in order');
     assert.equal(seqs.at(-1), 9, 'the newest event is kept');
@@ -251,8 +259,10 @@ describe('refusals from the relay are not retried', { timeout: 120_000 }, () => 
     assert.equal(result.ok, false);
     assert.equal(result.status, 422);
     assert.equal(result.reason, 'rejected');
+    // `next` is the marker: the sender delivers one event at a time, in order, and makes every
+    // attempt of an event before it starts the next, so once `next` was accepted the refused
+    // event has had all the attempts it will get.
     assert.equal((await next).ok, true);
-    await sleep(600); // several of this sender's retry delays
     const attempts = proxy.requests.filter((r) => r.headers['webhook-id'] === result.id);
     assert.equal(attempts.length, 1, 'not retried');
     const warning = log.lines.find((l) => l.level === 'warn' && l.text.includes(result.id));
@@ -275,7 +285,12 @@ describe('refusals from the relay are not retried', { timeout: 120_000 }, () => 
     assert.equal(errors.length, attempts.length, log.text());
     assert.match(errors[0].text, /HTTP 401: unauthorized: .*retrying for up to/);
     assert.match(errors.at(-1)?.text ?? '', /HTTP 401: unauthorized: .*; dropped$/);
-    await sleep(300);
+    // A marker sent after the drop: the sender works in order, one event at a time, so once the
+    // marker is settled the dropped event can have no attempt left. Past the 401 window, the
+    // marker itself gets one attempt.
+    const marker = await sender.send('status', { connected: false });
+    assert.equal(marker.status, 401);
+    assert.equal(proxy.requests.filter((r) => r.headers['webhook-id'] === marker.id).length, 1, 'one attempt past the 401 window');
     assert.equal(proxy.requests.filter((r) => r.headers['webhook-id'] === result.id).length, attempts.length, 'not retried after the drop');
   });
 });
