@@ -117,3 +117,66 @@ fn classify(error: reqwest::Error) -> ConnectorError {
         ConnectorError::other(error.into(), None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    /// The client the SDK gets for its usual settings (connect and read timeouts), with a read
+    /// timeout short enough for a test.
+    fn sdk_client() -> reqwest::Client {
+        ReqwestHttpClient::default()
+            .client((
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_millis(200)),
+            ))
+            .expect("client")
+    }
+
+    async fn failure(url: &str) -> ConnectorError {
+        let error = sdk_client()
+            .get(url)
+            .send()
+            .await
+            .expect_err("the request fails");
+        classify(error)
+    }
+
+    /// The SDK retries timeouts and I/O failures as transient, and gives up on anything else at
+    /// once: each failure must reach it as its kind.
+    #[tokio::test]
+    async fn failures_reach_the_sdk_as_timeout_io_or_other() {
+        // Connects, and no answer comes: the read timeout, a timeout (not I/O).
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = failure(&format!("http://{}/", silent.local_addr().unwrap())).await;
+        assert!(error.is_timeout() && !error.is_io(), "{error:?}");
+
+        // Refused: the port is bound (no one else can take it) but nobody listens.
+        let closed = TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let error = failure(&format!("http://{}/", closed.local_addr().unwrap())).await;
+        assert!(error.is_io() && !error.is_timeout(), "{error:?}");
+
+        // Accepted, then closed before any answer: I/O.
+        let hanging_up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = hanging_up.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let (connection, _) = hanging_up.accept().await.unwrap();
+                drop(connection);
+            }
+        });
+        let error = failure(&format!("http://{address}/")).await;
+        assert!(error.is_io() && !error.is_timeout(), "{error:?}");
+        server.abort();
+
+        // A request that cannot be built: neither, so the SDK does not retry it.
+        let error = failure("not a url").await;
+        assert!(
+            error.is_other() && !error.is_io() && !error.is_timeout(),
+            "{error:?}"
+        );
+        drop(silent);
+    }
+}
