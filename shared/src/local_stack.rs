@@ -81,6 +81,7 @@ pub struct LocalStackBuilder {
     live: Option<LivePublishing>,
     attempts: Option<Arc<dyn AttemptLedger>>,
     jitter: Option<JitterSource>,
+    batch_time: Option<Duration>,
 }
 
 impl LocalStack {
@@ -90,6 +91,7 @@ impl LocalStack {
             live: None,
             attempts: None,
             jitter: None,
+            batch_time: None,
         }
     }
 
@@ -114,6 +116,13 @@ impl LocalStackBuilder {
     /// A shared attempts ledger instead of the dispatcher's in-memory one.
     pub fn with_attempts(mut self, ledger: Arc<dyn AttemptLedger>) -> Self {
         self.attempts = Some(ledger);
+        self
+    }
+
+    /// The queue's visibility timeout: each batch must settle within it
+    /// ([`Poller::with_batch_time_limit`]).
+    pub fn with_batch_time_limit(mut self, limit: Duration) -> Self {
+        self.batch_time = Some(limit);
         self
     }
 
@@ -149,11 +158,11 @@ impl LocalStackBuilder {
         if let Some(live) = self.live {
             ingest = ingest.with_live(live);
         }
-        let poller = Arc::new(Poller::new(
-            queues.queue.clone(),
-            Arc::clone(&dispatcher),
-            poll_wait,
-        ));
+        let mut poller = Poller::new(queues.queue.clone(), Arc::clone(&dispatcher), poll_wait);
+        if let Some(limit) = self.batch_time {
+            poller = poller.with_batch_time_limit(limit);
+        }
+        let poller = Arc::new(poller);
         LocalStack {
             ingest: Arc::new(ingest),
             dispatcher,

@@ -1,7 +1,9 @@
 //! The event source mapping, outside Lambda: receive up to 10 messages, hand them to the
 //! dispatcher as the `SqsEvent` Lambda would build, delete what was delivered, and leave the
 //! reported failures to the queue (their visibility was already set by the dispatcher). A
-//! response Lambda would reject as a whole deletes nothing (see `to_delete`).
+//! response Lambda would reject as a whole deletes nothing (see `to_delete`). Given the
+//! queue's visibility timeout, a batch gets it as its deadline, as a Lambda invocation gets its
+//! timeout: past it the messages are visible again and their receipts stale.
 //!
 //! Works over any queue adapter: the in-process queue in the local stack, moto or real SQS.
 
@@ -12,7 +14,7 @@ use futures::future::join_all;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The ARN put on local records (the dispatcher does not read it).
 pub const LOCAL_EVENT_SOURCE_ARN: &str = "arn:aws:sqs:local:000000000000:chat-relay.fifo";
@@ -21,6 +23,7 @@ pub struct Poller {
     queue: Arc<dyn Consumer>,
     dispatcher: Arc<Dispatcher>,
     wait: Duration,
+    batch_time: Option<Duration>,
 }
 
 /// What one receive → dispatch → delete round did.
@@ -38,17 +41,34 @@ impl Poller {
             queue,
             dispatcher,
             wait,
+            batch_time: None,
         }
+    }
+
+    /// Each batch must settle within `limit` of its receive (the queue's visibility timeout):
+    /// the dispatcher starts no attempt that could end later (`Dispatcher::handle_batch_until`).
+    pub fn with_batch_time_limit(mut self, limit: Duration) -> Self {
+        self.batch_time = Some(limit);
+        self
+    }
+
+    /// The deadline of a batch received now.
+    fn deadline(&self) -> Option<Instant> {
+        self.batch_time.map(|limit| Instant::now() + limit)
     }
 
     /// One round.
     pub async fn poll_once(&self) -> Result<PollReport, QueueError> {
         let messages = self.queue.receive(MAX_BATCH, self.wait).await?;
-        Ok(self.dispatch(messages).await)
+        Ok(self.dispatch(messages, self.deadline()).await)
     }
 
     /// Dispatches received messages and deletes the delivered ones.
-    async fn dispatch(&self, messages: Vec<ReceivedMessage>) -> PollReport {
+    async fn dispatch(
+        &self,
+        messages: Vec<ReceivedMessage>,
+        deadline: Option<Instant>,
+    ) -> PollReport {
         if messages.is_empty() {
             return PollReport::default();
         }
@@ -61,7 +81,7 @@ impl Poller {
             .into_iter()
             .map(|m| m.into_lambda_record(LOCAL_EVENT_SOURCE_ARN))
             .collect();
-        let response = self.dispatcher.handle_batch(event).await;
+        let response = self.dispatcher.handle_batch_until(event, deadline).await;
         let failures: Vec<String> = response
             .batch_item_failures
             .into_iter()
@@ -114,7 +134,8 @@ impl Poller {
                         };
                         match received {
                             Ok(messages) => {
-                                poller.dispatch(messages).await;
+                                let deadline = poller.deadline();
+                                poller.dispatch(messages, deadline).await;
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "receive failed; retrying in 1 s");

@@ -478,3 +478,40 @@ async fn warm_up_opens_the_connections_of_a_first_batch() {
     assert_eq!(deliveries.len(), WARM_CONNECTIONS);
     assert!(deliveries.iter().all(|d| d.verified));
 }
+
+/// The poller gives each batch the queue's visibility timeout as its deadline, as Lambda gives
+/// an invocation its timeout: with too little of it left nothing is sent, the batch stays in
+/// the queue, visible again at once, and a poller with the time delivers it.
+#[tokio::test]
+async fn a_batch_gets_the_visibility_timeout_as_its_deadline() {
+    let pair = in_process().await;
+    let receiver =
+        VerifyingReceiver::start(Arc::new(|_, _| (StatusCode::NO_CONTENT, Vec::new()))).await;
+    for id in ["first", "second"] {
+        pair.queue.send(status_event(id)).await.unwrap();
+    }
+    let hurried = Poller::new(
+        pair.queue.clone(),
+        dispatcher(&pair, &receiver.url, &[0]),
+        Duration::from_millis(200),
+    )
+    .with_batch_time_limit(Duration::from_secs(1));
+    let report = hurried.poll_once().await.unwrap();
+    assert_eq!((report.received, report.delivered), (2, 0), "{report:?}");
+    assert!(receiver.deliveries().is_empty(), "no attempt started");
+
+    let patient = Poller::new(
+        pair.queue.clone(),
+        dispatcher(&pair, &receiver.url, &[0]),
+        Duration::from_millis(200),
+    )
+    .with_batch_time_limit(Duration::from_secs(60));
+    let report = patient.poll_once().await.unwrap();
+    assert_eq!(
+        (report.received, report.delivered),
+        (2, 2),
+        "visible again at once: {report:?}"
+    );
+    let sent: Vec<String> = receiver.deliveries().iter().map(id_of).collect();
+    assert_eq!(sent, ["first", "second"]);
+}

@@ -17,6 +17,7 @@ use relay_shared::config::{
     LocalStackConfig, QR_TTL_SECONDS, QUEUE_URL, RETRY_SCHEDULE, WEBHOOK_SECRETS, WEBHOOK_URL,
 };
 use relay_shared::deliver::Deliverer;
+use relay_shared::dispatch::SETTLE_RESERVE;
 use relay_shared::envelope::ChatIdKey;
 use relay_shared::local_stack::{InProcessQueues, LocalStack, Parts, QueuePair};
 use relay_shared::queue::move_messages;
@@ -66,7 +67,8 @@ pub struct LocalArgs {
     #[arg(long, env = CHAT_ID_KEY, hide_env_values = true)]
     chat_id_key: Option<String>,
     /// In-process queue: seconds a received message stays invisible before it may be retried
-    /// (1 to 43200: SQS's 12-hour maximum)
+    /// (up to 43200, SQS's 12-hour maximum); also each batch's deadline, so more than the
+    /// delivery timeout + 10 s
     // AWS, `CreateQueue`, `VisibilityTimeout`: "Valid values: An integer from 0 to 43,200 (12
     // hours)." 0 is left out: every received message would be visible again at once.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43_200))]
@@ -101,10 +103,20 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let delivery = config.delivery;
     let live = crate::live::local_hub(&args.live, delivery.retry.qr_ttl)?;
     let schedule = delivery.retry.schedule.clone();
+    let visibility = Duration::from_secs(args.visibility_timeout);
+    let settle = delivery.delivery_timeout + SETTLE_RESERVE;
+    if config.queue_url.is_none() && visibility <= settle {
+        return Err(Failure(format!(
+            "--visibility-timeout {} s is too short: a batch must be settled before its messages are visible again, and one attempt needs the delivery timeout + {} s; give more than {} s",
+            args.visibility_timeout,
+            SETTLE_RESERVE.as_secs(),
+            settle.as_secs_f64().ceil()
+        )));
+    }
     let (queues, in_process, queue_note) = open_queues(
         config.queue_url.as_deref(),
         config.dead_letter_queue_url.as_deref(),
-        Duration::from_secs(args.visibility_timeout),
+        visibility,
         schedule.max_attempts(),
     )
     .await?;
@@ -127,6 +139,12 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     });
     if let Some(live) = &live {
         stack = stack.with_live(live.publishing.clone());
+    }
+    if in_process.is_some() {
+        // A batch that outlives the visibility timeout is handed out again while still being
+        // delivered; the dispatcher stops starting attempts before then, as on Lambda. (An
+        // SQS queue's own timeout is the operator's: the template's 360 s is ample.)
+        stack = stack.with_batch_time_limit(visibility);
     }
     let stack = stack.build();
     let mut app = stack.router();

@@ -232,6 +232,24 @@ async fn bad_flags_and_settings_exit_non_zero_with_one_line() {
     missing_settings_are_named().await;
     chat_id_key_settings_are_checked().await;
     a_port_in_use_is_named().await;
+    visibility_timeouts_are_checked().await;
+}
+
+/// SQS's range, and room for one attempt and its settling within a batch's deadline.
+async fn visibility_timeouts_are_checked() {
+    for (value, expected) in [
+        ("0", "invalid value '0'"),
+        ("43201", "invalid value '43201'"),
+        (
+            "12",
+            "--visibility-timeout 12 s is too short: a batch must be settled before its messages are visible again, and one attempt needs the delivery timeout + 10 s; give more than 15 s",
+        ),
+    ] {
+        let stderr =
+            stderr_of_failing(local_with_secrets().args(["--visibility-timeout", value])).await;
+        assert!(stderr.contains(expected), "{value}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
 }
 
 /// Runs `relay` as set up; it must fail. Returns what it wrote to stderr.
