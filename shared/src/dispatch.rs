@@ -55,10 +55,15 @@ pub const AGING_LIMIT: Duration = Duration::from_secs(13 * 24 * 3600);
 /// How many times a refused visibility change is asked again, each time for half as long.
 const VISIBILITY_TRIES: u32 = 4;
 
-/// Time kept free before the invocation's deadline, besides one attempt's timeout, for what a
-/// failed attempt calls for afterwards: the ledger's write and a visibility change, or the DLQ
-/// copy (each bounded at 4 s by the SDK clients' operation timeout), and the answer to Lambda.
-pub const SETTLE_RESERVE: Duration = Duration::from_secs(10);
+/// Time kept free before the invocation's deadline, besides one attempt's timeout, for the AWS
+/// calls around that attempt, each bounded at 4 s by the SDK clients' operation timeout: the
+/// ledger's read before it; after a failure the ledger's write and a visibility change, or the
+/// DLQ copy and the ledger's delete; then the release of the rest of its group (at once). 16 s
+/// of calls, and room for the answer to Lambda.
+pub const SETTLE_RESERVE: Duration = Duration::from_secs(20);
+
+/// What an aging message's move to the DLQ needs before the deadline: one send.
+const DEAD_LETTER_RESERVE: Duration = Duration::from_secs(8);
 
 /// Lambda's deadline for the invocation (`Lambda-Runtime-Deadline-Ms`, unix milliseconds) as
 /// an `Instant` on this process's clock.
@@ -247,9 +252,15 @@ impl Dispatcher {
                 break;
             }
         }
+        let ran_out = out_of_time.is_some();
         let mut released = Vec::new();
         for held in out_of_time.into_iter().chain(jobs) {
-            if let (true, Some(body)) = (self.aging(&held), held.body.clone()) {
+            // An aging message is dead-lettered rather than held longer, one after another (the
+            // DLQ keeps their order), while there is time; if the batch ran out of time before
+            // reaching it, it is released instead and gets its attempt next time.
+            let time_to_move =
+                !ran_out && deadline.is_none_or(|d| Instant::now() + DEAD_LETTER_RESERVE <= d);
+            if let (true, true, Some(body)) = (time_to_move, self.aging(&held), held.body.clone()) {
                 let reason = DeadLetterReason::Aging;
                 match self
                     .move_to_dead_letter(&held, body, 0, reason, started)
@@ -914,6 +925,22 @@ mod tests {
         sent.sort();
         assert_eq!(sent, ["g-head", "h-head", "h-next"]);
         assert_eq!(run.failed, ["mid-g-head", "mid-g-young"]);
+    }
+
+    #[tokio::test]
+    async fn an_aging_message_the_batch_had_no_time_for_gets_its_attempt_next_time() {
+        let old = (unix_millis() - AGING_LIMIT.as_millis() as u64 - 60_000).to_string();
+        let mut aged = record("old", "a", 1);
+        aged.attributes.insert(attr::SENT_TIMESTAMP.to_owned(), old);
+        let setup = Setup {
+            deadline_in: Some(S(1)),
+            ..Setup::new(HashMap::new())
+        };
+        let run = setup.dispatch(vec![aged]).await;
+        assert!(run.sent.is_empty());
+        assert!(run.dead_lettered.is_empty(), "not dead-lettered untried");
+        assert_eq!(run.failed, ["mid-old"]);
+        assert_eq!(run.visibility, [("rh-old".into(), S(0))]);
     }
 
     #[tokio::test]

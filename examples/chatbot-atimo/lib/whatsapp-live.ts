@@ -228,8 +228,11 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
       // One entry per WhatsApp message: a later event about the same message (a re-send
       // under a new event id, a status change) replaces it rather than adding a twin.
       const message = envelope.data.message;
-      const others = state.messages.filter((m) => m.id !== message.id);
-      set({ messages: [...others, message].slice(-maxMessages) });
+      const known = state.messages.some((m) => m.id === message.id);
+      const messages = known
+        ? state.messages.map((m) => (m.id === message.id ? message : m))
+        : [...state.messages, message].slice(-maxMessages);
+      set({ messages });
     }
     options.onEvent?.(payload);
   }

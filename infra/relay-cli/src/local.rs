@@ -68,7 +68,7 @@ pub struct LocalArgs {
     chat_id_key: Option<String>,
     /// In-process queue: seconds a received message stays invisible before it may be retried
     /// (up to 43200, SQS's 12-hour maximum); also each batch's deadline, so more than the
-    /// delivery timeout + 10 s
+    /// delivery timeout + 20 s
     // AWS, `CreateQueue`, `VisibilityTimeout`: "Valid values: An integer from 0 to 43,200 (12
     // hours)." 0 is left out: every received message would be visible again at once.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43_200))]

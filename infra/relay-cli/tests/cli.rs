@@ -241,8 +241,8 @@ async fn visibility_timeouts_are_checked() {
         ("0", "invalid value '0'"),
         ("43201", "invalid value '43201'"),
         (
-            "12",
-            "--visibility-timeout 12 s is too short: a batch must be settled before its messages are visible again, and one attempt needs the delivery timeout + 10 s; give more than 15 s",
+            "24",
+            "--visibility-timeout 24 s is too short: a batch must be settled before its messages are visible again, and one attempt needs the delivery timeout + 20 s; give more than 25 s",
         ),
     ] {
         let stderr =

@@ -11,12 +11,13 @@
 //! the region the API's. The role needs `appsync:EventPublish` on the namespace's ARN,
 //! `arn:aws:appsync:<region>:<account>:apis/<apiId>/channelNamespace/<name>` (the template).
 //!
-//! One event per request: a request of one keeps a refusal tied to its event. `LivePublishing`
-//! sends one session's events one after another (the page applies them in arrival order) and
-//! different sessions concurrently; a 5-event batch is not used for the order, since the page
-//! quoted above does not say a batch reaches subscribers in its order. The wait is bounded
-//! twice: this client's timeout and `LivePublishing`'s budget around all of them. Never
-//! retried (at most once, by design).
+//! `LivePublishing` hands this adapter up to five events of one session at a time, in order,
+//! and different sessions concurrently; they go as one request, AppSync's batch, and its answer
+//! names each refused event by `index`, so a refusal stays tied to its event. That their order
+//! within the batch is the order subscribers get is our reading, not a promise of the page
+//! quoted above; the alternative, a request per event one after another, would spend a round
+//! trip each of ingest's 250 ms. The wait is bounded twice: this client's timeout and
+//! `LivePublishing`'s budget around all of them. Never retried (at most once, by design).
 //!
 //! Credentials come from the function's one `SdkConfig` provider and are reused until five
 //! minutes before they expire (Lambda's come from the environment and do not change).
