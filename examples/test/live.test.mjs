@@ -282,12 +282,21 @@ describe('live updates: the page (aws-amplify events) ← relay local', () => {
     await waitFor(() => store.getSnapshot().qr, { ...WAIT, message: 'the QR on the page' });
     assert.ok(store.getSnapshot().qr.expiresAt <= made + 60_000, `expires ${store.getSnapshot().qr.expiresAt - made} ms after it was made`);
 
+    // A status or QR older than the one shown (AppSync's order within a publish is not its
+    // promise): a late, older QR does not come back over a newer `connected`.
+    const status = { connected: true };
+    assert.equal((await send('status', status, { id: 'newer-status', timestamp: new Date().toISOString() })).status, 202);
+    assert.equal((await send('qr', qr, { id: 'older-qr', timestamp: new Date(Date.now() - 5_000).toISOString() })).status, 202);
+    await waitFor(() => arrivals.some((a) => a.payload.id === 'older-qr'), { ...WAIT, message: 'the late QR' });
+    assert.equal(store.getSnapshot().qr, null, 'the older QR is not shown');
+    assert.equal(store.getSnapshot().whatsapp?.connected, true);
+
     // The same WhatsApp message under two event ids (a re-send, or an update of it).
     const first = message(7);
     const update = { message: { ...first.message, status: 'read' } };
     assert.equal((await send('message', first, { id: 'same-message-1' })).status, 202);
     assert.equal((await send('message', update, { id: 'same-message-2' })).status, 202);
-    await waitFor(() => arrivals.length >= 3, { ...WAIT, message: 'both message events' });
+    await waitFor(() => arrivals.length >= 5, { ...WAIT, message: 'both message events' });
     const shown = store.getSnapshot().messages.filter((m) => m.id === first.message.id);
     assert.deepEqual(shown.map((m) => m.status), ['read'], 'one entry, the latest');
   });

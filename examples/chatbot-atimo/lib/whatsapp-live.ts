@@ -175,6 +175,19 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
   let current: { channel: EventsChannel; subscription: EventsSubscription } | null = null;
   // Whether this start has been live before: going live again means events were missed.
   let beenLive = false;
+  // The sender's timestamp of the newest status or QR applied. AppSync delivering a batch's
+  // events in their order is the relay's reading, not AppSync's promise: an older one arriving
+  // late must not bring back a QR a newer `connected` has cleared.
+  let sessionStateAt = Number.NEGATIVE_INFINITY;
+
+  /** Whether a status/QR stamped `timestamp` is not older than what the page shows. */
+  function newest(timestamp: string): boolean {
+    const at = Date.parse(timestamp);
+    if (Number.isNaN(at)) return true;
+    if (at < sessionStateAt) return false;
+    sessionStateAt = at;
+    return true;
+  }
   let refreshTimer: ReturnType<typeof setTimeout> | undefined;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let qrTimer: ReturnType<typeof setTimeout> | undefined;
@@ -205,6 +218,8 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
     const envelope = payload.envelope;
     if (payload.tooLarge || !envelope) {
       set({ fetchFromApp: [...state.fetchFromApp, { id: payload.id, type: payload.type }].slice(-MAX_FETCH_FROM_APP) });
+    } else if ((envelope.event === "qr" || envelope.event === "status") && !newest(envelope.timestamp)) {
+      // stale: a newer status or QR is already shown
     } else if (envelope.event === "qr") {
       // Shown until qrTtlMs after the earliest of: the sender made it, it reached the relay,
       // it reached the page. The relay accepts a code up to its TTL after the sender's
@@ -359,6 +374,7 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
     start() {
       teardown();
       beenLive = false;
+      sessionStateAt = Number.NEGATIVE_INFINITY;
       const gen = generation;
       // The connection is shared by every channel of the page; its drops and recoveries are
       // announced on Amplify's Hub.
