@@ -610,3 +610,23 @@ async fn the_in_process_queue_refuses_an_endless_visibility_timeout_and_keeps_wo
 fn the_in_process_queue_takes_a_visibility_timeout_of_at_most_12_hours() {
     let _ = in_process(MAX_VISIBILITY + Duration::from_secs(1));
 }
+
+/// `relay local --queue-url` gives each batch the queue's own visibility timeout as its
+/// deadline: the SQS adapter reads it from the queue.
+#[tokio::test]
+async fn the_sqs_adapter_reads_the_queues_visibility_timeout() {
+    let moto = MotoServer::start().await;
+    let queues = moto
+        .create_fifo_with_dlq("visibility", MAX_RECEIVES, VISIBILITY_SECS)
+        .await;
+    let queue = SqsQueue::new(queues.client.clone(), &queues.queue_url);
+    assert_eq!(
+        queue.visibility_timeout().await.unwrap(),
+        Duration::from_secs(u64::from(VISIBILITY_SECS))
+    );
+    let missing = SqsQueue::new(
+        queues.client.clone(),
+        &format!("{}/000000000000/missing.fifo", moto.endpoint),
+    );
+    assert!(missing.visibility_timeout().await.is_err());
+}

@@ -113,13 +113,23 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
             settle.as_secs_f64().ceil()
         )));
     }
-    let (queues, in_process, queue_note) = open_queues(
+    let (queues, in_process, batch_visibility, mut queue_note) = open_queues(
         config.queue_url.as_deref(),
         config.dead_letter_queue_url.as_deref(),
         visibility,
         schedule.max_attempts(),
     )
     .await?;
+    // An SQS queue's timeout is the operator's: one too short for a deadline (a test queue,
+    // say) runs batches without one, as this stack did before, and says so.
+    let batch_time = (batch_visibility > settle).then_some(batch_visibility);
+    if batch_time.is_none() {
+        queue_note.push_str(&format!(
+            "; its VisibilityTimeout ({} s) leaves no room for a batch deadline (the delivery timeout + {} s), so a slow batch may be handed out twice",
+            batch_visibility.as_secs(),
+            SETTLE_RESERVE.as_secs()
+        ));
+    }
     let (chat_id_key, key_note) = chat_id_key(config.chat_id_key);
     let secrets_count = delivery.webhook_secrets.len();
     let deliverer = Deliverer::new(
@@ -140,11 +150,10 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     if let Some(live) = &live {
         stack = stack.with_live(live.publishing.clone());
     }
-    if in_process.is_some() {
-        // A batch that outlives the visibility timeout is handed out again while still being
-        // delivered; the dispatcher stops starting attempts before then, as on Lambda. (An
-        // SQS queue's own timeout is the operator's: the template's 360 s is ample.)
-        stack = stack.with_batch_time_limit(visibility);
+    // A batch that outlives the visibility timeout is handed out again while still being
+    // delivered; the dispatcher stops starting attempts before then, as on Lambda.
+    if let Some(limit) = batch_time {
+        stack = stack.with_batch_time_limit(limit);
     }
     let stack = stack.build();
     let mut app = stack.router();
@@ -211,22 +220,27 @@ fn read_config(args: &LocalArgs) -> Result<LocalStackConfig, Failure> {
     })
 }
 
-/// The SQS pair named by `queue_url` (and its DLQ), or the in-process pair; with a line that
-/// says which.
+/// The SQS pair named by `queue_url` (and its DLQ), or the in-process pair; with the time a
+/// received batch has before it is handed out again (the SQS queue's `VisibilityTimeout`, or
+/// `visibility` for the in-process one) and a line that says which queue.
 async fn open_queues(
     queue_url: Option<&str>,
     dead_letter_queue_url: Option<&str>,
     visibility: Duration,
     max_attempts: u32,
-) -> Result<(QueuePair, Option<InProcessQueues>, String), Failure> {
+) -> Result<(QueuePair, Option<InProcessQueues>, Duration, String), Failure> {
     let Some(url) = queue_url else {
         let local = InProcessQueues::new("local", visibility);
         let note = format!(
             "in-process FIFO queue, DLQ after {max_attempts} attempts; it does NOT survive a restart"
         );
-        return Ok((local.pair(), Some(local), note));
+        return Ok((local.pair(), Some(local), visibility, note));
     };
     let queue = SqsQueue::from_env(url).await;
+    let batch_time = queue
+        .visibility_timeout()
+        .await
+        .map_err(|e| Failure(format!("cannot read the VisibilityTimeout of {url}: {e}")))?;
     let dlq = match dead_letter_queue_url {
         Some(dlq_url) => queue.sibling(dlq_url),
         None => queue.dead_letter_queue().await.map_err(|e| {
@@ -243,7 +257,7 @@ async fn open_queues(
         queue: Arc::new(queue),
         dead_letter: Arc::new(dlq),
     };
-    Ok((pair, None, note))
+    Ok((pair, None, batch_time, note))
 }
 
 /// The configured key, or one made for this run (with the line that says so). The in-process

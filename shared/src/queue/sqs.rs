@@ -92,6 +92,33 @@ impl SqsQueue {
         Ok(self.sibling(url.queue_url().unwrap_or_default()))
     }
 
+    /// The queue's visibility timeout (`GetQueueAttributes`, `VisibilityTimeout`, whole
+    /// seconds): how long a received batch has before its messages are handed out again.
+    pub async fn visibility_timeout(&self) -> Result<Duration, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|e| classify(e, Call::Other))?;
+        let value = attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+            .ok_or_else(|| {
+                QueueError::Refused(format!(
+                    "{} did not say its VisibilityTimeout",
+                    self.queue_url
+                ))
+            })?;
+        value
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| QueueError::Refused(format!("unreadable VisibilityTimeout {value:?}")))
+    }
+
     /// Opens (and keeps in the pool) the connection to SQS at init with one
     /// `GetQueueAttributes` on the queue, so the first send of a cold start pays neither the
     /// handshakes nor the client's first-call set-up (endpoint, credentials, signing). At most
