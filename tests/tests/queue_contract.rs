@@ -626,7 +626,7 @@ async fn the_sqs_adapter_reads_the_queues_visibility_timeout() {
     );
     let missing = SqsQueue::new(
         queues.client.clone(),
-        &format!("{}/000000000000/missing.fifo", moto.endpoint),
+        format!("{}/000000000000/missing.fifo", moto.endpoint),
     );
     assert!(missing.visibility_timeout().await.is_err());
 }
