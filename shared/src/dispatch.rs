@@ -1006,7 +1006,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_attempt_that_fits_runs_and_its_group_stops_where_time_runs_short() {
-        // Room for the first attempt of each group (timeout 5 s + reserve 10 s, 2 s to spare),
+        // Room for the first attempt of each group (timeout 5 s + reserve 20 s, 2 s to spare),
         // not for a second once the first took 3 s.
         let setup = Setup {
             deadline_in: Some(S(5) + SETTLE_RESERVE + S(2)),

@@ -8,9 +8,10 @@
 //! not pushed: the code is dead by then. An event over [`MAX_EVENT_BYTES`] is pushed as a
 //! notice, counted (`LiveTooLarge`) and logged by id and size.
 //!
-//! Order: one session's events of a request are pushed in the request's order, because the
-//! page applies `status` and `qr` as last-arrival-wins (`[qr, connected]` reversed would leave
-//! a dead QR on a connected session): up to [`MAX_EVENTS_PER_PUBLISH`] in one publish, the
+//! Order: one session's events of a request are pushed in the request's order, because
+//! subscribers apply events as they arrive (`[qr, connected]` reversed would leave a dead QR
+//! on a connected session; the example page also drops a status or QR older than the one it
+//! shows): up to [`MAX_EVENTS_PER_PUBLISH`] in one publish, the
 //! next ones after it, so a batch of ten for one session is two round trips, not ten;
 //! different sessions go concurrently.
 //!
