@@ -7,13 +7,18 @@
 //     deduplicates it);
 //   - signs each attempt with Standard Webhooks (`standardwebhooks` on npm) using the relay's
 //     INGEST secret, and POSTs it with the global `fetch`, 5 s timeout per attempt;
-//   - retries network errors, timeouts, 5xx, 408 and 429 with exponential backoff and jitter,
-//     honouring `Retry-After` (seconds or HTTP date);
+//   - escapes raw U+FFFE / U+FFFF as `\uFFFE` / `\uFFFF` (the same JSON value): the relay
+//     refuses them raw (SQS cannot store them), so a contact could otherwise make a message vanish;
+//   - retries network errors, timeouts, 5xx, 408 and 429 with exponential backoff and jitter;
+//     a `Retry-After` (delay-seconds or an HTTP date, capped) can lengthen a wait, never shorten it;
+//   - counts only a 202 (the relay's "stored") as delivered: another 2xx means WEBHOOK_URL is not
+//     the relay's ingest (e.g. the app's old route): an error is logged and the event dropped;
+//   - reads at most 16 KiB of any answer, within the attempt's timeout, then cancels the rest;
 //   - retries a 401 too, but only for a bounded time (default 10 minutes from the first 401 of
 //     a run of them), logging an error each time: a 401 can be a clock that is off or a secret
 //     rotation done in the wrong order, which someone can fix while the event waits;
-//   - any other 4xx is final: a warning with the relay's error message is logged and the event
-//     dropped (retrying cannot fix it);
+//   - any other 4xx is final: a warning with the relay's error code (and `path`, `expected`) is
+//     logged and the event dropped (retrying cannot fix it);
 //   - keeps undelivered events in a bounded in-memory FIFO backlog (default 1000; when full the
 //     oldest is dropped with a warning) and delivers them one at a time, in order;
 //   - never throws into the caller: `sendWebhook` returns a promise that always resolves, with
@@ -21,7 +26,8 @@
 //
 // Without WEBHOOK_URL every call is a no-op, as in the seed.
 // Logs carry event type, event id, attempt, status and delays: never QR data, message content
-// or secrets.
+// or secrets. Of the relay's error bodies only `error`, `path` and `expected` (without its
+// "found …" part) are logged, control characters removed and length capped: never `message`.
 //
 // Node 18+ (global fetch, AbortSignal.timeout). No axios.
 
@@ -38,7 +44,9 @@ import { Webhook } from 'standardwebhooks';
  * @property {(...args: unknown[]) => void} [error]
  *
  * @typedef {object} SenderOptions
- * @property {string} [url] Relay ingest URL (`https://…/events`). Default: env WEBHOOK_URL.
+ * @property {string} [url] Relay ingest URL (`https://…/events`). Default: env WEBHOOK_URL. A URL
+ *   that is not http(s) turns sending off (with an error); a path not ending in `/events` gets a
+ *   warning at start.
  * @property {string} [secret] Relay INGEST secret (`whsec_…`). Default: env WEBHOOK_SECRET.
  * @property {string} [session] WhatsApp session name. Default: env WHATSAPP_SESSION, else "default".
  * @property {number} [timeoutMs] Per-attempt timeout. Default 5000.
@@ -46,6 +54,7 @@ import { Webhook } from 'standardwebhooks';
  * @property {number} [retryBaseDelayMs] First retry delay (doubles each attempt). Default 1000.
  * @property {number} [retryMaxDelayMs] Cap of the backoff delay. Default 60000.
  * @property {number} [maxRetryAfterMs] Cap applied to a relay's Retry-After. Default 300000.
+ *   A retry waits max(backoff, min(Retry-After, maxRetryAfterMs)).
  * @property {number} [unauthorizedRetryMs] How long 401 answers are retried, from the first
  *   401 of an unbroken run of them. Default 600000 (10 minutes). Past it, an event answered 401
  *   is dropped with an error after one attempt, until the relay answers something else.
@@ -60,11 +69,12 @@ import { Webhook } from 'standardwebhooks';
  * @property {string} [timestamp] RFC 3339 time of the event (default: now).
  *
  * @typedef {object} SendResult
- * @property {boolean} ok true once the relay accepted the event (2xx).
+ * @property {boolean} ok true once the relay answered 202 (it stored the event).
  * @property {string} [id] The envelope id.
  * @property {number} [status] The relay's final HTTP status, when there was one.
- * @property {'not_configured' | 'invalid_event' | 'rejected' | 'backlog_full' | 'max_attempts' | 'closed'} [reason]
- *   Why the event was not delivered.
+ * @property {'not_configured' | 'invalid_event' | 'rejected' | 'not_relay' | 'backlog_full' | 'max_attempts' | 'closed'} [reason]
+ *   Why the event was not delivered. `not_relay`: WEBHOOK_URL answered a 2xx other than 202, so
+ *   it is not the relay's ingest and nothing says the event was stored.
  *
  * @typedef {object} WhatsAppClient A whatsapp-web.js `Client` (only what is used here).
  * @property {(event: string, listener: (...args: any[]) => void) => unknown} on
@@ -83,8 +93,11 @@ const DEFAULTS = Object.freeze({
   maxAttempts: Infinity,
 });
 
-/** Status codes worth another attempt; every other non-2xx is final. */
+/** Status codes worth another attempt (besides 5xx); every other answer but 202 is final. */
 const RETRYABLE_STATUS = new Set([408, 429]);
+
+/** The most of an answer's body that is read (for the error code); the rest is cancelled. */
+const MAX_RESPONSE_BYTES = 16 * 1024;
 
 /** The relay's ids and sessions: ASCII letters, digits, punctuation (SQS id rules). */
 const SQS_ID = /^[\x21-\x7e]+$/;
@@ -113,6 +126,7 @@ export function createSender(options = {}) {
   /** @type {Webhook | null} */
   let signer = null;
   let enabled = Boolean(url);
+  if (enabled) enabled = checkUrl(url, log);
   if (enabled && secret) {
     try {
       signer = new Webhook(secret);
@@ -177,7 +191,9 @@ export function createSender(options = {}) {
       };
       let body;
       try {
-        body = JSON.stringify(envelope);
+        // Raw U+FFFE / U+FFFF can only be inside JSON strings: their \u escapes are the same
+        // value, and the relay (SQS) stores only the escaped form. Signed as sent (attempt()).
+        body = JSON.stringify(envelope).replace(/[\uFFFE\uFFFF]/g, (c) => (c === '\uFFFE' ? '\\uFFFE' : '\\uFFFF'));
       } catch (err) {
         log.warn(`[relay-sender] ${event} ${id}: data is not serialisable as JSON (${errorName(err)}): dropped`);
         return Promise.resolve({ ok: false, id, reason: 'invalid_event' });
@@ -225,7 +241,10 @@ export function createSender(options = {}) {
           item.resolve({ ok: false, id: item.id, status: outcome.status, reason: 'max_attempts' });
           continue;
         }
-        const delay = outcome.retryAfterMs ?? backoff(item.attempts);
+        // Retry-After can only lengthen the wait: a `0` or a past date from a broken relay
+        // must not turn the backoff into a busy loop.
+        const floor = backoff(item.attempts);
+        const delay = outcome.retryAfterMs === undefined ? floor : Math.max(floor, Math.min(outcome.retryAfterMs, maxRetryAfter));
         log.warn(`[relay-sender] ${item.event} ${item.id}: attempt ${item.attempts} failed (${outcome.why}); retrying in ${Math.round(delay)} ms, ${backlog.length} event(s) pending`);
         await sleep(delay);
       }
@@ -254,6 +273,7 @@ export function createSender(options = {}) {
       /** @type {Record<string, string>} */
       const headers = { 'content-type': 'application/json', 'webhook-id': item.id };
       const now = new Date();
+      const deadline = now.getTime() + timeoutMs; // the whole attempt, answer body included
       headers['webhook-timestamp'] = String(Math.floor(now.getTime() / 1000));
       if (signer) headers['webhook-signature'] = signer.sign(item.id, now, item.body);
       let response;
@@ -269,20 +289,26 @@ export function createSender(options = {}) {
         return { done: false, why: networkError(err, timeoutMs) };
       }
       const status = response.status;
-      const text = await readText(response, timeoutMs);
+      const text = await readText(response, deadline);
       if (status === 401) return unauthorized(item, text);
       unauthorizedSince = null;
-      if (status >= 200 && status < 300) {
+      if (status === 202) {
         if (item.attempts > 1) log.info(`[relay-sender] ${item.event} ${item.id}: delivered after ${item.attempts} attempts`);
         return { done: true, result: { ok: true, id: item.id, status } };
       }
+      if (status >= 200 && status < 300) {
+        // Only the relay's 202 means "stored". Another 2xx is some other server (typically the
+        // app's old route, WEBHOOK_URL still pointing at it): nothing says the event was
+        // stored, and resending would repeat it there. The body is not logged.
+        log.error(`[relay-sender] ${item.event} ${item.id}: WEBHOOK_URL answered HTTP ${status}, not the relay's 202: it is not the relay's ingest URL (https://…/events); fix WEBHOOK_URL; dropped`);
+        return { done: true, result: { ok: false, id: item.id, status, reason: 'not_relay' } };
+      }
       if (status >= 500 || RETRYABLE_STATUS.has(status)) {
-        const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
         return {
           done: false,
           status,
           why: `HTTP ${status}${describeRefusal(text)}`,
-          retryAfterMs: retryAfterMs === undefined ? undefined : Math.min(retryAfterMs, maxRetryAfter),
+          retryAfterMs: parseRetryAfter(response.headers.get('retry-after')),
         };
       }
       // 3xx and the other 4xx: the request itself is wrong; retrying sends the same thing again.
@@ -304,7 +330,7 @@ export function createSender(options = {}) {
   function unauthorized(item, text) {
     if (!signer) {
       // Unsigned (no WEBHOOK_SECRET): waiting cannot fix it, the secret is read once at start.
-      log.error(`[relay-sender] ${item.event} ${item.id}: refused with HTTP 401${describeRefusal(text)}; WEBHOOK_SECRET is not set; dropped`);
+      log.error(`[relay-sender] ${item.event} ${item.id}: refused with HTTP 401${describeRefusal(text)}: the request is unsigned, WEBHOOK_SECRET is not set; dropped`);
       return { done: true, result: { ok: false, id: item.id, status: 401, reason: 'rejected' } };
     }
     const now = Date.now();
@@ -312,10 +338,10 @@ export function createSender(options = {}) {
     const left = unauthorizedSince + unauthorizedRetryMs - now;
     const cause = 'check that WEBHOOK_SECRET is one of the relay\'s INGEST_SECRETS and that this machine\'s clock is right';
     if (left > 0) {
-      log.error(`[relay-sender] ${item.event} ${item.id}: attempt ${item.attempts} refused with HTTP 401${describeRefusal(text)}; ${cause}; retrying for up to ${Math.ceil(left / 1000)} s more`);
+      log.error(`[relay-sender] ${item.event} ${item.id}: attempt ${item.attempts} refused with HTTP 401${describeRefusal(text)}: the signature was not accepted; ${cause}; retrying for up to ${Math.ceil(left / 1000)} s more`);
       return { done: false, status: 401, why: 'HTTP 401' };
     }
-    log.error(`[relay-sender] ${item.event} ${item.id}: refused with HTTP 401${describeRefusal(text)} for ${Math.round((now - unauthorizedSince) / 1000)} s; ${cause}; dropped`);
+    log.error(`[relay-sender] ${item.event} ${item.id}: refused with HTTP 401${describeRefusal(text)}: the signature was not accepted for ${Math.round((now - unauthorizedSince) / 1000)} s; ${cause}; dropped`);
     return { done: true, result: { ok: false, id: item.id, status: 401, reason: 'rejected' } };
   }
 
@@ -578,55 +604,168 @@ async function toPngDataUrl(text) {
 }
 
 /**
- * `Retry-After`: delay-seconds or an HTTP date. Returns milliseconds, or undefined.
+ * `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date (IMF-fixdate, or the
+ * obsolete RFC 850 and asctime forms). Returns milliseconds from `now` (0 for a past date), or
+ * undefined for anything else (`1.5`, `-1`, an ISO date, …).
  * @param {string | null} value
  * @param {number} [now]
  * @returns {number | undefined}
  */
 export function parseRetryAfter(value, now = Date.now()) {
-  if (!value) return undefined;
+  if (typeof value !== 'string') return undefined;
   const trimmed = value.trim();
   if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const date = Date.parse(trimmed);
-  if (Number.isNaN(date)) return undefined;
-  return Math.max(0, date - now);
+  const date = parseHttpDate(trimmed);
+  return date === undefined ? undefined : Math.max(0, date - now);
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const MONTH = MONTHS.join('|');
+const IMF_FIXDATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\\d{2}) (${MONTH}) (\\d{4}) (\\d{2}):(\\d{2}):(\\d{2}) GMT$`);
+const RFC850_DATE = new RegExp(`^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\\d{2})-(${MONTH})-(\\d{2}) (\\d{2}):(\\d{2}):(\\d{2}) GMT$`);
+const ASCTIME_DATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (${MONTH}) ( \\d|\\d{2}) (\\d{2}):(\\d{2}):(\\d{2}) (\\d{4})$`);
+
+/**
+ * An HTTP-date in milliseconds since the epoch, or undefined.
+ * @param {string} text
+ * @returns {number | undefined}
+ */
+function parseHttpDate(text) {
+  /** @type {[string, string, string, string, string, string] | undefined} day, month, year, h, m, s */
+  let parts;
+  let m = IMF_FIXDATE.exec(text);
+  if (m) parts = [m[1], m[2], m[3], m[4], m[5], m[6]];
+  else if ((m = RFC850_DATE.exec(text))) {
+    // A two-digit year more than 50 years in the future is the most recent past such year.
+    const thisYear = new Date().getUTCFullYear();
+    let year = Math.floor(thisYear / 100) * 100 + Number(m[3]);
+    if (year > thisYear + 50) year -= 100;
+    parts = [m[1], m[2], String(year), m[4], m[5], m[6]];
+  } else if ((m = ASCTIME_DATE.exec(text))) parts = [m[2].trim(), m[1], m[6], m[3], m[4], m[5]];
+  if (!parts) return undefined;
+  const [day, month, year, hour, minute, second] = parts.map((p, i) => (i === 1 ? MONTHS.indexOf(p) : Number(p)));
+  if (hour > 23 || minute > 59 || second > 60 || day < 1) return undefined;
+  const time = Date.UTC(year, month, day, hour, minute, second);
+  if (new Date(time).getUTCDate() !== day) return undefined; // 31 Feb and the like
+  return time;
 }
 
 /**
+ * At most MAX_RESPONSE_BYTES of an answer's body, read before `deadline`; whatever is left is
+ * cancelled (the connection is not kept busy by a body that never ends). Never throws.
  * @param {Response} response
- * @param {number} timeoutMs
+ * @param {number} deadline epoch ms
+ * @returns {Promise<string>}
  */
-async function readText(response, timeoutMs) {
+async function readText(response, deadline) {
+  /** @type {ReadableStreamDefaultReader<Uint8Array> | undefined} */
+  let reader;
+  try {
+    reader = response.body?.getReader();
+  } catch {
+    // locked or not a web stream
+  }
+  if (!reader) return '';
+  const timedOut = Symbol('timed out');
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let timer;
+  const expiry = new Promise((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, deadline - Date.now()), timedOut);
+  });
+  /** @type {Uint8Array[]} */
+  const chunks = [];
+  let size = 0;
   try {
-    const text = await Promise.race([
-      response.text(),
-      new Promise((resolve) => {
-        timer = setTimeout(resolve, timeoutMs, '');
-      }),
-    ]);
-    return typeof text === 'string' ? text.slice(0, 10_000) : '';
-  } catch {
-    return '';
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The relay's JSON error body, for the warning: `error`, `message`, `path`, `expected`. */
-function describeRefusal(/** @type {string} */ text) {
-  try {
-    const body = JSON.parse(text);
-    if (body && typeof body === 'object') {
-      const parts = [body.error, body.message].filter((p) => typeof p === 'string' && p);
-      const at = typeof body.path === 'string' ? ` (at ${body.path})` : '';
-      if (parts.length > 0) return `: ${parts.join(': ')}${at}`.slice(0, 500);
+    while (size < MAX_RESPONSE_BYTES) {
+      const next = await Promise.race([reader.read(), expiry]);
+      if (next === timedOut || next.done) break;
+      if (!(next.value instanceof Uint8Array)) break;
+      const chunk = next.value.subarray(0, MAX_RESPONSE_BYTES - size);
+      chunks.push(chunk);
+      size += chunk.length;
     }
   } catch {
-    // not JSON
+    // aborted (the attempt's timeout) or a broken connection: keep what was read
+  } finally {
+    clearTimeout(timer);
+    try {
+      // Not awaited: a stream that never settles its cancel must not hold the attempt.
+      reader.cancel().catch(() => {});
+    } catch {
+      // already released
+    }
   }
-  return '';
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
+/**
+ * The relay's JSON error body, for a log line: its `error` code, and the `path` and `expected`
+ * of a 422. Never its free-text `message` (it may quote part of the event, e.g. a phone
+ * number), and of `expected` only the part before ", found …" (which quotes the value). Control
+ * and bidi characters are removed (no forged log lines) and each part is capped.
+ * @param {string} text
+ */
+function describeRefusal(text) {
+  /** @type {any} */
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return ''; // not JSON
+  }
+  if (!body || typeof body !== 'object') return '';
+  const code = typeof body.error === 'string' ? body.error.replace(/[^A-Za-z0-9_.-]/g, '').slice(0, 64) : '';
+  const path = logSafe(body.path, 120);
+  const expected = typeof body.expected === 'string' ? logSafe(body.expected.split(', found')[0], 160) : '';
+  if (!code) return '';
+  return `: ${code}${expected ? `: ${expected}` : ''}${path ? ` (at ${path})` : ''}`;
+}
+
+/**
+ * A string from a peer, fit for one log line: control, line-separator and bidi characters
+ * removed, at most `max` characters.
+ * @param {unknown} value
+ * @param {number} max
+ */
+function logSafe(value, max) {
+  if (typeof value !== 'string') return '';
+  return value
+    .replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g, '')
+    .slice(0, max);
+}
+
+/**
+ * WEBHOOK_URL at start: not http(s) → sending off (an error); a path that is not the relay's
+ * `/events` → a warning. The URL itself is never logged (it may carry a token).
+ * @param {string} url
+ * @param {Required<Logger>} log
+ * @returns {boolean} whether sending can go on
+ */
+function checkUrl(url, log) {
+  /** @type {URL} */
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    log.error('[relay-sender] WEBHOOK_URL is not a valid URL: events are not sent');
+    return false;
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    log.error('[relay-sender] WEBHOOK_URL is not an http(s) URL: events are not sent');
+    return false;
+  }
+  if (parsed.pathname.endsWith('/events/batch')) {
+    log.warn('[relay-sender] WEBHOOK_URL ends in /events/batch, but this sender posts one event per request: use the relay\'s /events route (the batch route refuses a single event with 422)');
+  } else if (!parsed.pathname.endsWith('/events')) {
+    log.warn('[relay-sender] WEBHOOK_URL does not end in /events: is it the relay\'s ingest URL (https://…/events)? Another server (e.g. the app\'s old route) does not answer 202, and its answers are not counted as delivered');
+  }
+  return true;
 }
 
 /**

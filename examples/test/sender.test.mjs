@@ -1,10 +1,12 @@
 // The chat-whatsapp sender against a fake relay (a node:http server answering what each test
-// needs): envelope and signature, retry policy, Retry-After, timeouts, order, backlog bound,
-// never throwing, never logging secrets or data, and the whatsapp-web.js wiring.
+// needs): envelope and signature, U+FFFE/U+FFFF escaping, retry policy, Retry-After as a floor,
+// timeouts, bounded answer bodies, only 202 counts, order, backlog bound, never throwing, never
+// logging secrets, data or the relay's free text, and the whatsapp-web.js wiring.
 // The same behaviour against the real relay is in relay.test.mjs.
 
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import http from 'node:http';
 import { after, describe, it } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import {
@@ -63,6 +65,34 @@ describe('envelope and signature', () => {
     assert.equal(req.headers['webhook-id'], envelope.id);
     assert.ok(Date.parse(envelope.timestamp) >= before - 1);
     assert.deepEqual(verify(req), envelope); // throws when the signature is wrong
+  });
+
+  it('raw U+FFFE / U+FFFF go out as \\uFFFE / \\uFFFF escapes: accepted, the same string arrives, signed as sent', async () => {
+    // Like ingest: a body with a raw U+FFFE or U+FFFF is a final 422 ("send it escaped").
+    const relay = await fakeRelay((record) => (/[\uFFFE\uFFFF]/.test(record.body)
+      ? { status: 422, body: JSON.stringify({ error: 'schema_violation', message: 'body: the character U+FFFF cannot be stored by SQS', path: 'body', expected: 'the character U+FFFF cannot be stored by SQS; send it escaped as \\uFFFF' }) }
+      : accepted(record)));
+    const s = sender({ url: relay.eventsUrl });
+    const client = new EventEmitter();
+    s.wire(client);
+    const content = 'oi\uFFFF tudo\uFFFE bem? \uFFFF\uFFFF "quoted" \\ é 😀';
+    client.emit('message', { id: { _serialized: 'false_5511888880000@c.us_FFFF' }, from: '5511888880000@c.us', to: 'bot', body: content, type: 'chat', fromMe: false, timestamp: 1766340172 });
+    const other = await s.send('status', { connected: true, ['k\uFFFE']: 'v\uFFFF' });
+    assert.equal(other.ok, true);
+    assert.equal(other.status, 202);
+    await waitFor(() => relay.requests.length >= 2, { message: 'the message event' });
+    assert.equal(await s.flush(5000), true);
+    assert.equal(relay.requests.length, 2, 'each event sent once: none refused');
+    const message = relay.requests.find((r) => JSON.parse(r.body).event === 'message');
+    const status = relay.requests.find((r) => JSON.parse(r.body).event === 'status');
+    assert.ok(message && status);
+    for (const req of relay.requests) {
+      assert.doesNotMatch(req.body, /[\uFFFE\uFFFF]/, 'no raw U+FFFE / U+FFFF in the body');
+      verify(req); // signed over the exact (escaped) body sent
+    }
+    assert.match(message.body, /oi\\uFFFF tudo\\uFFFE bem\? \\uFFFF\\uFFFF/);
+    assert.equal(JSON.parse(message.body).data.message.content, content, 'the same string parses back');
+    assert.deepEqual(verify(status).data, { connected: true, ['k\uFFFE']: 'v\uFFFF' });
   });
 
   it('session defaults to WHATSAPP_SESSION, else "default"', async () => {
@@ -148,13 +178,45 @@ describe('retries', () => {
     assert.ok(gap >= 900, `waited ${gap} ms`);
   });
 
-  it('parses Retry-After forms', () => {
+  it('Retry-After is a floor, never a shortcut: "0" and a past date still wait the backoff', async () => {
+    const base = 40;
+    const headers = [{ 'retry-after': '0' }, { 'retry-after': 'Thu, 01 Jan 1970 00:00:00 GMT' }, { 'retry-after': '0' }, { 'retry-after': '0' }];
+    const relay = await fakeRelay((record, n) => (n <= headers.length ? { status: 503, headers: headers[n - 1] } : accepted(record)));
+    const log = captureLogger();
+    const result = await sender({ url: relay.eventsUrl, retryBaseDelayMs: base, retryMaxDelayMs: 1000, logger: log.logger }).send('status', { connected: true });
+    assert.equal(result.ok, true);
+    assert.equal(relay.requests.length, headers.length + 1);
+    // The backoff for attempt n waits between half and all of base·2^(n-1): its floor is half.
+    const floors = [20, 40, 80, 160];
+    const delays = log.lines.map((l) => /retrying in (\d+) ms/.exec(l.text)?.[1]).filter(Boolean).map(Number);
+    assert.equal(delays.length, floors.length, log.text());
+    delays.forEach((delay, i) => assert.ok(delay >= floors[i], `retry ${i + 1} planned in ${delay} ms, floor ${floors[i]}`));
+    // And the relay saw the waits (lower bounds only; timers never fire early by more than ~1 ms).
+    const gaps = relay.requests.slice(1).map((r, i) => r.at - relay.requests[i].at);
+    gaps.forEach((gap, i) => assert.ok(gap >= floors[i] - 2, `gap ${i + 1}: ${gap} ms, floor ${floors[i]}`));
+  });
+
+  it('a Retry-After above maxRetryAfterMs is cut to it', async () => {
+    const relay = await fakeRelay((record, n) => (n === 1 ? { status: 429, headers: { 'retry-after': '3600' } } : accepted(record)));
+    const log = captureLogger();
+    const result = await sender({ url: relay.eventsUrl, retryBaseDelayMs: 10, maxRetryAfterMs: 150, logger: log.logger }).send('status', { connected: true });
+    assert.equal(result.ok, true);
+    assert.match(log.text(), /attempt 1 failed \(HTTP 429\); retrying in 150 ms/);
+  });
+
+  it('parses Retry-After forms: delay-seconds or an HTTP-date, nothing else', () => {
     const now = Date.parse('2025-12-21T18:00:00Z');
     assert.equal(parseRetryAfter('5', now), 5000);
     assert.equal(parseRetryAfter(' 0 ', now), 0);
     assert.equal(parseRetryAfter('Sun, 21 Dec 2025 18:00:30 GMT', now), 30_000);
     assert.equal(parseRetryAfter('Sun, 21 Dec 2025 17:00:00 GMT', now), 0);
-    assert.equal(parseRetryAfter('soon', now), undefined);
+    assert.equal(parseRetryAfter('Sunday, 21-Dec-25 18:00:30 GMT', now), 30_000, 'RFC 850');
+    assert.equal(parseRetryAfter('Sun Dec 21 18:00:30 2025', now), 30_000, 'asctime');
+    assert.equal(parseRetryAfter('Sun Dec  1 18:00:30 2025', now), 0, 'asctime, one-digit day');
+    for (const bad of ['soon', '', '1.5', '-1', '+5', '5 s', '0x10', '2025-12-21T18:00:30Z', 'Sun, 21 Dec 2025 18:00:30 +0000',
+      'Sun, 21 Dec 2025 18:00:30', 'sun, 21 dec 2025 18:00:30 GMT', 'Sun, 31 Feb 2025 18:00:30 GMT', 'Sun, 21 Dec 2025 25:00:30 GMT', 'Dec 21 2025']) {
+      assert.equal(parseRetryAfter(bad, now), undefined, JSON.stringify(bad));
+    }
     assert.equal(parseRetryAfter(null, now), undefined);
   });
 
@@ -186,7 +248,27 @@ describe('retries', () => {
     assert.equal((await next).ok, true);
     await sleep(150); // several retry delays: nothing more comes
     assert.equal(relay.requests.filter((r) => JSON.parse(r.body).event === 'message').length, 1);
-    assert.match(log.text(), /HTTP 422: schema_violation: data\.message\.content: required field is missing \(at data\.message\.content\); dropped/);
+    assert.match(log.text(), /HTTP 422: schema_violation: required field is missing \(at data\.message\.content\); dropped/);
+  });
+
+  it('the relay\'s free-text message is never logged: only its error code, path and expected (before "found"), cleaned', async () => {
+    const refusal = {
+      error: 'schema_violation',
+      message: 'data.message.from: expected a string, found the number 5511999990000\nFAKE error: forged line',
+      path: 'data.message.from\r\n[relay-sender] INJECTED\u2028',
+      expected: `expected a string${'!'.repeat(5000)}, found the number 5511999990000`,
+    };
+    const relay = await fakeRelay(() => ({ status: 422, body: JSON.stringify(refusal) }));
+    const log = captureLogger();
+    const result = await sender({ url: relay.eventsUrl, logger: log.logger }).send('status', { connected: true });
+    assert.equal(result.reason, 'rejected');
+    const text = log.text();
+    assert.equal(log.lines.length, 1, text);
+    assert.match(text, /HTTP 422: schema_violation: expected a string!+ \(at data\.message\.from\[relay-sender\] INJECTED\); dropped/);
+    assert.ok(!text.includes('5511999990000'), 'no value quoted by the relay');
+    assert.ok(!text.includes('FAKE'), 'no message text');
+    assert.ok(!/[\r\n\u2028]/.test(text), 'no line breaks from the relay');
+    assert.ok(text.length < 500, `capped: ${text.length} characters`);
   });
 
   it('400, 413 and 415 are final too', async () => {
@@ -199,7 +281,7 @@ describe('retries', () => {
     }
   });
 
-  it('422 queue_refused_event is final; 500 queue_misconfigured is retried with the relay\'s message', async () => {
+  it('422 queue_refused_event is final; 500 queue_misconfigured is retried with the relay\'s error code', async () => {
     const refusedBody = { error: 'queue_refused_event', message: 'the queue refused this event: it will not be stored' };
     const misconfigured = { error: 'queue_misconfigured', message: 'the queue is misconfigured: an operator must fix it' };
     const relay = await fakeRelay((record) => {
@@ -217,8 +299,9 @@ describe('retries', () => {
     const count = (seq) => relay.requests.filter((r) => JSON.parse(r.body).data.seq === seq).length;
     assert.equal(count(0), 1, 'queue_refused_event is not retried');
     assert.equal(count(1), 3, 'queue_misconfigured is retried like any 5xx');
-    assert.match(log.text(), /HTTP 422: queue_refused_event: the queue refused this event.*; dropped \(not retried\)/);
-    assert.match(log.text(), /attempt 1 failed \(HTTP 500: queue_misconfigured: the queue is misconfigured: an operator must fix it\)/);
+    assert.match(log.text(), /HTTP 422: queue_refused_event; dropped \(not retried\)/);
+    assert.match(log.text(), /attempt 1 failed \(HTTP 500: queue_misconfigured\)/);
+    assert.doesNotMatch(log.text(), /the queue (refused|is misconfigured)/, 'the relay\'s free-text message is not logged');
   });
 
   it('401 is retried, re-signed with a fresh timestamp each attempt, with an error log each time', async () => {
@@ -243,7 +326,8 @@ describe('retries', () => {
     const errors = log.lines.filter((l) => l.level === 'error');
     assert.equal(errors.length, 2, log.text());
     for (const e of errors) {
-      assert.match(e.text, /refused with HTTP 401: unauthorized: no signature matches any current secret; check that WEBHOOK_SECRET .* clock .*; retrying for up to \d+ s more/);
+      assert.match(e.text, /refused with HTTP 401: unauthorized: the signature was not accepted; check that WEBHOOK_SECRET .* clock .*; retrying for up to \d+ s more/);
+      assert.doesNotMatch(e.text, /no signature matches/, 'the relay\'s free-text message is not logged');
     }
     assert.doesNotMatch(log.text(), /private words|5511999990000/);
   });
@@ -257,7 +341,7 @@ describe('retries', () => {
     assert.deepEqual(first, { ok: false, id: first.id, status: 401, reason: 'rejected' });
     const firstAttempts = relay.requests.length;
     assert.ok(firstAttempts >= 2, `retried: ${firstAttempts} attempts`);
-    assert.match(log.lines.filter((l) => l.level === 'error').at(-1)?.text ?? '', /refused with HTTP 401: unauthorized: webhook-timestamp is too old for \d+ s; .*; dropped/);
+    assert.match(log.lines.filter((l) => l.level === 'error').at(-1)?.text ?? '', /refused with HTTP 401: unauthorized: the signature was not accepted for \d+ s; .*; dropped/);
     // The run of 401s is already older than the bound: the next event gets one attempt.
     const second = await s.send('status', { connected: false, seq: 1 });
     assert.equal(second.reason, 'rejected');
@@ -306,6 +390,165 @@ describe('retries', () => {
     // Waits are in [ceiling/2, ceiling] for ceilings 40, 80, 160, 160, 160 (plus scheduling slack).
     const ceilings = [40, 80, 160, 160, 160];
     gaps.forEach((gap, i) => assert.ok(gap >= ceilings[i] / 2 - 5 && gap <= ceilings[i] + 150, `gap ${i}: ${gap} ms`));
+  });
+});
+
+describe('answers: bounded reads, only 202 counts', () => {
+  /**
+   * A relay whose answer never ends: headers with `status`, then body bytes until the sender
+   * hangs up, either as fast as the socket takes them or one byte every 20 ms. `hungUp` counts
+   * the answers whose connection the sender closed.
+   * @param {number} status
+   * @param {{fast: boolean}} mode
+   */
+  async function endlessRelay(status, { fast }) {
+    let requests = 0;
+    let hungUp = 0;
+    const server = http.createServer((req, res) => {
+      requests += 1;
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '0' });
+        res.write('{"error":"queue_unavailable","message":"');
+        res.on('error', () => {});
+        const chunk = Buffer.alloc(4096, 0x61);
+        const more = () => {
+          while (!res.destroyed && res.write(chunk)) { /* until the socket's buffer is full */ }
+        };
+        /** @type {ReturnType<typeof setInterval> | undefined} */
+        let trickle;
+        if (fast) {
+          res.on('drain', more);
+          more();
+        } else {
+          trickle = setInterval(() => res.write('a'), 20);
+        }
+        res.on('close', () => {
+          clearInterval(trickle);
+          hungUp += 1;
+        });
+      });
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+    cleanups.push(() => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve(undefined));
+    }));
+    const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
+    return {
+      eventsUrl: `http://127.0.0.1:${port}/events`,
+      get requests() { return requests; },
+      get hungUp() { return hungUp; },
+    };
+  }
+
+  for (const fast of [true, false]) {
+    const mode = fast ? 'a fast endless body (cut at 16 KiB)' : 'a trickling endless body (cut at the timeout)';
+    it(`202 with ${mode}: delivered, and the sender hangs up`, { timeout: 20_000 }, async () => {
+      const relay = await endlessRelay(202, { fast });
+      // The fast body must be cut by size: with a 60 s timeout, only the 16 KiB bound ends it
+      // within the test's 20 s.
+      const result = await sender({ url: relay.eventsUrl, timeoutMs: fast ? 60_000 : 300 }).send('status', { connected: true });
+      assert.deepEqual(result, { ok: true, id: result.id, status: 202 });
+      assert.equal(relay.requests, 1);
+      await waitFor(() => relay.hungUp === 1, { message: 'the sender closed the endless answer' });
+    });
+
+    it(`503 with ${mode}: one failed attempt with the right status, and the sender hangs up`, { timeout: 20_000 }, async () => {
+      const relay = await endlessRelay(503, { fast });
+      const log = captureLogger();
+      const result = await sender({ url: relay.eventsUrl, timeoutMs: fast ? 60_000 : 300, maxAttempts: 1, logger: log.logger }).send('status', { connected: true });
+      assert.deepEqual(result, { ok: false, id: result.id, status: 503, reason: 'max_attempts' });
+      assert.equal(relay.requests, 1);
+      assert.match(log.text(), /gave up after 1 attempts/);
+      await waitFor(() => relay.hungUp === 1, { message: 'the sender closed the endless answer' });
+    });
+  }
+
+  /**
+   * A fetch whose answer body is an endless stream that ignores the abort signal; `stats`
+   * counts the bytes the sender pulled and whether it cancelled the stream. `stallAfter`: stop
+   * producing (without ending) after that many bytes.
+   */
+  function endlessFetch(status, stallAfter = Infinity) {
+    const stats = { bytes: 0, cancelled: false };
+    /** @type {typeof fetch} */
+    const doFetch = async () => new Response(new ReadableStream({
+      async pull(controller) {
+        if (stats.bytes >= stallAfter) return new Promise(() => {}); // never another byte
+        await new Promise((resolve) => setImmediate(resolve));
+        stats.bytes += 1024;
+        controller.enqueue(new Uint8Array(1024).fill(0x61));
+      },
+      cancel() {
+        stats.cancelled = true;
+      },
+    }), { status, headers: { 'content-type': 'application/json' } });
+    return { stats, fetch: doFetch };
+  }
+
+  it('reads at most 16 KiB of an answer, then cancels the rest', async () => {
+    for (const status of [202, 503]) {
+      const endless = endlessFetch(status);
+      const result = await sender({ url: 'http://relay.invalid/events', fetch: endless.fetch, maxAttempts: 1, timeoutMs: 60_000 }).send('status', { connected: true });
+      assert.equal(result.status, status);
+      assert.equal(result.ok, status === 202);
+      assert.equal(endless.stats.cancelled, true, `${status}: cancelled`);
+      // 16 KiB read, at most a chunk or two buffered ahead; a cancelled stream is not pulled again.
+      assert.ok(endless.stats.bytes >= 16 * 1024 && endless.stats.bytes <= 16 * 1024 + 4096, `${status}: pulled ${endless.stats.bytes} bytes`);
+    }
+  });
+
+  it('an answer body that stalls is cancelled at the attempt\'s timeout, even when fetch ignores the signal', async () => {
+    for (const status of [202, 503]) {
+      const endless = endlessFetch(status, 2048);
+      const result = await sender({ url: 'http://relay.invalid/events', fetch: endless.fetch, maxAttempts: 1, timeoutMs: 200 }).send('status', { connected: true });
+      assert.equal(result.status, status);
+      assert.equal(result.ok, status === 202);
+      assert.equal(result.reason, status === 202 ? undefined : 'max_attempts');
+      assert.equal(endless.stats.cancelled, true, `${status}: cancelled`);
+    }
+  });
+
+  it('a 2xx other than 202 (e.g. the app\'s old route answering 200) is not delivered: an error, no body logged, not resent', async () => {
+    for (const status of [200, 201, 204]) {
+      const relay = await fakeRelay(() => ({ status, body: status === 204 ? undefined : '{"received":true,"echo":"my private words"}' }));
+      const log = captureLogger();
+      const s = sender({ url: relay.eventsUrl, logger: log.logger });
+      const result = await s.send('message', { message: { id: 'm', content: 'my private words' } });
+      assert.deepEqual(result, { ok: false, id: result.id, status, reason: 'not_relay' });
+      const next = await s.send('status', { connected: true });
+      assert.equal(next.reason, 'not_relay', 'each event gets one attempt');
+      assert.equal(relay.requests.length, 2, `${status}: not retried`);
+      const errors = log.lines.filter((l) => l.level === 'error');
+      assert.equal(errors.length, 2, log.text());
+      assert.match(errors[0].text, new RegExp(`WEBHOOK_URL answered HTTP ${status}, not the relay's 202: .*fix WEBHOOK_URL; dropped`));
+      assert.doesNotMatch(log.text(), /my private words|received/);
+    }
+  });
+
+  it('warns once at start when WEBHOOK_URL does not end in /events; an invalid URL turns sending off', async () => {
+    const warnings = (url) => {
+      const log = captureLogger();
+      const s = createSender({ url, secret: INGEST, logger: log.logger });
+      cleanups.push(() => s.close());
+      return { s, log };
+    };
+    assert.equal(warnings('https://relay.example/events').log.lines.length, 0);
+    assert.equal(warnings('https://relay.example/prod/events?x=1').log.lines.length, 0);
+    const oldRoute = warnings('https://chatbot.example/api/webhook/chat-whatsapp?token=hunter2');
+    assert.equal(oldRoute.log.lines.length, 1);
+    assert.match(oldRoute.log.text(), /warn: .*WEBHOOK_URL does not end in \/events/);
+    assert.doesNotMatch(oldRoute.log.text(), /chatbot\.example|hunter2/, 'the URL is not logged');
+    assert.equal(oldRoute.s.enabled, true);
+    const batch = warnings('https://relay.example/events/batch');
+    assert.match(batch.log.text(), /warn: .*ends in \/events\/batch, but this sender posts one event per request/);
+    for (const bad of ['relay.example/events', 'ftp://relay.example/events']) {
+      const { s, log } = warnings(bad);
+      assert.equal(s.enabled, false, bad);
+      assert.match(log.text(), /error: .*WEBHOOK_URL is not (a valid|an http\(s\)) URL: events are not sent/);
+      assert.equal((await s.send('status', { connected: true })).reason, 'not_configured');
+    }
   });
 });
 
@@ -391,7 +634,7 @@ describe('never throws, never leaks', () => {
   });
 
   it('logs carry no QR data, message content or secret', async () => {
-    const relay = await fakeRelay((record, n) => (n <= 2 ? { status: 503 } : { status: 422, body: '{"error":"schema_violation","message":"x"}' }));
+    const relay = await fakeRelay((record, n) => (n <= 2 ? { status: 503 } : { status: 422, body: '{"error":"schema_violation","message":"data.message.from: found \\"5511999990000@c.us\\"\\nFAKE"}' }));
     const log = captureLogger();
     const s = sender({ url: relay.eventsUrl, logger: log.logger });
     const client = new EventEmitter();
@@ -402,7 +645,7 @@ describe('never throws, never leaks', () => {
     await s.flush(2000);
     const text = log.text();
     assert.ok(text.length > 0);
-    for (const leak of ['my private words', 'SECRET-QR-PAYLOAD', 'data:image', INGEST, INGEST.slice(6), '5511999990000']) {
+    for (const leak of ['my private words', 'SECRET-QR-PAYLOAD', 'data:image', INGEST, INGEST.slice(6), '5511999990000', 'FAKE']) {
       assert.ok(!text.includes(leak), `log contains ${leak}`);
     }
   });
