@@ -380,6 +380,36 @@ describe('live updates: the page (aws-amplify events) ← relay local', () => {
     await assert.rejects(subscription.ready, /UnauthorizedException: the token has expired/);
     channel.close();
   });
+
+  it('a token route that does not answer ends the attempt ("refused", then a retry), and the retry goes live', async () => {
+    const route = tokenRoute();
+    /** @type {(AbortSignal | undefined)[]} */
+    const signals = [];
+    // 1st: a fetch that gives up when its signal aborts (as fetch does); 2nd: a promise that
+    // never settles and ignores the signal; 3rd: the real route.
+    const fetchToken = (session, init) => {
+      signals.push(init?.signal);
+      if (signals.length === 1) {
+        return new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason)));
+      }
+      if (signals.length === 2) return new Promise(() => {});
+      return route.fetchToken(session);
+    };
+    const { store } = watch('default', { fetchToken, tokenTimeoutMs: 300, connectTimeoutMs: 3_000 });
+    /** @type {{status: string, error: string | null}[]} */
+    const seen = [];
+    store.subscribe(() => {
+      const { status, error } = store.getSnapshot();
+      if (seen.at(-1)?.status !== status) seen.push({ status, error });
+    });
+    await live(store);
+    assert.deepEqual(seen.slice(0, 5).map((s) => s.status), ['refused', 'connecting', 'refused', 'connecting', 'live']);
+    assert.match(seen[0].error ?? '', /the token route did not answer within 300 ms/);
+    assert.match(seen[2].error ?? '', /no live subscription within 3000 ms/);
+    assert.equal(signals.length, 3, 'one token request per attempt');
+    assert.ok(signals[0]?.aborted && signals[1]?.aborted, 'the abandoned requests were told to stop');
+    assert.equal(signals[2]?.aborted, false);
+  });
 });
 
 describe('the live-token route and the channel rule', () => {

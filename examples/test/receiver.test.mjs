@@ -5,7 +5,15 @@
 import assert from 'node:assert/strict';
 import { describe, it, beforeEach } from 'node:test';
 import { Webhook } from 'standardwebhooks';
-import { createHandler, createMemoryStore, createRedisStore, parseEnvelope } from '../chatbot-atimo/app/api/webhook/chat-whatsapp/handler.ts';
+import {
+  DEFAULT_MAX_BODY_BYTES,
+  REDIS_COMPLETE_SCRIPT,
+  REDIS_RELEASE_SCRIPT,
+  createHandler,
+  createMemoryStore,
+  createRedisStore,
+  parseEnvelope,
+} from '../chatbot-atimo/app/api/webhook/chat-whatsapp/handler.ts';
 import { captureLogger, newSecret, sleep } from './helpers.mjs';
 
 const SECRET = newSecret();
@@ -73,6 +81,48 @@ function recordingHandlers() {
       status: async (event, context) => void calls.push({ type: 'status', event, context }),
       qr: async (event, context) => void calls.push({ type: 'qr', event, context }),
       message: async (event, context) => void calls.push({ type: 'message', event, context }),
+    },
+  };
+}
+
+const CHUNK = 64 * 1024;
+
+/** A body stream of `total` bytes (Infinity: endless) in 64 KiB chunks, counting what was pulled. */
+function byteSource(total) {
+  let pulled = 0;
+  let cancelled = false;
+  const stream = new ReadableStream({
+    pull(controller) {
+      if (pulled >= total) return controller.close();
+      const size = Math.min(CHUNK, total - pulled);
+      pulled += size;
+      controller.enqueue(new Uint8Array(size).fill(0x20));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  return { stream, pulled: () => pulled, cancelled: () => cancelled };
+}
+
+/** Wraps a store to report each complete / release once it is done (`next()` awaits the next one). */
+function settling(inner) {
+  /** @type {string[]} */
+  const settled = [];
+  /** @type {((kind: string) => void)[]} */
+  const waiting = [];
+  const report = (kind) => {
+    settled.push(kind);
+    waiting.shift()?.(kind);
+  };
+  let seen = 0;
+  return {
+    settled,
+    next: () => (seen < settled.length ? Promise.resolve(settled[seen++]) : new Promise((resolve) => waiting.push((kind) => { seen += 1; resolve(kind); }))),
+    store: {
+      claim: (id, lease) => inner.claim(id, lease),
+      complete: async (id, ttl, token) => { await inner.complete(id, ttl, token); report('complete'); },
+      release: async (id, token) => { await inner.release(id, token); report('release'); },
     },
   };
 }
@@ -221,31 +271,52 @@ describe('chatbot-atimo route: verify, dedupe, dispatch', () => {
     assert.doesNotMatch(log.text(), /Oi|5511999990000/);
   });
 
-  it('no handler for a type → 200 handled:false', async () => {
+  it('no handler for a type → 200 handled:false, and a warning naming the type (not the payload)', async () => {
     const handler = createHandler({ secret: SECRET, handlers: {}, logger: log.logger });
-    const res = await handler(delivery(qrBody).request());
+    const d = delivery(qrBody);
+    const res = await handler(d.request());
     assert.equal(res.status, 200);
     assert.equal((await res.json()).handled, false);
+    const warnings = log.lines.filter((l) => l.level === 'warn').map((l) => l.text);
+    assert.equal(warnings.length, 1, log.text());
+    assert.match(warnings[0], /no handler for "qr" events/);
+    assert.match(warnings[0], new RegExp(d.id));
+    assert.doesNotMatch(log.text(), /data:image|iVBORw0KGgo/);
   });
 
-  it('a pluggable store (async, like Redis): claim with the lease, complete with the TTL', async () => {
+  it('a pluggable store (async, like Redis): claim with the lease, complete and release with the claim\'s token', async () => {
     const ops = [];
     const map = new Map();
+    let n = 0;
     const store = {
-      async claim(id, lease) { ops.push(['claim', id, lease]); if (map.has(id)) return map.get(id); map.set(id, 'in_progress'); return 'claimed'; },
-      async complete(id, ttl) { ops.push(['complete', id, ttl]); map.set(id, 'done'); },
-      async release(id) { ops.push(['release', id]); map.delete(id); },
+      async claim(id, lease) {
+        ops.push(['claim', id, lease]);
+        if (map.has(id)) return { status: map.get(id) === 'done' ? 'done' : 'in_progress' };
+        const token = `t${++n}`;
+        map.set(id, token);
+        return { status: 'claimed', token };
+      },
+      async complete(id, ttl, token) { ops.push(['complete', id, ttl, token]); map.set(id, 'done'); },
+      async release(id, token) { ops.push(['release', id, token]); map.delete(id); },
     };
     const handler = createHandler({ secret: SECRET, store, handlers: rec.handlers, dedupeTtlSeconds: 3600, claimLeaseSeconds: 30, logger: log.logger });
     const d = delivery(statusBody);
     await handler(d.request());
     await handler(d.request());
-    assert.deepEqual(ops, [['claim', d.id, 30], ['complete', d.id, 3600], ['claim', d.id, 30]]);
+    assert.deepEqual(ops, [['claim', d.id, 30], ['complete', d.id, 3600, 't1'], ['claim', d.id, 30]]);
     assert.equal(rec.calls.length, 1);
     // Refusals after the claim (bad JSON, contract) release it.
     const bad = delivery('{"event":');
     assert.equal((await handler(bad.request())).status, 400);
-    assert.deepEqual(ops.slice(-2), [['claim', bad.id, 30], ['release', bad.id]]);
+    assert.deepEqual(ops.slice(-2), [['claim', bad.id, 30], ['release', bad.id, 't2']]);
+  });
+
+  it('a store answering something else than a claim result → processed anyway, with a warning', async () => {
+    const store = { claim: async () => 'claimed', complete: async () => {}, release: async () => {} };
+    const handler = createHandler({ secret: SECRET, store, handlers: rec.handlers, logger: log.logger });
+    assert.equal((await handler(delivery(statusBody).request())).status, 200);
+    assert.equal(rec.calls.length, 1);
+    assert.match(log.text(), /idempotency store unavailable/);
   });
 
   it('a failing store does not lose the event (processed anyway, warning logged)', async () => {
@@ -255,6 +326,121 @@ describe('chatbot-atimo route: verify, dedupe, dispatch', () => {
     assert.equal((await handler(delivery(statusBody).request())).status, 200);
     assert.equal(rec.calls.length, 1);
     assert.match(log.text(), /idempotency store unavailable/);
+  });
+
+  it('without the signature headers, a 5 MiB or endless body → 401 without reading it', async () => {
+    for (const total of [5 * 1024 * 1024, Infinity]) {
+      const source = byteSource(total);
+      const request = new Request(URL_, { method: 'POST', body: source.stream, duplex: 'half', headers: { 'content-type': 'application/json' } });
+      const res = await POST(request);
+      assert.equal(res.status, 401);
+      assert.match((await res.json()).message, /missing header\(s\): webhook-id, webhook-timestamp, webhook-signature/);
+      // At most the stream's own read-ahead (one chunk) was produced.
+      assert.ok(source.pulled() <= CHUNK, `${source.pulled()} bytes pulled`);
+    }
+    // A 5 MiB string body too (nothing to count, but the same answer).
+    const big = new Request(URL_, { method: 'POST', body: 'x'.repeat(5 * 1024 * 1024) });
+    assert.equal((await POST(big)).status, 401);
+    assert.equal(rec.calls.length, 0);
+  });
+
+  it('signed headers but a body over the limit → 413: a declared length unread, a stream cut at the limit', async () => {
+    const headers = () => {
+      const d = delivery(statusBody);
+      return Object.fromEntries(d.request().headers);
+    };
+    // Content-Length over the limit: refused before a byte is read.
+    const declared = byteSource(Infinity);
+    const res = await POST(new Request(URL_, {
+      method: 'POST', body: declared.stream, duplex: 'half',
+      headers: { ...headers(), 'content-length': String(DEFAULT_MAX_BODY_BYTES + 1) },
+    }));
+    assert.equal(res.status, 413);
+    assert.deepEqual(await res.json(), { error: 'payload_too_large', limit: DEFAULT_MAX_BODY_BYTES, message: `body is over the limit of ${DEFAULT_MAX_BODY_BYTES} bytes` });
+    assert.ok(declared.pulled() <= CHUNK, `${declared.pulled()} bytes pulled`);
+    // No Content-Length (chunked), endless: read up to the limit, then cancelled.
+    const endless = byteSource(Infinity);
+    const cut = await POST(new Request(URL_, { method: 'POST', body: endless.stream, duplex: 'half', headers: headers() }));
+    assert.equal(cut.status, 413);
+    assert.ok(endless.pulled() <= DEFAULT_MAX_BODY_BYTES + 2 * CHUNK, `${endless.pulled()} bytes pulled`);
+    assert.equal(endless.cancelled(), true);
+    // A smaller configured limit applies the same way.
+    const small = createHandler({ secret: SECRET, handlers: rec.handlers, logger: log.logger, maxBodyBytes: 100 });
+    assert.equal((await small(delivery(messageBody).request())).status, 413);
+    assert.equal(rec.calls.length, 0);
+    assert.match(log.text(), /body over/);
+  });
+
+  it('an event of the relay\'s largest size (1 MiB) is read and handled', async () => {
+    const body = structuredClone(messageBody);
+    body.data.message.content = '';
+    const room = 1_048_576 - Buffer.byteLength(JSON.stringify(body));
+    body.data.message.content = 'é'.repeat(Math.floor(room / 2)); // 2 bytes each in UTF-8
+    const raw = JSON.stringify(body);
+    assert.ok(Buffer.byteLength(raw) > 1_048_570 && Buffer.byteLength(raw) <= 1_048_576);
+    const res = await POST(delivery(raw).request());
+    assert.equal(res.status, 200);
+    assert.equal(rec.calls[0].event.data.message.content, body.data.message.content);
+  });
+
+  it('a handler still running at its deadline → 503 + Retry-After; the claim holds, then becomes done when it ends', async () => {
+    /** @type {() => void} */
+    let finish = () => {};
+    let calls = 0;
+    const watched = settling(createMemoryStore());
+    const handler = createHandler({
+      secret: SECRET,
+      store: watched.store,
+      logger: log.logger,
+      claimLeaseSeconds: 60,
+      handlerTimeoutMs: 50,
+      handlers: { message: () => { calls += 1; return new Promise((resolve) => { finish = resolve; }); } },
+    });
+    const d = delivery(messageBody);
+    const res = await handler(d.request());
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get('retry-after'), '60'); // the lease left, rounded up
+    assert.equal((await res.json()).error, 'handler_timeout');
+    assert.deepEqual(watched.settled, [], 'neither completed nor released at the deadline');
+    // The relay's retry while it runs: not run alongside it.
+    assert.equal((await handler(d.request())).status, 409);
+    finish();
+    assert.equal(await watched.next(), 'complete');
+    const after = await handler(d.request());
+    assert.equal((await after.json()).status, 'duplicate');
+    assert.equal(calls, 1);
+    assert.match(log.text(), /handler still running after 50 ms/);
+  });
+
+  it('a handler that outlives its lease cannot undo the claim a later copy took', async () => {
+    let now = 1_000_000;
+    const watched = settling(createMemoryStore({ now: () => now }));
+    /** @type {((err?: Error) => void)[]} */
+    const pending = [];
+    const handler = createHandler({
+      secret: SECRET,
+      store: watched.store,
+      logger: log.logger,
+      claimLeaseSeconds: 60,
+      handlerTimeoutMs: 20,
+      handlers: {
+        message: () => new Promise((resolve, reject) => void pending.push((err) => (err ? reject(err) : resolve()))),
+      },
+    });
+    const d = delivery(messageBody);
+    assert.equal((await handler(d.request())).status, 503); // copy A hangs past its deadline
+    assert.equal((await handler(d.request())).status, 409, 'A holds the claim');
+    now += 61_000; // A's lease is over
+    assert.equal((await handler(d.request())).status, 503); // copy B claims, runs and hangs too
+    assert.equal(pending.length, 2, 'B ran');
+    assert.equal((await handler(d.request())).status, 409, 'B holds the claim');
+    pending[0](new Error('A failed late')); // A's late failure: release with A's token
+    assert.equal(await watched.next(), 'release');
+    assert.equal((await handler(d.request())).status, 409, 'B still holds the claim');
+    pending[1](); // B succeeds: its claim becomes done
+    assert.equal(await watched.next(), 'complete');
+    assert.equal((await (await handler(d.request())).json()).status, 'duplicate');
+    assert.equal(pending.length, 2);
   });
 
   it('no secret configured → 500 not_configured (never processes unsigned events)', async () => {
@@ -274,19 +460,30 @@ describe('chatbot-atimo route: verify, dedupe, dispatch', () => {
 
 /**
  * A Redis stand-in with the semantics createRedisStore relies on (SET NX EX answers "OK" or
- * null, GET, DEL, expiry), answering each command after a network-like pause so concurrent
- * requests interleave between commands as they would against a real server.
+ * null, GET, expiry, and EVAL of the store's two scripts, each run as one step as Redis runs a
+ * script), answering each command after a network-like pause so concurrent requests
+ * interleave between commands as they would against a real server. `now` is its clock.
  */
-function fakeRedis() {
+function fakeRedis(now = Date.now) {
   /** @type {Map<string, {value: string, expiresAt: number}>} */
   const data = new Map();
   /** @type {unknown[][]} */
   const commands = [];
   const live = (key) => {
     const entry = data.get(key);
-    if (entry && entry.expiresAt <= Date.now()) data.delete(key);
+    if (entry && entry.expiresAt <= now()) data.delete(key);
     return data.get(key);
   };
+  /** The two Lua scripts, in JavaScript (the Lua itself is not run here). */
+  const scripts = new Map([
+    [REDIS_COMPLETE_SCRIPT, ([key], [token, ttl, done]) => {
+      const current = live(key)?.value;
+      if (current !== undefined && current !== token) return 0;
+      data.set(key, { value: done, expiresAt: now() + Number(ttl) * 1000 });
+      return 1;
+    }],
+    [REDIS_RELEASE_SCRIPT, ([key], [token]) => (live(key)?.value === token && data.delete(key) ? 1 : 0)],
+  ]);
   return {
     data,
     commands,
@@ -294,7 +491,7 @@ function fakeRedis() {
       commands.push(['set', key, value, { ex, nx }]);
       await sleep(2);
       if (nx && live(key)) return null;
-      data.set(key, { value, expiresAt: Date.now() + ex * 1000 });
+      data.set(key, { value, expiresAt: now() + ex * 1000 });
       return 'OK';
     },
     async get(key) {
@@ -302,10 +499,12 @@ function fakeRedis() {
       await sleep(2);
       return live(key)?.value ?? null;
     },
-    async del(key) {
-      commands.push(['del', key]);
+    async eval(script, keys, args) {
+      commands.push(['eval', script, keys, args]);
       await sleep(2);
-      return data.delete(key) ? 1 : 0;
+      const run = scripts.get(script);
+      if (!run) throw new Error('ERR unknown script');
+      return run(keys, args);
     },
   };
 }
@@ -326,8 +525,8 @@ function slowHandlers(fail = { next: 0 }) {
 }
 
 for (const [name, makeStore] of [
-  ['in-memory store', () => ({ store: createMemoryStore(), redis: null })],
-  ['Redis / KV store (SET NX EX)', () => { const redis = fakeRedis(); return { store: createRedisStore(redis), redis }; }],
+  ['in-memory store', (now = Date.now) => ({ store: createMemoryStore({ now }), redis: null })],
+  ['Redis / KV store (SET NX EX, EVAL)', (now = Date.now) => { const redis = fakeRedis(now); return { store: createRedisStore(redis), redis }; }],
 ]) {
   describe(`concurrent copies of one webhook-id: ${name}`, () => {
     it('two concurrent deliveries → handled once; the other answers 409 (relay retries) and then duplicate', async () => {
@@ -346,9 +545,14 @@ for (const [name, makeStore] of [
       assert.equal((await retry.json()).status, 'duplicate');
       assert.deepEqual(h.calls, [d.id]);
       if (redis) {
-        // The claim is one atomic set-if-absent with the lease; success stores "done" for 48 h.
-        assert.deepEqual(redis.commands[0], ['set', `webhook:chat-whatsapp:${d.id}`, 'processing', { ex: 60, nx: true }]);
-        assert.ok(redis.commands.some((c) => c[0] === 'set' && c[2] === 'done' && c[3].ex === 2 * 24 * 3600 && !c[3].nx));
+        // The claim is one atomic set-if-absent of a fresh token with the lease; success turns
+        // that token into "done" for 48 h (a compare-and-set script).
+        const key = `webhook:chat-whatsapp:${d.id}`;
+        const [op, claimedKey, token, options] = redis.commands[0];
+        assert.deepEqual([op, claimedKey, options], ['set', key, { ex: 60, nx: true }]);
+        assert.match(token, /^claim:[0-9a-f-]{36}$/);
+        assert.ok(redis.commands.some((c) => c[0] === 'eval' && c[1] === REDIS_COMPLETE_SCRIPT && c[2][0] === key && c[3].join() === [token, 2 * 24 * 3600, 'done'].join()));
+        assert.equal(redis.data.get(key)?.value, 'done');
       }
     });
 
@@ -380,11 +584,45 @@ for (const [name, makeStore] of [
     });
 
     it('a claim whose server died mid-handler expires with its lease', async () => {
-      const { store } = makeStore();
-      assert.equal(await store.claim('evt_crashed', 1), 'claimed');
-      assert.equal(await store.claim('evt_crashed', 1), 'in_progress');
-      await sleep(1100);
-      assert.equal(await store.claim('evt_crashed', 1), 'claimed');
+      let now = 1_000_000;
+      const { store } = makeStore(() => now);
+      assert.equal((await store.claim('evt_crashed', 60)).status, 'claimed');
+      assert.equal((await store.claim('evt_crashed', 60)).status, 'in_progress');
+      now += 59_000;
+      assert.equal((await store.claim('evt_crashed', 60)).status, 'in_progress');
+      now += 2_000;
+      assert.equal((await store.claim('evt_crashed', 60)).status, 'claimed');
+    });
+
+    it('a copy whose lease ended cannot release or complete the claim a later copy took', async () => {
+      let now = 1_000_000;
+      const { store } = makeStore(() => now);
+      const a = await store.claim('evt', 60);
+      assert.equal(a.status, 'claimed');
+      now += 61_000; // A's handler hangs past its lease
+      const b = await store.claim('evt', 60);
+      assert.equal(b.status, 'claimed');
+      assert.notEqual(b.token, a.token);
+      await store.release('evt', a.token); // A fails late
+      assert.equal((await store.claim('evt', 60)).status, 'in_progress', 'B\'s claim survives A\'s release');
+      await store.complete('evt', 3600, a.token); // or A succeeds late
+      assert.equal((await store.claim('evt', 60)).status, 'in_progress', 'B\'s claim is not turned into done by A');
+      await store.complete('evt', 3600, b.token);
+      assert.equal((await store.claim('evt', 60)).status, 'done');
+      await store.release('evt', b.token); // a done id is never released
+      await store.release('evt', a.token);
+      assert.equal((await store.claim('evt', 60)).status, 'done');
+      now += 3_601_000;
+      assert.equal((await store.claim('evt', 60)).status, 'claimed', 'done ids expire with their TTL');
+    });
+
+    it('a late success with nobody holding the id any more records it as done', async () => {
+      let now = 1_000_000;
+      const { store } = makeStore(() => now);
+      const a = await store.claim('evt', 60);
+      now += 61_000;
+      await store.complete('evt', 3600, a.token);
+      assert.equal((await store.claim('evt', 60)).status, 'done');
     });
   });
 }
@@ -405,11 +643,16 @@ describe('route.ts POST (env defaults)', () => {
       const again = await POST(d.request());
       assert.equal((await again.json()).status, 'duplicate');
       assert.equal((await POST(delivery(qrBody).request())).status, 200);
+      // A status with clientInfo (its wid is the account's phone number), correctly signed.
+      const status = await POST(delivery(statusBody).request());
+      assert.equal(status.status, 200);
+      assert.equal((await status.json()).handled, true);
       assert.equal((await POST(delivery(statusBody, { secrets: [newSecret()] }).request())).status, 401);
       // The sample handlers log types and ids, never the text, numbers or the QR code.
       const text = printed.join('\n');
       assert.match(text, /message/);
-      assert.doesNotMatch(text, /"Oi"|5511999990000|data:image/);
+      assert.match(text, /"\[webhook\] status" .*"clientInfo":"present"/);
+      assert.doesNotMatch(text, /"Oi"|5511999990000|Atimo|data:image/);
     } finally {
       console.info = savedInfo;
       if (saved === undefined) delete process.env.WEBHOOK_SECRET;
@@ -422,31 +665,33 @@ describe('in-memory idempotency store', () => {
   it('claims once, forgets done ids after their TTL', () => {
     let now = 1_000_000;
     const store = createMemoryStore({ now: () => now });
-    assert.equal(store.claim('a', 10), 'claimed');
-    assert.equal(store.claim('a', 10), 'in_progress');
-    store.complete('a', 60);
-    assert.equal(store.claim('a', 10), 'done');
-    store.release('a'); // a done id is not released by a late failure elsewhere
+    const claim = store.claim('a', 10);
+    assert.equal(claim.status, 'claimed');
+    assert.deepEqual(store.claim('a', 10), { status: 'in_progress' });
+    store.complete('a', 60, claim.token);
+    assert.deepEqual(store.claim('a', 10), { status: 'done' });
+    store.release('a', claim.token); // a done id is not released by a late failure
     now += 59_000;
-    assert.equal(store.claim('a', 10), 'done');
+    assert.deepEqual(store.claim('a', 10), { status: 'done' });
     now += 2_000;
-    assert.equal(store.claim('a', 10), 'claimed');
+    assert.equal(store.claim('a', 10).status, 'claimed');
   });
 
-  it('release forgets a claim in progress', () => {
+  it('release forgets a claim in progress, with its token only', () => {
     const store = createMemoryStore();
-    assert.equal(store.claim('a', 60), 'claimed');
-    store.release('a');
-    assert.equal(store.claim('a', 60), 'claimed');
+    const claim = store.claim('a', 60);
+    store.release('a', 'claim:someone-else');
+    assert.equal(store.claim('a', 60).status, 'in_progress');
+    store.release('a', claim.token);
+    assert.equal(store.claim('a', 60).status, 'claimed');
   });
 
   it('keeps at most maxEntries, forgetting the oldest', () => {
     const store = createMemoryStore({ maxEntries: 3 });
     for (const id of ['a', 'b', 'c', 'd', 'e']) {
-      store.claim(id, 60);
-      store.complete(id, 60);
+      store.complete(id, 60, store.claim(id, 60).token);
     }
-    assert.deepEqual(['c', 'd', 'e', 'a', 'b'].map((id) => store.claim(id, 60)), ['done', 'done', 'done', 'claimed', 'claimed']);
+    assert.deepEqual(['c', 'd', 'e', 'a', 'b'].map((id) => store.claim(id, 60).status), ['done', 'done', 'done', 'claimed', 'claimed']);
   });
 });
 

@@ -44,7 +44,7 @@ export type LiveStatus =
   | "connecting" // fetching a token, connecting, subscribing
   | "live" // subscribed: events arrive as they are accepted
   | "reconnecting" // the connection dropped; the client is reconnecting (events meanwhile are missed)
-  | "refused" // the app or the relay refused the token; retrying with a new one
+  | "refused" // the app or the relay refused the token, or an attempt timed out; retrying with a new one
   | "unauthenticated" // the app said 401/403: sign in (no retry)
   | "closed";
 
@@ -70,8 +70,19 @@ export interface WhatsAppLiveState {
 }
 
 export interface WhatsAppLiveOptions {
-  /** Fetches a token for the session. Default: GET /api/live-token?session=… (same origin). */
-  fetchToken?: (session: string) => Promise<LiveTokenInfo>;
+  /**
+   * Fetches a token for the session. Default: GET /api/live-token?session=… (same origin).
+   * `signal` aborts after `tokenTimeoutMs`, or when the attempt's `connectTimeoutMs` ends.
+   */
+  fetchToken?: (session: string, init?: { signal?: AbortSignal }) => Promise<LiveTokenInfo>;
+  /** The token request is aborted after this long. Default 10 s. */
+  tokenTimeoutMs?: number;
+  /**
+   * One attempt (token, connect, subscribe until ready) is given up after this long: status
+   * "refused" and a retry, or, for a renewal, a retry while the current subscription goes on.
+   * Default 30 s.
+   */
+  connectTimeoutMs?: number;
   /** A QR is shown at most this long after it was received. Default 60 s (the relay's QR_TTL_SECONDS). */
   qrTtlMs?: number;
   /** Messages kept. Default 200. */
@@ -107,11 +118,20 @@ export class LiveTokenError extends Error {
   }
 }
 
-/** GET /api/live-token?session=… with the page's cookies. */
-export async function fetchLiveToken(session: string): Promise<LiveTokenInfo> {
+/** The token route's answer is awaited this long by default. */
+export const DEFAULT_TOKEN_TIMEOUT_MS = 10_000;
+/** One token → connect → subscribe attempt is given this long by default. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+
+/**
+ * GET /api/live-token?session=… with the page's cookies. Aborted by `init.signal`, or after
+ * {@link DEFAULT_TOKEN_TIMEOUT_MS} without one.
+ */
+export async function fetchLiveToken(session: string, init: { signal?: AbortSignal } = {}): Promise<LiveTokenInfo> {
   const response = await fetch(`/api/live-token?session=${encodeURIComponent(session)}`, {
     credentials: "same-origin",
     cache: "no-store",
+    signal: init.signal ?? AbortSignal.timeout(DEFAULT_TOKEN_TIMEOUT_MS),
   });
   if (!response.ok) {
     const body = (await response.json().catch(() => ({}))) as { message?: string };
@@ -159,6 +179,8 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
   const maxMessages = options.maxMessages ?? 200;
   const refreshBeforeMs = options.refreshBeforeMs ?? 60_000;
   const baseRetryMs = options.retryDelayMs ?? 2_000;
+  const tokenTimeoutMs = options.tokenTimeoutMs ?? DEFAULT_TOKEN_TIMEOUT_MS;
+  const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const now = options.now ?? Date.now;
 
   let state: WhatsAppLiveState = {
@@ -252,12 +274,58 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
     options.onEvent?.(payload);
   }
 
-  /** Token → connect → subscribe → ready. Resolves with the live subscription. */
-  async function subscribeWithFreshToken(gen: number) {
-    const info = await fetchToken(session);
-    if (gen !== generation) return null;
+  type Subscribed = { channel: EventsChannel; subscription: EventsSubscription; info: LiveTokenInfo };
+  type Attempt = { expired: boolean; abort: AbortController };
+
+  /**
+   * Token → connect → subscribe → ready, within `connectTimeoutMs`: resolves with the live
+   * subscription (null if a newer start/close made it moot), or rejects when a step fails or
+   * the time is up. What a step still opens after the time is up is closed again.
+   */
+  async function subscribeWithFreshToken(gen: number): Promise<Subscribed | null> {
+    const attempt: Attempt = { expired: false, abort: new AbortController() };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new Error(`no live subscription within ${connectTimeoutMs} ms (token, connect, subscribe)`);
+        attempt.expired = true;
+        attempt.abort.abort(error);
+        reject(error);
+      }, connectTimeoutMs);
+    });
+    const steps = subscribeSteps(gen, attempt);
+    // After the deadline nobody waits for the steps: a late failure is dropped.
+    steps.catch(() => {});
+    try {
+      return await Promise.race([steps, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function subscribeSteps(gen: number, attempt: Attempt): Promise<Subscribed | null> {
+    const moot = () => gen !== generation || attempt.expired;
+    const tokenTimer = setTimeout(
+      () => attempt.abort.abort(new Error(`the token route did not answer within ${tokenTimeoutMs} ms`)),
+      tokenTimeoutMs,
+    );
+    let info: LiveTokenInfo;
+    try {
+      info = await fetchToken(session, { signal: attempt.abort.signal });
+    } finally {
+      clearTimeout(tokenTimer);
+    }
+    if (moot()) return null;
     configureEvents(info.endpoint);
     const channel = await events.connect(info.channel, { authMode: "lambda", authToken: info.token });
+    if (moot()) {
+      try {
+        channel.close();
+      } catch {
+        // already closed
+      }
+      return null;
+    }
     const subscription = channel.subscribe(
       {
         next: (message: { event: LivePayload }) => {
@@ -277,7 +345,7 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
       release({ channel, subscription });
       throw error;
     }
-    if (gen !== generation) {
+    if (moot()) {
       release({ channel, subscription });
       return null;
     }

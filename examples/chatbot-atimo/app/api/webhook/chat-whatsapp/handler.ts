@@ -29,6 +29,11 @@ export const DEFAULT_DEDUPE_TTL_SECONDS = 2 * 24 * 60 * 60;
 export const DEFAULT_CLAIM_LEASE_SECONDS = 60;
 /** Entries kept by the in-memory store before the oldest are forgotten. */
 export const DEFAULT_MEMORY_STORE_MAX_ENTRIES = 10_000;
+/**
+ * The largest body read: the relay forwards an event's bytes as the sender sent them, at most
+ * 1 MiB (docs/contract.md), plus a margin. Anything longer is refused with 413 unread.
+ */
+export const DEFAULT_MAX_BODY_BYTES = 1_048_576 + 64 * 1024;
 
 export interface Logger {
   info(...args: unknown[]): void;
@@ -50,6 +55,13 @@ export interface HandlerOptions {
   dedupeTtlSeconds?: number;
   /** Default {@link DEFAULT_CLAIM_LEASE_SECONDS}. */
   claimLeaseSeconds?: number;
+  /**
+   * How long a handler may run before the route answers 503 (the claim stays until its lease
+   * ends, so no other copy runs meanwhile). Default 3/4 of the lease; at most 9/10 of it.
+   */
+  handlerTimeoutMs?: number;
+  /** Bodies longer than this are refused with 413 without being read further. Default {@link DEFAULT_MAX_BODY_BYTES}. */
+  maxBodyBytes?: number;
   /** Default: console. Only event types and ids are logged, never QR data or message text. */
   logger?: Logger;
 }
@@ -71,7 +83,8 @@ export interface MemoryStoreOptions {
 export function createMemoryStore(options: MemoryStoreOptions = {}): IdempotencyStore {
   const maxEntries = Math.max(1, options.maxEntries ?? DEFAULT_MEMORY_STORE_MAX_ENTRIES);
   const now = options.now ?? Date.now;
-  const entries = new Map<string, { done: boolean; expiresAt: number }>(); // insertion order = age
+  // token: the claim's owner while in progress; null once done. Insertion order = age.
+  const entries = new Map<string, { token: string | null; expiresAt: number }>();
 
   function prune(): void {
     const t = now();
@@ -81,7 +94,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Idempotency
     }
   }
 
-  function live(id: string): { done: boolean; expiresAt: number } | undefined {
+  function live(id: string): { token: string | null; expiresAt: number } | undefined {
     const entry = entries.get(id);
     if (entry && entry.expiresAt <= now()) {
       entries.delete(id);
@@ -90,63 +103,92 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Idempotency
     return entry;
   }
 
-  function put(id: string, done: boolean, seconds: number): void {
+  function put(id: string, token: string | null, seconds: number): void {
     entries.delete(id); // re-insert at the young end
-    entries.set(id, { done, expiresAt: now() + seconds * 1000 });
+    entries.set(id, { token, expiresAt: now() + seconds * 1000 });
     prune();
   }
 
   return {
     claim(id: string, leaseSeconds: number): ClaimResult {
       const entry = live(id);
-      if (entry) return entry.done ? "done" : "in_progress";
-      put(id, false, leaseSeconds);
-      return "claimed";
+      if (entry) return entry.token === null ? { status: "done" } : { status: "in_progress" };
+      const token = newClaimToken();
+      put(id, token, leaseSeconds);
+      return { status: "claimed", token };
     },
-    complete(id: string, ttlSeconds: number): void {
-      put(id, true, ttlSeconds);
+    complete(id: string, ttlSeconds: number, token: string): void {
+      const entry = live(id);
+      // Done already, or another copy claimed it after this claim's lease ended: leave it.
+      if (entry && entry.token !== token) return;
+      put(id, null, ttlSeconds);
     },
-    release(id: string): void {
-      if (entries.get(id)?.done === false) entries.delete(id);
+    release(id: string, token: string): void {
+      if (live(id)?.token === token) entries.delete(id);
     },
   };
+}
+
+/** An unguessable name for one claim. */
+function newClaimToken(): string {
+  return `claim:${globalThis.crypto.randomUUID()}`;
 }
 
 /**
  * The commands {@link createRedisStore} needs, as `@upstash/redis` and `@vercel/kv` name them:
  * `set(key, value, {nx: true, ex})` answers "OK" when it set the key and null when the key
- * already existed. For `ioredis` / `node-redis`, wrap `SET key value EX ttl NX`, `GET`, `DEL`.
+ * already existed; `eval(script, keys, args)` runs a Lua script atomically. For `ioredis` /
+ * `node-redis`, wrap `SET key value EX ttl NX`, `GET` and `EVAL script 1 key ...args`.
  */
 export interface RedisLike {
   set(key: string, value: string, options: { ex: number; nx?: true }): Promise<unknown>;
   get(key: string): Promise<unknown>;
-  del(key: string): Promise<unknown>;
+  eval(script: string, keys: string[], args: string[]): Promise<unknown>;
 }
 
-/** The value of a key whose handler succeeded (a claim in progress holds "processing"). */
+/** The value of a key whose handler succeeded (a claim in progress holds its token). */
 const DONE = "done";
 
 /**
- * A shared {@link IdempotencyStore} on Redis / Vercel KV. `claim` is one `SET key processing
- * NX EX lease`: Redis sets it for exactly one of any number of concurrent callers, on any
- * number of instances. `complete` overwrites it with `done` for the dedupe TTL; `release`
- * deletes it.
+ * `complete`: KEYS[1] becomes ARGV[3] ("done") for ARGV[2] seconds if it still holds the claim
+ * ARGV[1], or nothing (the lease ended and nobody claimed it since). 1 if set, else 0.
+ */
+export const REDIS_COMPLETE_SCRIPT = `local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
+  return 1
+end
+return 0`;
+
+/** `release`: deletes KEYS[1] only if it still holds the claim ARGV[1]. 1 if deleted, else 0. */
+export const REDIS_RELEASE_SCRIPT = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`;
+
+/**
+ * A shared {@link IdempotencyStore} on Redis / Vercel KV. `claim` is one `SET key <token> NX
+ * EX lease`: Redis sets it for exactly one of any number of concurrent callers, on any number
+ * of instances. `complete` (the key becomes `done` for the dedupe TTL) and `release` (the key
+ * is deleted) are Lua scripts that first check the key still holds this claim's token, in the
+ * same atomic step: a handler that outlived its lease cannot undo a later copy's claim.
  */
 export function createRedisStore(redis: RedisLike, options: { prefix?: string } = {}): IdempotencyStore {
   const prefix = options.prefix ?? "webhook:chat-whatsapp:";
   return {
     async claim(id: string, leaseSeconds: number): Promise<ClaimResult> {
       const key = prefix + id;
-      if ((await redis.set(key, "processing", { nx: true, ex: leaseSeconds })) === "OK") return "claimed";
+      const token = newClaimToken();
+      if ((await redis.set(key, token, { nx: true, ex: leaseSeconds })) === "OK") return { status: "claimed", token };
       // Someone holds it. Gone again by now (released or expired): still "in_progress", so the
       // relay retries later rather than the event being dropped as a duplicate.
-      return (await redis.get(key)) === DONE ? "done" : "in_progress";
+      return (await redis.get(key)) === DONE ? { status: "done" } : { status: "in_progress" };
     },
-    async complete(id: string, ttlSeconds: number): Promise<void> {
-      await redis.set(prefix + id, DONE, { ex: ttlSeconds });
+    async complete(id: string, ttlSeconds: number, token: string): Promise<void> {
+      await redis.eval(REDIS_COMPLETE_SCRIPT, [prefix + id], [token, String(ttlSeconds), DONE]);
     },
-    async release(id: string): Promise<void> {
-      await redis.del(prefix + id);
+    async release(id: string, token: string): Promise<void> {
+      await redis.eval(REDIS_RELEASE_SCRIPT, [prefix + id], [token]);
     },
   };
 }
@@ -219,7 +261,8 @@ export function parseEnvelope(value: unknown): ParseResult {
  * Builds the route's POST function.
  *
  * Answers (JSON bodies):
- * - 200 `{status:"ok"}`: verified, new, handled (or no handler for that type);
+ * - 200 `{status:"ok"}`: verified, new, handled (or no handler for that type: a warning is
+ *   logged);
  * - 200 `{status:"duplicate"}`: this `webhook-id` was already processed, handler not called;
  * - 409 `{error:"in_progress"}`: another delivery of this `webhook-id` is being handled right
  *   now; the relay retries later and then gets "ok"/"duplicate" (or, if that handler failed,
@@ -228,17 +271,28 @@ export function parseEnvelope(value: unknown): ParseResult {
  *   acknowledged so the relay does not retry it, and so it does not hold up later events of
  *   its FIFO group;
  * - 400: the signature is valid but the body is not JSON;
- * - 401: missing, wrong or stale (over 5 min) signature: nothing is processed;
+ * - 400 `{error:"unreadable_body"}`: the body could not be read (the connection broke);
+ * - 401: missing, wrong or stale (over 5 min) signature: nothing is processed. Without the
+ *   three webhook-* headers the body is not read at all;
+ * - 413: a body over `maxBodyBytes` (the relay never sends one): refused, not read further;
  * - 422: a known event whose data breaks the contract (the relay validated it at ingest, so this
- *   means sender, relay and this code disagree: the relay retries it, then parks it in its
- *   DLQ, from where it can be redriven once the code is fixed);
- * - 500: the secret is not configured, or a handler threw: the relay retries later.
+ *   means sender, relay and this code disagree). 422 is in the relay's default
+ *   DEAD_LETTER_STATUSES (410 413 422): the event goes to its DLQ at this first answer, without
+ *   retries, and can be redriven from there once the code is fixed;
+ * - 500: the secret is not configured, or a handler threw: the relay retries later;
+ * - 503 `{error:"handler_timeout"}` with `Retry-After`: the handler still runs after
+ *   `handlerTimeoutMs`. Its claim stays until it ends (then kept as done, or released if it
+ *   failed) or its lease does, so the relay's retry is a duplicate or handled anew.
  */
 export function createHandler(options: HandlerOptions = {}): (request: Request) => Promise<Response> {
   const store = options.store ?? createMemoryStore();
   const handlers = options.handlers ?? {};
   const ttlSeconds = options.dedupeTtlSeconds ?? DEFAULT_DEDUPE_TTL_SECONDS;
   const leaseSeconds = options.claimLeaseSeconds ?? DEFAULT_CLAIM_LEASE_SECONDS;
+  // Below the lease, so a handler that overruns is answered while its claim still holds.
+  const handlerTimeoutMs = Math.min(options.handlerTimeoutMs ?? leaseSeconds * 750, leaseSeconds * 900);
+  const retryAfterSeconds = Math.max(1, Math.ceil(leaseSeconds - handlerTimeoutMs / 1000));
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const log: Logger = options.logger ?? console;
   const verifiers = new Map<string, Webhook[]>();
 
@@ -267,7 +321,6 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
       return json(500, { error: "not_configured", message: "WEBHOOK_SECRET is not set" });
     }
 
-    const body = await request.text();
     const headers = {
       "webhook-id": request.headers.get("webhook-id") ?? "",
       "webhook-timestamp": request.headers.get("webhook-timestamp") ?? "",
@@ -277,8 +330,23 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
       .filter(([, value]) => !value)
       .map(([name]) => name);
     if (missing.length > 0) {
+      // Unsigned: not a byte of the body is read (the server discards what it does not read).
       return json(401, { error: "unauthorized", message: `missing header(s): ${missing.join(", ")}` });
     }
+    const read = await readBody(request, maxBodyBytes);
+    if (read.kind === "too_large") {
+      log.warn(`[webhook] refused a delivery: body over ${maxBodyBytes} bytes`);
+      return json(413, {
+        error: "payload_too_large",
+        limit: maxBodyBytes,
+        message: `body is over the limit of ${maxBodyBytes} bytes`,
+      });
+    }
+    if (read.kind === "unreadable") {
+      log.warn(`[webhook] could not read a delivery's body: ${describe(read.error)}`);
+      return json(400, { error: "unreadable_body", message: "the body could not be read" });
+    }
+    const body = read.text;
     const failure = verify(webhooks, body, headers);
     if (failure) {
       log.warn(`[webhook] refused a delivery: ${failure}`);
@@ -289,11 +357,11 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
     // anything is handled, in one atomic step, so concurrent copies cannot both run.
     const webhookId = headers["webhook-id"];
     const claim = await claimId(webhookId);
-    if (claim === "done") {
+    if (claim.status === "done") {
       log.info(`[webhook] duplicate ${webhookId}: already processed`);
       return json(200, { status: "duplicate", id: webhookId });
     }
-    if (claim === "in_progress") {
+    if (claim.status === "in_progress") {
       log.info(`[webhook] ${webhookId} is being handled by another delivery: answering 409 so the relay retries`);
       return json(409, {
         error: "in_progress",
@@ -302,17 +370,34 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
       });
     }
 
-    let response: Response;
-    try {
-      response = await handleClaimed(webhookId, body, headers["webhook-timestamp"], request);
-    } catch (err) {
+    const token = claim.token;
+    const outcome = handleClaimed(webhookId, body, headers["webhook-timestamp"], request).catch((err: unknown) => {
       log.error(`[webhook] unexpected error for ${webhookId}: ${describe(err)}`);
-      response = json(500, { error: "handler_failed", id: webhookId });
+      return json(500, { error: "handler_failed", id: webhookId });
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), handlerTimeoutMs);
+    });
+    const response = await Promise.race([outcome, deadline]);
+    clearTimeout(timer);
+    if (!response) {
+      // The handler still runs: its claim stays (no other copy may run alongside it) until it
+      // ends or its lease does. The relay retries after Retry-After.
+      log.warn(
+        `[webhook] ${webhookId}: handler still running after ${handlerTimeoutMs} ms: answering 503; ` +
+          "the claim holds until the handler ends or its lease does",
+      );
+      void outcome.then((late) => settle(webhookId, token, late.ok ? "complete" : "release"));
+      return json(
+        503,
+        { error: "handler_timeout", id: webhookId, message: "the handler did not finish in time; retry later" },
+        { "retry-after": String(retryAfterSeconds) },
+      );
     }
     // Kept after success (the relay's redeliveries become duplicates); released otherwise, so
     // the relay's retry is handled for real.
-    if (response.ok) await settle(webhookId, "complete");
-    else await settle(webhookId, "release");
+    await settle(webhookId, token, response.ok ? "complete" : "release");
     return response;
   };
 
@@ -343,6 +428,9 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
     };
     try {
       const handled = await dispatch(handlers, event, context);
+      if (!handled) {
+        log.warn(`[webhook] no handler for "${event.event}" events: ${webhookId} acknowledged unhandled`);
+      }
       return json(200, { status: "ok", id: webhookId, event: event.event, handled });
     } catch (err) {
       // Never the event's data in logs: the error's name and message only.
@@ -353,18 +441,22 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
 
   async function claimId(id: string): Promise<ClaimResult> {
     try {
-      return await store.claim(id, leaseSeconds);
+      const result = await store.claim(id, leaseSeconds);
+      if (result?.status === "claimed" && typeof result.token === "string") return result;
+      if (result?.status === "done" || result?.status === "in_progress") return result;
+      throw new TypeError("claim answered neither {status, token} nor done / in_progress");
     } catch (err) {
-      // Better to process twice than to lose an event: handlers should tolerate a repeat.
+      // Better to process twice than to lose an event: handlers should tolerate a repeat. No
+      // claim is held: `complete` may still record the id as done, `release` finds nothing.
       log.warn(`[webhook] idempotency store unavailable (${describe(err)}): processing ${id} anyway`);
-      return "claimed";
+      return { status: "claimed", token: "" };
     }
   }
 
-  async function settle(id: string, how: "complete" | "release"): Promise<void> {
+  async function settle(id: string, token: string, how: "complete" | "release"): Promise<void> {
     try {
-      if (how === "complete") await store.complete(id, ttlSeconds);
-      else await store.release(id);
+      if (how === "complete") await store.complete(id, ttlSeconds, token);
+      else await store.release(id, token);
     } catch (err) {
       const outcome = how === "complete" ? "not remembered" : "claim not released (it expires with its lease)";
       log.warn(`[webhook] idempotency store unavailable (${describe(err)}): ${id} ${outcome}`);
@@ -404,10 +496,49 @@ function verify(webhooks: Webhook[], body: string, headers: Record<string, strin
   return reason;
 }
 
-function json(status: number, body: unknown): Response {
+type ReadResult = { kind: "ok"; text: string } | { kind: "too_large" } | { kind: "unreadable"; error: unknown };
+
+/**
+ * The body as UTF-8 text (as `request.text()` decodes it), read chunk by chunk and refused as
+ * soon as it passes `limit` bytes: a declared Content-Length over the limit is refused unread,
+ * and a longer stream is cancelled there, so no request holds more than `limit` in memory.
+ */
+async function readBody(request: Request, limit: number): Promise<ReadResult> {
+  const declared = request.headers.get("content-length")?.trim();
+  if (declared && /^\d+$/.test(declared) && Number(declared) > limit) return { kind: "too_large" };
+  if (!request.body) return { kind: "ok", text: "" };
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        // Stop the stream here: nothing past the limit is read.
+        reader.cancel().catch(() => {});
+        return { kind: "too_large" };
+      }
+      chunks.push(value);
+    }
+  } catch (error) {
+    reader.cancel().catch(() => {});
+    return { kind: "unreadable", error };
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return { kind: "ok", text: new TextDecoder().decode(bytes) };
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
   });
 }
 

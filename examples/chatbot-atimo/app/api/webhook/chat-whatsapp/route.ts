@@ -7,7 +7,8 @@
 //    copy arriving while the first is still being handled gets 409 (the relay retries later).
 // 3. Parses the envelope into the typed union of ./types and calls the handler for its type.
 // 4. Answers 200 JSON and keeps the claim; 500 when a handler throws, releasing the claim so
-//    the relay's retry is handled.
+//    the relay's retry is handled; 503 when a handler is still running after its deadline
+//    (the claim holds meanwhile). Bodies over the size limit get 413, unsigned ones 401 unread.
 //
 // Replace the `handlers` below with your app's logic (update the UI state, store messages…).
 // To share the duplicate memory across instances, pass a Redis / Vercel KV store to
@@ -25,7 +26,8 @@ const handlers: EventHandlers = {
       authenticated,
       error,
       reason,
-      wid: clientInfo?.wid,
+      // Whether the account is known, not which: its wid is a phone number, its pushname a name.
+      clientInfo: clientInfo ? "present" : "absent",
     });
     // e.g. await db.whatsappSession.upsert({ connected, authenticated, ... })
   },

@@ -108,27 +108,42 @@ export interface EventHandlers {
 
 /** What {@link IdempotencyStore.claim} found. */
 export type ClaimResult =
-  /** The id was free: this caller now holds it and handles the event. */
-  | "claimed"
+  /**
+   * The id was free: this caller now holds it and handles the event. `token` names this claim:
+   * `complete` and `release` act only while the stored claim is still this one.
+   */
+  | { status: "claimed"; token: string }
   /** Another delivery of this id holds a claim and is being handled right now. */
-  | "in_progress"
+  | { status: "in_progress" }
   /** This id was handled successfully before. */
-  | "done";
+  | { status: "done" };
 
 /**
  * Makes sure each `webhook-id` is handled once, even when the relay's copies of it arrive at
  * the same time. In memory by default (per server instance); back it with Redis / Vercel KV
  * in production (`createRedisStore`, see README.md).
+ *
+ * A claim is owned: a handler that outlives its lease must not, when it finally ends, delete
+ * or overwrite the claim a later copy took meanwhile. So `complete` and `release` compare the
+ * stored value with the claim's token and change it in the same atomic step.
  */
 export interface IdempotencyStore {
   /**
-   * Atomically: if `id` is unknown, record it as in progress for `leaseSeconds` and answer
-   * "claimed"; otherwise answer what it is. Check and record must be one step (a set-if-absent,
-   * e.g. Redis `SET key value NX EX leaseSeconds`), or two concurrent copies both get "claimed".
+   * Atomically: if `id` is unknown, record it as in progress for `leaseSeconds` under a new
+   * unguessable token and answer `{status: "claimed", token}`; otherwise answer what it is.
+   * Check and record must be one step (a set-if-absent, e.g. Redis `SET key token NX EX
+   * leaseSeconds`), or two concurrent copies both get "claimed".
    */
   claim(id: string, leaseSeconds: number): ClaimResult | Promise<ClaimResult>;
-  /** The handler succeeded: remember `id` as done for at least `ttlSeconds`. */
-  complete(id: string, ttlSeconds: number): void | Promise<void>;
-  /** The handler failed: forget the claim, so the relay's retry is handled. */
-  release(id: string): void | Promise<void>;
+  /**
+   * The handler succeeded: remember `id` as done for at least `ttlSeconds`, if the stored claim
+   * is still `token`'s or there is none any more (its lease ended and no other copy claimed
+   * it). Another copy's claim in progress is left alone. One atomic step.
+   */
+  complete(id: string, ttlSeconds: number, token: string): void | Promise<void>;
+  /**
+   * The handler failed: forget the claim, so the relay's retry is handled, only if the stored
+   * claim is still `token`'s (never another copy's claim, never a done id). One atomic step.
+   */
+  release(id: string, token: string): void | Promise<void>;
 }
