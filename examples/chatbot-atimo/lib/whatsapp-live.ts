@@ -61,9 +61,9 @@ export interface WhatsAppLiveState {
   error: string | null;
   /** The QR to scan, while it is valid. */
   qr: LiveQr | null;
-  /** The last `status` event's data (connected, authenticated, …). */
+  /** The newest `status` event's data by the sender's timestamp (connected, authenticated, …); an older one arriving late is ignored. */
   whatsapp: StatusData | null;
-  /** Messages that arrived while listening, oldest first (at most `maxMessages`). */
+  /** Messages that arrived while listening, oldest first (at most `maxMessages`); one entry per WhatsApp message id, a later event about it replacing it in place. */
   messages: ChatMessage[];
   /** Events too large to push live: fetch them from the app by id. */
   fetchFromApp: { id: string; type: string }[];
@@ -83,7 +83,7 @@ export interface WhatsAppLiveOptions {
    * Default 30 s.
    */
   connectTimeoutMs?: number;
-  /** A QR is shown at most this long after it was received. Default 60 s (the relay's QR_TTL_SECONDS). */
+  /** A QR is shown at most this long after the earliest of: the sender's timestamp, its arrival at the relay, its arrival at the page. Default 60 s (the relay's QR_TTL_SECONDS). */
   qrTtlMs?: number;
   /** Messages kept. Default 200. */
   maxMessages?: number;
@@ -91,7 +91,7 @@ export interface WhatsAppLiveOptions {
   refreshBeforeMs?: number;
   /** Delay before retrying after a failure (doubling up to 60 s). Default 2 s. */
   retryDelayMs?: number;
-  /** Called when the connection is back after a drop: reload the state from the app. */
+  /** Called when the page is live again after a dropped connection or a refused token: reload the state from the app (what was published meanwhile is not sent again). */
   onResume?: () => void;
   /** Called with every event, after the snapshot is updated. */
   onEvent?: (payload: LivePayload) => void;

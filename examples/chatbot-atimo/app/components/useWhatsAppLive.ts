@@ -12,7 +12,7 @@ import {
 /**
  * The live state of `session`: connection status, the QR while valid, new messages.
  * Load the current state from the app first (no replay: only what happens after the page
- * subscribed arrives here), and again in `options.onResume` after a dropped connection.
+ * subscribed arrives here), and again in `options.onResume` after a dropped connection or a refused token.
  * `options` are read when the session changes.
  */
 export function useWhatsAppLive(session: string, options?: WhatsAppLiveOptions): WhatsAppLiveState {
