@@ -57,27 +57,35 @@ impl SqsQueue {
         }
     }
 
-    /// The DLQ named by this queue's redrive policy, for tools given only the source queue.
-    pub async fn dead_letter_queue(&self) -> Result<SqsQueue, QueueError> {
-        use aws_sdk_sqs::types::QueueAttributeName;
+    /// One attribute of the queue (`GetQueueAttributes`), if the queue has it.
+    async fn attribute(
+        &self,
+        name: aws_sdk_sqs::types::QueueAttributeName,
+    ) -> Result<Option<String>, QueueError> {
         let attributes = self
             .client
             .get_queue_attributes()
             .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .attribute_names(name.clone())
             .send()
             .await
             .map_err(|e| classify(e, Call::Other))?;
-        let policy = attributes
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        Ok(attributes.attributes().and_then(|a| a.get(&name)).cloned())
+    }
+
+    /// The DLQ named by this queue's redrive policy, for tools given only the source queue.
+    pub async fn dead_letter_queue(&self) -> Result<SqsQueue, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let policy = self
+            .attribute(QueueAttributeName::RedrivePolicy)
+            .await?
             .ok_or_else(|| {
                 QueueError::Refused(format!(
                     "{} has no redrive policy: set DEAD_LETTER_QUEUE_URL",
                     self.queue_url
                 ))
             })?;
-        let arn = serde_json::from_str::<serde_json::Value>(policy)
+        let arn = serde_json::from_str::<serde_json::Value>(&policy)
             .ok()
             .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
             .ok_or_else(|| QueueError::Refused(format!("unreadable redrive policy {policy:?}")))?;
@@ -92,21 +100,13 @@ impl SqsQueue {
         Ok(self.sibling(url.queue_url().unwrap_or_default()))
     }
 
-    /// The queue's visibility timeout (`GetQueueAttributes`, `VisibilityTimeout`, whole
-    /// seconds): how long a received batch has before its messages are handed out again.
+    /// The queue's visibility timeout (`VisibilityTimeout`, whole seconds): how long a received
+    /// batch has before its messages are handed out again.
     pub async fn visibility_timeout(&self) -> Result<Duration, QueueError> {
         use aws_sdk_sqs::types::QueueAttributeName;
-        let attributes = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::VisibilityTimeout)
-            .send()
-            .await
-            .map_err(|e| classify(e, Call::Other))?;
-        let value = attributes
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+        let value = self
+            .attribute(QueueAttributeName::VisibilityTimeout)
+            .await?
             .ok_or_else(|| {
                 QueueError::Refused(format!(
                     "{} did not say its VisibilityTimeout",
