@@ -269,6 +269,14 @@ describe('retries', () => {
     assert.ok(!text.includes('FAKE'), 'no message text');
     assert.ok(!/[\r\n\u2028]/.test(text), 'no line breaks from the relay');
     assert.ok(text.length < 500, `capped: ${text.length} characters`);
+
+    // A short `expected`, under the cap: only the cut before ", found" keeps the value out.
+    const short = { error: 'schema_violation', path: 'data.message.from', expected: 'expected a string, found the number 5511999990000' };
+    const relay2 = await fakeRelay(() => ({ status: 422, body: JSON.stringify(short) }));
+    const log2 = captureLogger();
+    await sender({ url: relay2.eventsUrl, logger: log2.logger }).send('status', { connected: true });
+    assert.match(log2.text(), /schema_violation: expected a string \(at data\.message\.from\)/);
+    assert.ok(!log2.text().includes('5511999990000'), log2.text());
   });
 
   it('400, 413 and 415 are final too', async () => {

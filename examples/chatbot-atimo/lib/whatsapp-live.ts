@@ -275,7 +275,14 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
   }
 
   type Subscribed = { channel: EventsChannel; subscription: EventsSubscription; info: LiveTokenInfo };
-  type Attempt = { expired: boolean; abort: AbortController };
+  type Attempt = {
+    expired: boolean;
+    abort: AbortController;
+    /** What the attempt opened, closed again if its time runs out first. */
+    opened?: { channel: EventsChannel; subscription: EventsSubscription };
+  };
+  /** Attempts under way, aborted when the store stops. */
+  const attempts = new Set<Attempt>();
 
   /**
    * Token → connect → subscribe → ready, within `connectTimeoutMs`: resolves with the live
@@ -284,12 +291,16 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
    */
   async function subscribeWithFreshToken(gen: number): Promise<Subscribed | null> {
     const attempt: Attempt = { expired: false, abort: new AbortController() };
+    attempts.add(attempt);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         const error = new Error(`no live subscription within ${connectTimeoutMs} ms (token, connect, subscribe)`);
         attempt.expired = true;
         attempt.abort.abort(error);
+        // `ready` has no timeout of its own: a subscription still waiting on it is closed
+        // here, or every such attempt would leave one open for the life of the page.
+        release(attempt.opened ?? null);
         reject(error);
       }, connectTimeoutMs);
     });
@@ -300,6 +311,7 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
       return await Promise.race([steps, deadline]);
     } finally {
       clearTimeout(timer);
+      attempts.delete(attempt);
     }
   }
 
@@ -329,7 +341,7 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
     const subscription = channel.subscribe(
       {
         next: (message: { event: LivePayload }) => {
-          if (gen === generation) onPayload(message.event);
+          if (gen === generation && !attempt.expired) onPayload(message.event);
         },
         // A refused or failed subscription (e.g. its token expired before a reconnect):
         // start over with a new token.
@@ -339,6 +351,7 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
       },
       { authMode: "lambda", authToken: info.token },
     );
+    attempt.opened = { channel, subscription };
     try {
       await subscription.ready;
     } catch (error) {
@@ -424,6 +437,8 @@ export function createWhatsAppLive(session: string, options: WhatsAppLiveOptions
 
   function teardown(): void {
     generation += 1;
+    for (const attempt of attempts) attempt.abort.abort(new Error("the live store stopped"));
+    attempts.clear();
     clearTimeout(refreshTimer);
     clearTimeout(retryTimer);
     clearTimeout(qrTimer);

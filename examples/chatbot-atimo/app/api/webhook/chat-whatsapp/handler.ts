@@ -27,6 +27,9 @@ export const DEFAULT_DEDUPE_TTL_SECONDS = 2 * 24 * 60 * 60;
  * does not hide the event from the relay's next retries for long.
  */
 export const DEFAULT_CLAIM_LEASE_SECONDS = 60;
+
+/** A handler still running after this long is answered 503 (see `handlerTimeoutMs`). */
+export const DEFAULT_HANDLER_TIMEOUT_MS = 4_000;
 /** Entries kept by the in-memory store before the oldest are forgotten. */
 export const DEFAULT_MEMORY_STORE_MAX_ENTRIES = 10_000;
 /**
@@ -57,7 +60,9 @@ export interface HandlerOptions {
   claimLeaseSeconds?: number;
   /**
    * How long a handler may run before the route answers 503 (the claim stays until its lease
-   * ends, so no other copy runs meanwhile). Default 3/4 of the lease; at most 9/10 of it.
+   * ends, so no other copy runs meanwhile). Default 4 s, below the relay's per-attempt timeout
+   * (`DELIVERY_TIMEOUT_MS`, at most 5 s), so the relay reads the 503 and its `Retry-After`
+   * rather than timing out; keep it below that timeout if you set it. At most 9/10 of the lease.
    */
   handlerTimeoutMs?: number;
   /** Bodies longer than this are refused with 413 without being read further. Default {@link DEFAULT_MAX_BODY_BYTES}. */
@@ -117,10 +122,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Idempotency
       put(id, token, leaseSeconds);
       return { status: "claimed", token };
     },
-    complete(id: string, ttlSeconds: number, token: string): void {
-      const entry = live(id);
-      // Done already, or another copy claimed it after this claim's lease ended: leave it.
-      if (entry && entry.token !== token) return;
+    complete(id: string, ttlSeconds: number, _token: string): void {
+      // The event was handled: done, whoever holds the id now. A later copy's claim may be
+      // overwritten (its own complete/release then find another token and do nothing); an id
+      // already done keeps its TTL. The token matters for `release` only.
+      if (live(id)?.token === null) return;
       put(id, null, ttlSeconds);
     },
     release(id: string, token: string): void {
@@ -150,11 +156,13 @@ export interface RedisLike {
 const DONE = "done";
 
 /**
- * `complete`: KEYS[1] becomes ARGV[3] ("done") for ARGV[2] seconds if it still holds the claim
- * ARGV[1], or nothing (the lease ended and nobody claimed it since). 1 if set, else 0.
+ * `complete`: KEYS[1] becomes ARGV[3] ("done") for ARGV[2] seconds unless it is done already:
+ * the event was handled, whoever holds the id now (a later copy's claim included: its own
+ * complete/release then find another value and do nothing). ARGV[1], the claim's token, is
+ * not needed here. 1 if set, else 0.
  */
 export const REDIS_COMPLETE_SCRIPT = `local current = redis.call('GET', KEYS[1])
-if current == false or current == ARGV[1] then
+if current ~= ARGV[3] then
   redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
   return 1
 end
@@ -290,7 +298,7 @@ export function createHandler(options: HandlerOptions = {}): (request: Request) 
   const ttlSeconds = options.dedupeTtlSeconds ?? DEFAULT_DEDUPE_TTL_SECONDS;
   const leaseSeconds = options.claimLeaseSeconds ?? DEFAULT_CLAIM_LEASE_SECONDS;
   // Below the lease, so a handler that overruns is answered while its claim still holds.
-  const handlerTimeoutMs = Math.min(options.handlerTimeoutMs ?? leaseSeconds * 750, leaseSeconds * 900);
+  const handlerTimeoutMs = Math.min(options.handlerTimeoutMs ?? DEFAULT_HANDLER_TIMEOUT_MS, leaseSeconds * 900);
   const retryAfterSeconds = Math.max(1, Math.ceil(leaseSeconds - handlerTimeoutMs / 1000));
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const log: Logger = options.logger ?? console;
