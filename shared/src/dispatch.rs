@@ -65,6 +65,11 @@ pub const SETTLE_RESERVE: Duration = Duration::from_secs(20);
 /// What an aging message's move to the DLQ needs before the deadline: one send.
 const DEAD_LETTER_RESERVE: Duration = Duration::from_secs(8);
 
+/// Whether `needed` still fits before `deadline` (no deadline: always).
+fn time_left(deadline: Option<Instant>, needed: Duration) -> bool {
+    deadline.is_none_or(|deadline| Instant::now() + needed <= deadline)
+}
+
 /// Lambda's deadline for the invocation (`Lambda-Runtime-Deadline-Ms`, unix milliseconds) as
 /// an `Instant` on this process's clock.
 pub fn deadline_from_unix_ms(deadline_ms: u64) -> Instant {
@@ -239,11 +244,9 @@ impl Dispatcher {
     ) -> Vec<String> {
         let mut jobs = jobs.into_iter();
         let mut failed = Vec::new();
-        let mut why_held = "not sent: an earlier message of its group failed";
         let mut out_of_time = None;
         for job in jobs.by_ref() {
-            if !self.time_for_an_attempt(deadline) {
-                why_held = "not sent: too little of the invocation's time is left";
+            if !time_left(deadline, self.deliverer.timeout() + SETTLE_RESERVE) {
                 out_of_time = Some(job);
                 break;
             }
@@ -253,13 +256,17 @@ impl Dispatcher {
             }
         }
         let ran_out = out_of_time.is_some();
+        let why_held = if ran_out {
+            "not sent: too little of the invocation's time is left"
+        } else {
+            "not sent: an earlier message of its group failed"
+        };
         let mut released = Vec::new();
         for held in out_of_time.into_iter().chain(jobs) {
             // An aging message is dead-lettered rather than held longer, one after another (the
             // DLQ keeps their order), while there is time; if the batch ran out of time before
             // reaching it, it is released instead and gets its attempt next time.
-            let time_to_move =
-                !ran_out && deadline.is_none_or(|d| Instant::now() + DEAD_LETTER_RESERVE <= d);
+            let time_to_move = !ran_out && time_left(deadline, DEAD_LETTER_RESERVE);
             if let (true, true, Some(body)) = (time_to_move, self.aging(&held), held.body.clone()) {
                 let reason = DeadLetterReason::Aging;
                 match self
@@ -416,13 +423,6 @@ impl Dispatcher {
         let set = self.set_visibility(job, wanted, started).await;
         log_failure("retry", set.map(|d| d.as_secs()));
         Settled::Retry
-    }
-
-    /// Whether one more attempt, and settling its failure, fit before `deadline`.
-    fn time_for_an_attempt(&self, deadline: Option<Instant>) -> bool {
-        deadline.is_none_or(|deadline| {
-            Instant::now() + self.deliverer.timeout() + SETTLE_RESERVE <= deadline
-        })
     }
 
     /// Older than [`AGING_LIMIT`] by the queue's own clock (`SentTimestamp`).
