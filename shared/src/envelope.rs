@@ -488,9 +488,9 @@ pub(crate) fn hex_prefix(bytes: &[u8], take: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::wire::is_sqs_id_char;
     use super::*;
     use crate::queue::MAX_ID_LEN;
+    use crate::queue::is_sqs_id_char;
     use serde_json::json;
 
     /// The seed's own envelopes, one per whatsapp-web.js event.

@@ -7,7 +7,7 @@
 //! every `visit_*` method a JSON value can reach, through [`Visit`].
 
 use super::{Direction, EventType, MAX_SESSION_LEN};
-use crate::queue::MAX_ID_LEN;
+use crate::queue::{MAX_ID_LEN, is_sqs_id};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -270,15 +270,6 @@ impl<'de, const MAX: usize> Expect<'de> for SqsId<MAX> {
             ))
         }
     }
-}
-
-/// SQS allows alphanumerics and ASCII punctuation in group and deduplication ids.
-pub(super) fn is_sqs_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c.is_ascii_punctuation()
-}
-
-fn is_sqs_id(value: &str, max_len: usize) -> bool {
-    !value.is_empty() && value.len() <= max_len && value.chars().all(is_sqs_id_char)
 }
 
 /// One of a fixed set of names (`event`, `direction`).

@@ -43,13 +43,10 @@ pub fn is_valid_segment(segment: &str) -> bool {
 /// What a session name is, in the words of [`check_session`]'s refusal.
 pub const SESSION_RULE: &str = "1 to 64 ASCII letters, digits or punctuation (no spaces)";
 
-/// A session name as the envelope allows it (`SESSION_RULE`), so a token never names a
+/// A session name as the envelope allows it (`SESSION_RULE`, the envelope's own check), so a token never names a
 /// session no event can have.
 pub fn check_session(session: &str) -> Result<(), String> {
-    if session.is_empty()
-        || session.len() > MAX_SESSION_LEN
-        || !session.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !crate::queue::is_sqs_id(session, MAX_SESSION_LEN) {
         return Err(format!("a session name is {SESSION_RULE}"));
     }
     Ok(())

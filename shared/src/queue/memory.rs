@@ -15,7 +15,7 @@
 
 use super::{
     Consumer, MAX_BATCH, MAX_ID_LEN, MAX_MESSAGE_BYTES, MAX_VISIBILITY, NewMessage, Producer,
-    QueueError, ReceivedMessage, Visibility, check_receive,
+    QueueError, ReceivedMessage, Visibility, check_receive, is_sqs_id_char,
 };
 use crate::clock::unix_millis;
 use async_trait::async_trait;
@@ -325,7 +325,7 @@ fn sqs_body_char(c: char) -> bool {
 }
 
 /// 1 to [`MAX_ID_LEN`] characters, each an ASCII letter, digit or punctuation mark: exactly
-/// the printable ASCII characters but the space (`char::is_ascii_graphic`). The error names the
+/// the printable ASCII characters but the space ([`is_sqs_id_char`]). The error names the
 /// offending character, never the id (a group id carries a chat's hash).
 fn check_id(name: &str, id: &str) -> Result<(), QueueError> {
     let len = id.chars().count();
@@ -334,7 +334,7 @@ fn check_id(name: &str, id: &str) -> Result<(), QueueError> {
             "InvalidParameterValue: {name} is {len} characters; SQS takes 1 to {MAX_ID_LEN}"
         )));
     }
-    if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic()) {
+    if let Some(c) = id.chars().find(|&c| !is_sqs_id_char(c)) {
         return Err(QueueError::MessageRefused(format!(
             "InvalidParameterValue: {name} has U+{:04X}; SQS takes only alphanumeric characters and punctuation",
             u32::from(c)

@@ -52,6 +52,18 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// (``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``)." That is every printable ASCII character but the
 /// space. The in-process queue refuses an id outside these rules (see `memory`).
 pub const MAX_ID_LEN: usize = 128;
+
+/// A character SQS takes in a group or deduplication id (see [`MAX_ID_LEN`]): an ASCII letter,
+/// digit or punctuation mark.
+pub fn is_sqs_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c.is_ascii_punctuation()
+}
+
+/// 1 to `max_len` bytes, every one an [`is_sqs_id_char`]: what SQS takes as an id (or a part
+/// of one, such as the session in a group id).
+pub fn is_sqs_id(value: &str, max_len: usize) -> bool {
+    !value.is_empty() && value.len() <= max_len && value.chars().all(is_sqs_id_char)
+}
 /// SQS's longest long-poll wait.
 ///
 /// AWS (SQS Developer Guide, "Setting-up long polling"): "When the wait time for the
