@@ -103,27 +103,28 @@ pub async fn run(args: LocalArgs) -> Result<ExitCode, Failure> {
     let delivery = config.delivery;
     let live = crate::live::local_hub(&args.live, delivery.retry.qr_ttl)?;
     let schedule = delivery.retry.schedule.clone();
-    let visibility = Duration::from_secs(args.visibility_timeout);
-    let settle = delivery.delivery_timeout + SETTLE_RESERVE;
-    if config.queue_url.is_none() && visibility <= settle {
-        return Err(Failure(format!(
-            "--visibility-timeout {} s is too short: a batch must be settled before its messages are visible again, and one attempt needs the delivery timeout + {} s; give more than {} s",
-            args.visibility_timeout,
-            SETTLE_RESERVE.as_secs(),
-            settle.as_secs_f64().ceil()
-        )));
-    }
     let (queues, in_process, batch_visibility, mut queue_note) = open_queues(
         config.queue_url.as_deref(),
         config.dead_letter_queue_url.as_deref(),
-        visibility,
+        Duration::from_secs(args.visibility_timeout),
         schedule.max_attempts(),
     )
     .await?;
-    // An SQS queue's timeout is the operator's: one too short for a deadline (a test queue,
-    // say) runs batches without one, as this stack did before, and says so.
+    // A batch must be settled before its messages are visible again: its deadline is the
+    // queue's visibility timeout, which must leave room for one attempt. The in-process
+    // timeout is ours to refuse; an SQS queue's is the operator's, and one too short (a test
+    // queue, say) runs batches without a deadline, as this stack did before, and says so.
+    let settle = delivery.delivery_timeout + SETTLE_RESERVE;
     let batch_time = (batch_visibility > settle).then_some(batch_visibility);
     if batch_time.is_none() {
+        if in_process.is_some() {
+            return Err(Failure(format!(
+                "--visibility-timeout {} s is too short: a batch must be settled before its messages are visible again, and one attempt needs the delivery timeout + {} s; give more than {} s",
+                args.visibility_timeout,
+                SETTLE_RESERVE.as_secs(),
+                settle.as_secs_f64().ceil()
+            )));
+        }
         queue_note.push_str(&format!(
             "; its VisibilityTimeout ({} s) leaves no room for a batch deadline (the delivery timeout + {} s), so a slow batch may be handed out twice",
             batch_visibility.as_secs(),
